@@ -1,0 +1,50 @@
+"""Annotate generated texts with the annotator pipeline: synthetic train and
+validation DocBins, plus entity counts per label next to the gold counts.
+
+    python scripts/annotate.py GENERATED_JSONL ANNOTATOR_PIPELINE GOLD_TRAIN_DOCBIN OUT_DIR \
+        [--validation-fraction 0.1] [--seed 0] [--batch-size 16] [--device cuda]
+
+Writes OUT_DIR/train.spacy, validation.spacy, stats.md and stats.json.
+"""
+
+from pathlib import Path
+
+import typer
+
+try:
+    from synthdeid.annotate import AnnotateError, annotate_generated
+except ImportError:  # run from a checkout where the package is not installed
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from synthdeid.annotate import AnnotateError, annotate_generated
+
+
+def main(
+    generated: Path = typer.Argument(..., help="Generated documents (.jsonl with 'id' and 'text' per line)"),
+    pipeline: Path = typer.Argument(..., help="Annotator pipeline folder (scripts/build_annotator_pipeline.py)"),
+    gold: Path = typer.Argument(..., help="Gold train DocBin, for the label counts to compare with"),
+    output_dir: Path = typer.Argument(..., help="Folder for train.spacy, validation.spacy, stats.md, stats.json"),
+    validation_fraction: float = typer.Option(0.1, help="Share of generated documents held out for validation"),
+    seed: int = typer.Option(0, help="Seed of the train/validation split"),
+    batch_size: int = typer.Option(16, help="Documents per nlp.pipe batch"),
+    device: str = typer.Option("", help="Torch device for the hf_ner component (default: as saved)"),
+):
+    try:
+        annotate_generated(
+            generated,
+            pipeline,
+            gold,
+            output_dir,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            batch_size=batch_size,
+            device=device or None,
+        )
+    except AnnotateError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,146 @@
+"""Run the workflow step by step, timing each, and print the project's figures.
+
+Every number in the README's results table comes from this script's output:
+    python scripts/benchmark.py --vars.corpus_dir=../shared/meddocan
+Extra `--vars.NAME=VALUE` options are passed on to weasel. Steps are forced
+to rerun so that their wall time is measured; `--step NAME` (repeatable) times
+only those steps, runs the others only if their outputs are out of date, and
+carries over their times from the previous training/benchmark.json.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import spacy
+import typer
+from weasel.util import load_project_config
+
+from synthdeid.evaluate import read_docbin
+from synthdeid.io import write_json, write_text
+
+app = typer.Typer(add_completion=False)
+
+
+def packaged_pipeline_speed(package_dir: Path, test_path: Path, batch_size: int = 16) -> dict:
+    """Words per second of the packaged pipeline (as installed: with the redactor)."""
+    import synthdeid.redact  # noqa: F401  the package registers it the same way
+
+    inner = next(p for p in package_dir.glob("*/*") if (p / "config.cfg").exists())
+    nlp = spacy.load(inner)
+    texts = [doc.text for doc in read_docbin(test_path)]
+    words = sum(len(nlp.make_doc(text)) for text in texts)
+    start = time.perf_counter()
+    for _ in nlp.pipe(texts, batch_size=batch_size):
+        pass
+    seconds = time.perf_counter() - start
+    return {"documents": len(texts), "words": words, "seconds": seconds, "words_per_second": words / seconds}
+
+
+def optional_json(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def main(
+    ctx: typer.Context,
+    project_dir: Path = typer.Option(Path("."), help="The weasel project folder"),
+    workflow: str = typer.Option("all", help="The workflow whose steps are timed"),
+    step: List[str] = typer.Option([], help="Time only these steps (default: every step)"),
+):
+    overrides = list(ctx.args)
+    config = load_project_config(
+        project_dir, overrides=dict(arg.lstrip("-").split("=", 1) for arg in overrides)
+    )
+    project_vars = config["vars"]
+    previous_path = project_dir / "training/benchmark.json"
+    previous = json.loads(previous_path.read_text(encoding="utf-8"))["step_seconds"] if step else {}
+    step_seconds = {}
+    for name in config["workflows"][workflow]:
+        timed = not step or name in step
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "weasel", "run", name, str(project_dir), *(["--force"] if timed else []), *overrides],
+            check=True,
+        )
+        step_seconds[name] = time.perf_counter() - start if timed else previous[name]
+    corpus_stats = json.loads((project_dir / "corpus/stats.json").read_text(encoding="utf-8"))
+    evaluation = json.loads(
+        (project_dir / "training/evaluation/evaluation.json").read_text(encoding="utf-8")
+    )
+    package_dir = project_dir / "packages" / (
+        f"{project_vars['lang']}_{project_vars['package_name']}-{project_vars['package_version']}"
+    )
+    results = {
+        "vars": project_vars,
+        "step_seconds": step_seconds,
+        "workflow_seconds": sum(step_seconds.values()),
+        "alignment": {
+            split: {k: v for k, v in stats.items() if k.startswith("align") or k == "spans"}
+            for split, stats in corpus_stats["splits"].items()
+        },
+        "scores": {
+            name: {
+                "entity": s["entity"]["micro"],
+                "token": s["token"]["micro"],
+                "meddocan": s["meddocan"],
+            }
+            for name, s in evaluation["pipelines"].items()
+        },
+        "synthetic_gold_ratio": evaluation.get("synthetic_gold_ratio"),
+        "generation": optional_json(project_dir / "corpus/synthetic/generation_stats.json"),
+        "privacy": optional_json(project_dir / "training/privacy/privacy.json"),
+        "packaged_pipeline_speed": packaged_pipeline_speed(
+            package_dir, project_dir / "corpus/test.spacy"
+        ),
+    }
+    report = markdown(results)
+    write_json(project_dir / "training/benchmark.json", results)
+    write_text(project_dir / "training/benchmark.md", report)
+    typer.echo(report)
+
+
+def markdown(results: dict) -> str:
+    lines = ["## Quality", "", "| pipeline | entity P | entity R | entity F1 | token F1 | MEDDOCAN span F1 (strict / merged) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, s in results["scores"].items():
+        e, t, m = s["entity"], s["token"], s["meddocan"]
+        lines.append(
+            f"| {name} | {e['p']:.4f} | {e['r']:.4f} | {e['f']:.4f} | {t['f']:.4f} "
+            f"| {m['subtrack2_strict']['f']:.4f} / {m['subtrack2_merged']['f']:.4f} |"
+        )
+    if results.get("synthetic_gold_ratio"):
+        ratio = results["synthetic_gold_ratio"]
+        lines += ["", f"Synthetic/gold F1 ratio: entity {ratio['entity']:.4f}, token {ratio['token']:.4f}."]
+    generation = results.get("generation")
+    if generation:
+        dropped = ", ".join(f"{reason} {n}" for reason, n in generation["dropped"].items())
+        lines += ["", "## Synthetic corpus", "",
+                  f"Generated {generation['generated']} notes in {generation['rounds']} round(s), kept "
+                  f"{generation['kept']} (target {generation['target']}; dropped: {dropped}), "
+                  f"{generation['words_per_doc']:.0f} words per note, {generation['docs_per_second']:.2f} notes/s."]
+    privacy = results.get("privacy")
+    if privacy:
+        pii = privacy["pii_reuse"]["total"]
+        recall = ", ".join(f"{n}-gram recall {r['recall']:.4f}" for n, r in privacy["ngram_recall"].items())
+        lines += ["", f"Privacy: {recall}; longest copied passage {privacy['copied_passages']['longest'][0]['tokens']} "
+                  f"tokens; {pii['reappearing']} of {pii['unique']} gold PII strings reappear verbatim "
+                  f"({pii['distinctive_reappearing']} of {pii['distinctive']} distinctive ones)."]
+    lines += ["", "## Span alignment of the corpus converter", "", "| split | spans | figures |", "| --- | ---: | --- |"]
+    for split, stats in results["alignment"].items():
+        figures = ", ".join(f"{k}: {v}" for k, v in stats.items() if k != "spans")
+        lines.append(f"| {split} | {stats.get('spans', '')} | {figures} |")
+    lines += ["", "## Wall time (seconds)", "", "| step | seconds |", "| --- | ---: |"]
+    lines += [f"| {step} | {sec:.0f} |" for step, sec in results["step_seconds"].items()]
+    lines.append(f"| **workflow total** | {results['workflow_seconds']:.0f} |")
+    speed = results["packaged_pipeline_speed"]
+    lines += ["", f"Packaged pipeline inference: {speed['words_per_second']:.0f} words/s "
+              f"({speed['words']} words in {speed['seconds']:.1f} s, one process)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,38 @@
+"""Assemble the annotator spaCy pipeline: a saved tokenizer + the hf_ner component."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from synthdeid.annotator import build_annotator_pipeline
+
+
+def main(
+    model_dir: Path = typer.Argument(..., help="Trained model folder (scripts/train_annotator.py)"),
+    tokenizer_dir: Path = typer.Argument(..., help="Saved spaCy pipeline whose tokenizer to use"),
+    output_dir: Path = typer.Argument(..., help="Folder to save the pipeline to"),
+    name: str = typer.Option("deid_meddocan_annotator", help="Pipeline name (nlp.meta)"),
+    description: Optional[str] = typer.Option(None, help="Pipeline description (nlp.meta)"),
+    batch_size: int = typer.Option(8, help="hf_ner: windows per forward pass"),
+    max_length: Optional[int] = typer.Option(
+        None, help="hf_ner: sub-tokens per window [default: as validated, from training_log.json]"
+    ),
+    stride: Optional[int] = typer.Option(
+        None, help="hf_ner: sub-tokens shared by consecutive windows [default: as validated]"
+    ),
+):
+    overrides = {"batch_size": batch_size, "max_length": max_length, "stride": stride}
+    build_annotator_pipeline(
+        model_dir,
+        tokenizer_dir,
+        output_dir,
+        name=name,
+        description=description,
+        component_config={key: value for key, value in overrides.items() if value is not None},
+    )
+    typer.echo(f"Saved the annotator pipeline to {output_dir}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,32 @@
+"""Evaluate de-identification pipelines on a gold test DocBin."""
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+from synthdeid.evaluate import evaluate_pipelines, markdown_report
+from synthdeid.io import write_json, write_text
+
+
+def main(
+    test_path: Path = typer.Argument(..., help="Gold DocBin to evaluate on"),
+    output_dir: Path = typer.Argument(..., help="Folder for evaluation.json and evaluation.md"),
+    pipeline: List[str] = typer.Option(..., help="NAME=PATH of a pipeline; repeat for several"),
+    batch_size: int = typer.Option(16, help="Documents per batch"),
+):
+    pipelines = {}
+    for item in pipeline:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise typer.BadParameter(f"expected NAME=PATH, got {item!r}", param_hint="--pipeline")
+        pipelines[name] = path
+    results = evaluate_pipelines(test_path, pipelines, batch_size)
+    report = markdown_report(results)
+    write_json(output_dir / "evaluation.json", results)
+    write_text(output_dir / "evaluation.md", report)
+    typer.echo(report)
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,56 @@
+"""Generate the synthetic corpus (JSONL) with the adapted generator through spacy-llm."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from synthdeid.generation import generate
+
+
+def main(
+    validation_path: Path = typer.Argument(..., help="Held-out DocBin; each document's first three words are a prompt"),
+    gold_train_path: Path = typer.Argument(..., help="Gold train DocBin (sets the target size)"),
+    generator_dir: Path = typer.Argument(..., help="Generator folder (adapt_generator output or its model/ folder)"),
+    output_path: Path = typer.Argument(..., help="JSONL file to write, one record per document"),
+    config: Path = typer.Option(Path("configs/generate.cfg"), help="spacy-llm pipeline config"),
+    size_multiple: float = typer.Option(4.0, help="Target size as a multiple of the gold train documents"),
+    samples_per_prompt: int = typer.Option(8, help="Samples per prompt in one round"),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Most new tokens per document [default: the config's]"),
+    top_p: Optional[float] = typer.Option(None, help="Nucleus sampling mass [default: the config's, 0.95]"),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature [default: the config's, 1.0]"),
+    batch_size: Optional[int] = typer.Option(None, help="Prompts per generation batch [default: the config's]"),
+    seed: Optional[int] = typer.Option(None, help="Base seed; batch i samples with seed + i [default: the config's]"),
+    device: Optional[str] = typer.Option(None, help="torch device: cpu, cuda, cuda:1, auto [default: the config's]"),
+    max_idle_rounds: int = typer.Option(3, help="Give up after this many rounds in a row keep nothing"),
+    stats: Optional[Path] = typer.Option(None, help="JSON file for the generation statistics"),
+):
+    result = generate(
+        validation_path,
+        gold_train_path,
+        output_path,
+        config_path=config,
+        generator=generator_dir,
+        model_options={
+            "max_new_tokens": max_new_tokens,
+            "top_p": top_p,
+            "temperature": temperature,
+            "batch_size": batch_size,
+            "seed": seed,
+            "device": device,
+        },
+        size_multiple=size_multiple,
+        samples_per_prompt=samples_per_prompt,
+        max_idle_rounds=max_idle_rounds,
+        stats_path=stats,
+    )
+    dropped = ", ".join(f"{reason} {n}" for reason, n in result["dropped"].items())
+    typer.echo(
+        f"Kept {result['kept']} of {result['generated']} generated documents ({dropped}) in "
+        f"{result['rounds']} round(s), {result['seconds']:.1f} s ({result['docs_per_second']:.2f} docs/s); "
+        f"{result['words_per_doc']:.0f} words per document. Wrote {output_path}"
+    )
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,40 @@
+"""Package a trained de-identification pipeline (with the PII redactor) as a wheel."""
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from synthdeid.packaging import package_pipeline, performance_from_evaluation
+
+
+def main(
+    pipeline_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Trained pipeline"),
+    output_dir: Path = typer.Argument(..., help="Where the package folder goes"),
+    name: str = typer.Option(..., help="Package name (the language code is prefixed)"),
+    version: str = typer.Option(..., help="Package version"),
+    trained_on: str = typer.Option(..., help="What the pipeline was trained on, for meta.json"),
+    description: str = typer.Option("De-identification of Spanish clinical text (MEDDOCAN labels)."),
+    evaluation: Optional[Path] = typer.Option(None, exists=True, help="evaluation.json with its scores"),
+    evaluation_name: str = typer.Option("", help="The pipeline's name in evaluation.json"),
+):
+    performance = None
+    if evaluation is not None:
+        performance = performance_from_evaluation(
+            json.loads(evaluation.read_text(encoding="utf-8")), evaluation_name
+        )
+    wheel = package_pipeline(
+        pipeline_dir,
+        output_dir,
+        name=name,
+        version=version,
+        description=description,
+        trained_on=trained_on,
+        performance=performance,
+    )
+    typer.echo(f"Built {wheel}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

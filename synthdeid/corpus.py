@@ -1,0 +1,589 @@
+"""Gold corpora in (brat standoff, JSONL, DocBin), spaCy DocBins out.
+
+Readers yield `RawDoc(name, text, spans)` with validated character spans;
+malformed input raises `CorpusError` naming the file and line. `to_doc` turns
+a `RawDoc` into a `Doc` whose `doc.ents` are exactly the gold spans: a span
+whose edge falls inside a token splits that token (reported as misaligned),
+never dropped or stretched. `convert_corpus` writes the train / validation /
+test DocBins, the tokenizer they were made with and `stats.json`.
+
+Policies for odd data (counted in `ReadReport` and `stats.json`):
+
+- Byte-order mark: brat counts a `.txt` file's leading BOM as a character
+  (MEDDOCAN has 22 such files, their offsets include it). Offsets are checked
+  against the text with the BOM, then the BOM is removed and the spans
+  shifted by one. A leading BOM in a `.ann` file is ignored.
+- Non-`T` brat lines (`#` notes, `A`/`M` attributes, `R` relations, `E`
+  events, `N` normalisations, `*` equivalences) are skipped and counted by
+  type; blank lines are ignored; any other line is an error.
+- Whitespace at a span's edges (`" Madrid"`) is trimmed off and counted: it
+  is never part of a mention, and a span cannot start or end on a space
+  between tokens. A span covering only whitespace is an error.
+- Overlapping or duplicate spans, discontinuous brat spans, empty texts and
+  non-UTF-8 files are errors (MEDDOCAN has none of them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import time
+from bisect import bisect_right
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc, DocBin
+from tqdm import tqdm
+from wasabi import msg
+
+from .io import atomic_path, write_json
+from .tokenizer import make_nlp
+
+Span = Tuple[int, int, str]
+
+# brat annotation ids by first character; only text-bound (T) ones are read.
+SKIPPED_BRAT_TYPES = {
+    "#": "note",
+    "A": "attribute",
+    "M": "attribute",
+    "R": "relation",
+    "E": "event",
+    "N": "normalization",
+    "*": "equivalence",
+}
+_T_ID = re.compile(r"T[0-9]+")
+_OFFSET = re.compile(r"[0-9]+")
+_BOM = "\ufeff"
+MAX_EXAMPLES = 10
+
+
+class CorpusError(ValueError):
+    """Malformed corpus input; the message reads `<file>:<line>: <problem>`
+    (without `:<line>` when the problem is the whole file)."""
+
+
+@dataclass
+class RawDoc:
+    """One document: its name, text and gold `(start, end, label)` character
+    spans (sorted, non-overlapping, no whitespace at their edges)."""
+
+    name: str
+    text: str
+    spans: List[Span]
+
+
+@dataclass
+class ReadReport:
+    """What a reader did besides yielding documents; filled in as it reads."""
+
+    skipped_lines: Counter = field(default_factory=Counter)  # non-T brat lines, by id type
+    byte_order_marks_removed: int = 0
+    trimmed_spans: int = 0  # spans whose whitespace edges were removed
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "skipped_annotation_lines": sum(self.skipped_lines.values()),
+            "skipped_annotation_lines_by_type": dict(sorted(self.skipped_lines.items())),
+            "byte_order_marks_removed": self.byte_order_marks_removed,
+            "trimmed_spans": self.trimmed_spans,
+        }
+
+
+@dataclass
+class Misaligned:
+    """A gold span whose edges cut tokens of the tokenizer; `tokens` are the
+    tokens that `to_doc` split so that the span is kept exactly."""
+
+    name: str
+    start: int
+    end: int
+    label: str
+    text: str
+    tokens: List[str]
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ readers
+
+
+def read_brat(folder: str | Path, report: Optional[ReadReport] = None) -> Iterator[RawDoc]:
+    """Documents of a brat folder: `NAME.txt` + `NAME.ann` pairs, by name.
+
+    Only the folder's top level is read; other files (`annotation.conf`,
+    hidden files) are ignored. Pairing is checked for the whole folder before
+    the first document is yielded; each pair is parsed when it is reached.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CorpusError(f"{folder}: no such folder")
+    files = {
+        path.name: path
+        for path in folder.iterdir()
+        if path.is_file() and not path.name.startswith(".") and path.suffix in (".txt", ".ann")
+    }
+    names = sorted({Path(name).stem for name in files})
+    if not names:
+        raise CorpusError(f"{folder}: no .txt/.ann files")
+    for name in names:
+        for have, want in ((".txt", ".ann"), (".ann", ".txt")):
+            if name + have in files and name + want not in files:
+                raise CorpusError(f"{folder / (name + have)}: no matching {name + want}")
+    report = report if report is not None else ReadReport()
+    for name in names:
+        yield _read_brat_pair(files[name + ".txt"], files[name + ".ann"], report)
+
+
+def _read_brat_pair(txt: Path, ann: Path, report: ReadReport) -> RawDoc:
+    text = _read_utf8(txt)
+    if not text.replace(_BOM, "").strip():
+        raise CorpusError(f"{txt}: empty text")
+    ann_text = _read_utf8(ann)
+    if ann_text.startswith(_BOM):
+        ann_text = ann_text[1:]
+    spans: List[Tuple[int, int, str, int]] = []  # start, end, label, line
+    ids: Dict[str, int] = {}
+    for lineno, line in enumerate(ann_text.split("\n"), start=1):
+        line = line[:-1] if line.endswith("\r") else line
+        if not line.strip():
+            continue
+        kind = line[0]
+        if kind in SKIPPED_BRAT_TYPES:
+            report.skipped_lines[kind] += 1
+            continue
+        where = f"{ann}:{lineno}"
+        if kind != "T":
+            raise CorpusError(
+                f"{where}: unknown annotation line {_short(line)} (ids start with T, "
+                f"{', '.join(SKIPPED_BRAT_TYPES)})"
+            )
+        fields = line.split("\t", 2)
+        if len(fields) != 3:
+            raise CorpusError(
+                f"{where}: malformed text-bound line {_short(line)}: expected "
+                "'T<n><TAB><LABEL> <start> <end><TAB><text>'"
+            )
+        ann_id, middle, covered = fields
+        if not _T_ID.fullmatch(ann_id):
+            raise CorpusError(f"{where}: malformed annotation id {ann_id!r} (expected T<n>)")
+        if ann_id in ids:
+            raise CorpusError(f"{where}: duplicate annotation id {ann_id} (first on line {ids[ann_id]})")
+        ids[ann_id] = lineno
+        if ";" in middle:
+            raise CorpusError(f"{where}: discontinuous span {middle!r} is not supported")
+        parts = middle.split(" ")
+        if len(parts) != 3 or not parts[0]:
+            raise CorpusError(f"{where}: expected '<LABEL> <start> <end>', got {middle!r}")
+        label, start_s, end_s = parts
+        if not (_OFFSET.fullmatch(start_s) and _OFFSET.fullmatch(end_s)):
+            raise CorpusError(f"{where}: offsets must be non-negative integers, got {start_s!r} {end_s!r}")
+        start, end = int(start_s), int(end_s)
+        _check_offsets(where, start, end, len(text), txt.name)
+        if text[start:end] != covered:
+            hint = " (brat counts the .txt file's byte-order mark as a character)" if text.startswith(_BOM) else ""
+            raise CorpusError(
+                f"{where}: covered text {_short(covered)} differs from {txt.name}[{start}:{end}] "
+                f"= {_short(text[start:end])}{hint}"
+            )
+        spans.append((start, end, label, lineno))
+    if text.startswith(_BOM):
+        for start, _, _, lineno in spans:
+            if start == 0:
+                raise CorpusError(f"{ann}:{lineno}: span covers the byte-order mark of {txt.name}")
+        text = text[1:]
+        spans = [(start - 1, end - 1, label, lineno) for start, end, label, lineno in spans]
+        report.byte_order_marks_removed += 1
+    located = [(s, e, label, f"{ann}:{lineno}", f"line {lineno}") for s, e, label, lineno in spans]
+    return RawDoc(txt.stem, text, _clean_spans(text, located, report))
+
+
+def read_jsonl(path: str | Path, report: Optional[ReadReport] = None) -> Iterator[RawDoc]:
+    """Documents of a JSONL file, one object per line:
+    `{"text": str, "spans": [{"start": int, "end": int, "label": str}], "name" or "id": optional}`.
+    A span may also give `"text"`, which must equal `text[start:end]`. Unknown
+    keys are errors (a misspelt key would otherwise drop data silently); blank
+    lines are skipped. Without a name, a document is named `<file stem>-<line>`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file")
+    report = report if report is not None else ReadReport()
+    content = _read_utf8(path)
+    if content.startswith(_BOM):
+        content = content[1:]
+    seen: Dict[str, int] = {}
+    for lineno, line in enumerate(content.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CorpusError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise CorpusError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        unknown = sorted(set(record) - {"text", "spans", "name", "id"})
+        if unknown:
+            raise CorpusError(f"{where}: unknown keys {unknown} (expected text, spans, name, id)")
+        for key in ("text", "spans"):
+            if key not in record:
+                raise CorpusError(f"{where}: missing key {key!r}")
+        text = record["text"]
+        if not isinstance(text, str):
+            raise CorpusError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise CorpusError(f"{where}: empty text")
+        name = record.get("name", record.get("id"))
+        if name is None:
+            name = f"{path.stem}-{lineno}"
+        elif isinstance(name, bool) or not isinstance(name, (str, int)) or not str(name).strip():
+            raise CorpusError(f"{where}: 'name'/'id' must be a non-empty string or an integer, got {name!r}")
+        name = str(name)
+        if name in seen:
+            raise CorpusError(f"{where}: duplicate document name {name!r} (first on line {seen[name]})")
+        seen[name] = lineno
+        if not isinstance(record["spans"], list):
+            raise CorpusError(f"{where}: 'spans' must be a list")
+        located = []
+        for i, span in enumerate(record["spans"], start=1):
+            at = f"{where}: span {i}"
+            if not isinstance(span, dict):
+                raise CorpusError(f"{at}: expected an object, got {type(span).__name__}")
+            unknown = sorted(set(span) - {"start", "end", "label", "text"})
+            if unknown:
+                raise CorpusError(f"{at}: unknown keys {unknown} (expected start, end, label, text)")
+            missing = [key for key in ("start", "end", "label") if key not in span]
+            if missing:
+                raise CorpusError(f"{at}: missing keys {missing}")
+            start, end, label = span["start"], span["end"], span["label"]
+            if any(isinstance(v, bool) or not isinstance(v, int) for v in (start, end)):
+                raise CorpusError(f"{at}: 'start' and 'end' must be integers, got {start!r} {end!r}")
+            if not isinstance(label, str) or not label.strip() or label != label.strip():
+                raise CorpusError(f"{at}: 'label' must be a non-empty string without edge spaces, got {label!r}")
+            _check_offsets(at, start, end, len(text), "the text")
+            if "text" in span and span["text"] != text[start:end]:
+                raise CorpusError(
+                    f"{at}: 'text' {_short(span['text'])} differs from text[{start}:{end}] "
+                    f"= {_short(text[start:end])}"
+                )
+            located.append((start, end, label, at, f"span {i}"))
+        yield RawDoc(name, text, _clean_spans(text, located, report))
+
+
+def read_docbin(path: str | Path, nlp: Language, report: Optional[ReadReport] = None) -> Iterator[RawDoc]:
+    """Documents of a `.spacy` DocBin, with their `doc.ents` as spans. A doc's
+    name is `doc.user_data["name"]` when present, else `<file stem>-<n>`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file")
+    try:
+        docbin = DocBin().from_disk(path)
+    except Exception as err:  # noqa: BLE001 (any failure means "not a DocBin")
+        raise CorpusError(f"{path}: not a readable spaCy DocBin ({err})") from err
+    report = report if report is not None else ReadReport()
+    seen: Dict[str, int] = {}
+    for i, doc in enumerate(docbin.get_docs(nlp.vocab), start=1):
+        where = f"{path}: document {i}"
+        if not doc.text.strip():
+            raise CorpusError(f"{where}: empty text")
+        name = str(doc.user_data.get("name") or f"{path.stem}-{i}")
+        if name in seen:
+            raise CorpusError(f"{where}: duplicate document name {name!r} (first: document {seen[name]})")
+        seen[name] = i
+        located = [
+            (ent.start_char, ent.end_char, ent.label_, f"{where}: entity {j}", f"entity {j}")
+            for j, ent in enumerate(doc.ents, start=1)
+        ]
+        yield RawDoc(name, doc.text, _clean_spans(doc.text, located, report))
+
+
+def read_any(path: str | Path, nlp: Language, report: Optional[ReadReport] = None) -> Iterator[RawDoc]:
+    """A folder is read as brat, `*.jsonl` as JSONL, `*.spacy` as a DocBin."""
+    path = Path(path)
+    if path.is_dir():
+        return read_brat(path, report)
+    if not path.exists():
+        raise CorpusError(f"{path}: no such file or folder")
+    if path.suffix == ".jsonl":
+        return read_jsonl(path, report)
+    if path.suffix == ".spacy":
+        return read_docbin(path, nlp, report)
+    raise CorpusError(f"{path}: unsupported input (expected a brat folder, a .jsonl or a .spacy file)")
+
+
+def _read_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise CorpusError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x} at byte offset {err.start})"
+        ) from None
+
+
+def _check_offsets(where: str, start: int, end: int, length: int, of: str) -> None:
+    if start < 0 or end < 0:
+        raise CorpusError(f"{where}: negative offset ({start}, {end})")
+    if start >= end:
+        raise CorpusError(f"{where}: start {start} is not before end {end}")
+    if end > length:
+        raise CorpusError(f"{where}: span {start}-{end} ends past the end of {of} ({length} characters)")
+
+
+def _clean_spans(text: str, located: Iterable[Tuple[int, int, str, str, str]], report: ReadReport) -> List[Span]:
+    """Trim whitespace edges, then sort and reject overlaps. `located` items
+    are `(start, end, label, where, short name)`: `where` prefixes an error
+    about the span, `short name` cites it from another span's error."""
+    trimmed = []
+    for start, end, label, where, short in located:
+        covered = text[start:end]
+        if not covered.strip():
+            raise CorpusError(f"{where}: span {start}-{end} covers only whitespace")
+        new_start = start + len(covered) - len(covered.lstrip())
+        new_end = end - (len(covered) - len(covered.rstrip()))
+        if (new_start, new_end) != (start, end):
+            report.trimmed_spans += 1
+        trimmed.append((new_start, new_end, label, where, short))
+    trimmed.sort(key=lambda item: (item[0], item[1]))
+    widest = None  # the span reaching furthest right so far
+    for item in trimmed:
+        if widest is not None and item[0] < widest[1]:
+            if item[:3] == widest[:3]:
+                what = "duplicates"
+            elif item[:2] == widest[:2]:
+                what = "has the same offsets as"
+            else:
+                what = "overlaps"
+            raise CorpusError(
+                f"{item[3]}: span {item[0]}-{item[1]} {item[2]} {what} the span on {widest[4]} "
+                f"({widest[0]}-{widest[1]} {widest[2]})"
+            )
+        if widest is None or item[1] > widest[1]:
+            widest = item
+    return [(start, end, label) for start, end, label, _, _ in trimmed]
+
+
+def _short(value: str, limit: int = 60) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+# ------------------------------------------------------------------ docs
+
+
+def to_doc(nlp: Language, raw: RawDoc) -> Tuple[Doc, List[Misaligned]]:
+    """Tokenise `raw.text` with `nlp.make_doc` and set `doc.ents` exactly to
+    `raw.spans`. Tokens cut by a span edge are split there (`doc.retokenize`),
+    and those spans are returned as misaligned. `doc.user_data` holds only
+    `{"name": raw.name}`."""
+    _validate(raw)
+    doc = nlp.make_doc(raw.text)
+    token_starts = [token.idx for token in doc]
+    boundaries = set(token_starts) | {token.idx + len(token) for token in doc}
+    cuts: Dict[int, set] = {}  # token index -> character offsets strictly inside it
+    misaligned: List[Misaligned] = []
+    for start, end, label in raw.spans:
+        if start in boundaries and end in boundaries:
+            continue
+        cut_tokens = []
+        for offset in (start, end):
+            if offset in boundaries:
+                continue
+            token = doc[bisect_right(token_starts, offset) - 1]
+            cuts.setdefault(token.i, set()).add(offset)
+            cut_tokens.append(token.text)
+        misaligned.append(Misaligned(raw.name, start, end, label, raw.text[start:end], cut_tokens))
+    if cuts:
+        with doc.retokenize() as retokenizer:
+            for i, offsets in cuts.items():
+                token = doc[i]
+                bounds = [token.idx, *sorted(offsets), token.idx + len(token)]
+                orths = [raw.text[a:b] for a, b in zip(bounds, bounds[1:])]
+                # Each piece is its own head, as every token of an unparsed doc.
+                retokenizer.split(token, orths, heads=[(token, k) for k in range(len(orths))])
+    ents = []
+    for start, end, label in raw.spans:
+        span = doc.char_span(start, end, label=label)
+        if span is None:  # cannot happen: the cuts above put a boundary at every edge
+            raise AssertionError(f"{raw.name}: span {start}-{end} still off token boundaries")
+        ents.append(span)
+    doc.ents = ents
+    doc.user_data["name"] = raw.name
+    return doc, misaligned
+
+
+def _validate(raw: RawDoc) -> None:
+    """`to_doc`'s input checks (readers already guarantee them): offsets in
+    range, no whitespace at span edges, no overlaps."""
+    located = []
+    for start, end, label in raw.spans:
+        where = f"{raw.name}: span {start}-{end} {label}"
+        _check_offsets(where, start, end, len(raw.text), "the text")
+        if raw.text[start].isspace() or raw.text[end - 1].isspace():
+            raise CorpusError(f"{where}: whitespace at the span's edges (the readers trim it)")
+        located.append((start, end, label, where, f"{start}-{end}"))
+    _clean_spans(raw.text, located, ReadReport())
+
+
+T = TypeVar("T")
+
+
+def split_train_validation(docs: Sequence[T], fraction: float, seed: int) -> Tuple[List[T], List[T]]:
+    """Split documents (anything with a unique `.name`) into (train,
+    validation). A document goes to validation by the rank of a seeded hash of
+    its name, so the result depends only on the names, `fraction` and `seed`:
+    not on input order, and the same on every run and machine. With
+    `0 < fraction < 1`, both parts get at least one document. Both lists are
+    sorted by name."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    names = [doc.name for doc in docs]
+    duplicates = sorted(name for name, n in Counter(names).items() if n > 1)
+    if duplicates:
+        raise ValueError(f"document names must be unique for the split; repeated: {duplicates[:5]}")
+    n_validation = round(len(docs) * fraction)
+    if fraction > 0:
+        if len(docs) < 2:
+            raise ValueError(f"a validation split needs at least 2 documents, got {len(docs)}")
+        n_validation = min(max(n_validation, 1), len(docs) - 1)
+
+    def rank(doc: T) -> str:
+        return hashlib.sha256(f"{seed}\x00{doc.name}".encode("utf-8")).hexdigest()
+
+    validation_names = {doc.name for doc in sorted(docs, key=rank)[:n_validation]}
+    by_name = sorted(docs, key=lambda doc: doc.name)
+    return (
+        [doc for doc in by_name if doc.name not in validation_names],
+        [doc for doc in by_name if doc.name in validation_names],
+    )
+
+
+# ------------------------------------------------------------------ conversion
+
+
+def convert_corpus(
+    train_path: str | Path,
+    test_path: str | Path,
+    output_dir: str | Path,
+    *,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    limit: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Convert a gold corpus into `output_dir/{train,validation,test}.spacy`,
+    `output_dir/tokenizer/` (the `make_nlp()` pipeline) and
+    `output_dir/stats.json`; returns the stats. The validation split is carved
+    from the train input (`split_train_validation`). `limit`: read only the
+    first N documents of each input (None or 0: all). Everything is computed
+    before anything is written, and each output is written atomically."""
+    began = time.perf_counter()
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    limit = limit or None
+    output_dir = Path(output_dir)
+    nlp = make_nlp()
+    default_nlp = spacy.blank("es")
+
+    inputs: Dict[str, Dict[str, Any]] = {}
+    raw: Dict[str, List[RawDoc]] = {}
+    for key, path in (("train", train_path), ("test", test_path)):
+        report = ReadReport()
+        docs = list(itertools.islice(read_any(path, nlp, report), limit))
+        if not docs:
+            raise CorpusError(f"{path}: no documents")
+        raw[key] = docs
+        inputs[key] = {"path": str(path), "documents": len(docs), **report.as_dict()}
+        msg.info(f"Read {len(docs)} documents from {path}")
+    train_docs, validation_docs = split_train_validation(raw["train"], validation_fraction, seed)
+    splits = {"train": train_docs, "validation": validation_docs, "test": raw["test"]}
+
+    docbins: Dict[str, DocBin] = {}
+    split_stats: Dict[str, Dict[str, Any]] = {}
+    for split, docs in splits.items():
+        docbin = DocBin(store_user_data=True)
+        labels: Counter = Counter()
+        aligned_default = 0
+        misaligned: List[Misaligned] = []
+        for doc_raw in tqdm(docs, desc=f"convert {split}", unit="doc", disable=None):
+            doc, cut = to_doc(nlp, doc_raw)
+            docbin.add(doc)
+            misaligned.extend(cut)
+            labels.update(label for _, _, label in doc_raw.spans)
+            default_doc = default_nlp.make_doc(doc_raw.text)
+            aligned_default += sum(default_doc.char_span(s, e) is not None for s, e, _ in doc_raw.spans)
+        n_spans = sum(labels.values())
+        docbins[split] = docbin
+        split_stats[split] = {
+            "documents": len(docs),
+            "spans": n_spans,
+            "labels": dict(sorted(labels.items(), key=lambda item: (-item[1], item[0]))),
+            "aligned_by_tokenizer": n_spans - len(misaligned),
+            "alignment_rate": _rate(n_spans - len(misaligned), n_spans),
+            "aligned_by_default_tokenizer": aligned_default,
+            "alignment_rate_default_tokenizer": _rate(aligned_default, n_spans),
+            "realigned_by_splitting": len(misaligned),
+            "misaligned_examples": [m.as_dict() for m in misaligned[:MAX_EXAMPLES]],
+        }
+
+    stats = {
+        "inputs": inputs,
+        "validation_fraction": validation_fraction,
+        "seed": seed,
+        "limit": limit,
+        "tokenizer": "tokenizer/ (spacy.blank('es') with synthdeid.tokenizer rules)",
+        "splits": split_stats,
+    }
+    _print_summary(stats)
+
+    with atomic_path(output_dir / "tokenizer") as tmp:
+        nlp.to_disk(tmp)
+    for split, docbin in docbins.items():
+        with atomic_path(output_dir / f"{split}.spacy") as tmp:
+            docbin.to_disk(tmp)
+    stats["seconds"] = round(time.perf_counter() - began, 2)
+    write_json(output_dir / "stats.json", stats)  # last: its presence means the step finished
+    msg.good(f"Wrote {output_dir}/{{train,validation,test}}.spacy, tokenizer/ and stats.json "
+             f"in {stats['seconds']:.1f} s")
+    return stats
+
+
+def _rate(part: int, whole: int) -> float:
+    return round(part / whole, 6) if whole else 1.0
+
+
+def _print_summary(stats: Dict[str, Any]) -> None:
+    splits = stats["splits"]
+    labels = sorted({label for s in splits.values() for label in s["labels"]},
+                    key=lambda label: -sum(s["labels"].get(label, 0) for s in splits.values()))
+    rows = [[label, *(s["labels"].get(label, 0) for s in splits.values())] for label in labels]
+    rows.append(["(documents)", *(s["documents"] for s in splits.values())])
+    rows.append(["(spans)", *(s["spans"] for s in splits.values())])
+    msg.divider("Label counts")
+    msg.table(rows, header=["label", *splits], aligns=["l"] + ["r"] * len(splits), max_col=40)
+    for split, s in splits.items():
+        msg.info(
+            f"{split}: {s['aligned_by_tokenizer']}/{s['spans']} spans on token boundaries "
+            f"({s['alignment_rate']:.2%}; default Spanish tokenizer {s['alignment_rate_default_tokenizer']:.2%}); "
+            f"{s['realigned_by_splitting']} kept by splitting tokens"
+        )
+        for example in s["misaligned_examples"][:5]:
+            msg.text(
+                f"  {example['name']} {example['start']}-{example['end']} {example['label']} "
+                f"{example['text']!r} cut tokens {example['tokens']}"
+            )
+    for key, info in stats["inputs"].items():
+        if info["skipped_annotation_lines"] or info["byte_order_marks_removed"] or info["trimmed_spans"]:
+            msg.info(
+                f"{key} input: skipped {info['skipped_annotation_lines']} non-T annotation lines "
+                f"{info['skipped_annotation_lines_by_type']}, removed {info['byte_order_marks_removed']} "
+                f"byte-order marks, trimmed {info['trimmed_spans']} spans"
+            )

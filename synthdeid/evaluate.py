@@ -1,0 +1,121 @@
+"""Score de-identification pipelines on a gold DocBin; JSON and Markdown reports."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping
+
+import spacy
+from spacy.tokens import Doc, DocBin
+from tqdm import tqdm
+
+from .metrics import score_docs
+
+
+def read_docbin(path: str | Path) -> List[Doc]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such DocBin")
+    return list(DocBin().from_disk(path).get_docs(spacy.blank("xx").vocab))
+
+
+def evaluate_pipeline(pipeline: str | Path, references: List[Doc], batch_size: int = 16) -> Dict:
+    """Run a pipeline over the reference texts and score what it predicts."""
+    if not Path(pipeline).exists():
+        raise FileNotFoundError(f"{pipeline}: no such pipeline folder")
+    nlp = spacy.load(pipeline)
+    start = time.perf_counter()
+    predictions = list(
+        tqdm(
+            nlp.pipe((ref.text for ref in references), batch_size=batch_size),
+            total=len(references),
+            desc=f"evaluate {Path(pipeline).name}",
+            unit="doc",
+        )
+    )
+    seconds = time.perf_counter() - start
+    words = sum(len(ref) for ref in references)
+    scores = score_docs(references, predictions)
+    scores["speed"] = {"seconds": seconds, "words_per_second": words / seconds if seconds else 0.0}
+    return scores
+
+
+def evaluate_pipelines(test_path: str | Path, pipelines: Mapping[str, str | Path], batch_size: int = 16) -> Dict:
+    references = read_docbin(test_path)
+    results = {
+        "test_set": str(test_path),
+        "documents": len(references),
+        "gold_entities": sum(len(doc.ents) for doc in references),
+        "pipelines": {
+            name: evaluate_pipeline(path, references, batch_size) for name, path in pipelines.items()
+        },
+    }
+    if {"synthetic", "gold"} <= set(pipelines):
+        results["synthetic_gold_ratio"] = synthetic_gold_ratio(results["pipelines"])
+    return results
+
+
+def synthetic_gold_ratio(scores: Mapping[str, Dict]) -> Dict[str, float]:
+    """How much of the gold pipeline's F1 the synthetic pipeline keeps (the paper's headline)."""
+    synthetic, gold = scores["synthetic"], scores["gold"]
+    return {
+        measure: synthetic[measure]["micro"]["f"] / gold[measure]["micro"]["f"] if gold[measure]["micro"]["f"] else 0.0
+        for measure in ("entity", "token")
+    }
+
+
+def _f(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def markdown_report(results: Dict) -> str:
+    """Overall and per-label tables for every evaluated pipeline."""
+    pipelines = results["pipelines"]
+    lines = [
+        f"# Evaluation on `{results['test_set']}`",
+        "",
+        f"{results['documents']} documents, {results['gold_entities']} gold entities.",
+        "",
+        "| pipeline | entity P | entity R | entity F1 | token P | token R | token F1 "
+        "| MEDDOCAN span F1 (strict) | MEDDOCAN span F1 (merged) | words/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, s in pipelines.items():
+        ent, tok, med = s["entity"]["micro"], s["token"]["micro"], s["meddocan"]
+        lines.append(
+            f"| {name} | {_f(ent['p'])} | {_f(ent['r'])} | {_f(ent['f'])} "
+            f"| {_f(tok['p'])} | {_f(tok['r'])} | {_f(tok['f'])} "
+            f"| {_f(med['subtrack2_strict']['f'])} | {_f(med['subtrack2_merged']['f'])} "
+            f"| {s['speed']['words_per_second']:.0f} |"
+        )
+    if "synthetic_gold_ratio" in results:
+        ratio = results["synthetic_gold_ratio"]
+        lines += [
+            "",
+            f"Synthetic/gold F1 ratio: entity {_f(ratio['entity'])}, token {_f(ratio['token'])}.",
+        ]
+    labels = sorted({label for s in pipelines.values() for label in s["entity"]["per_label"]})
+    names = list(pipelines)
+    lines += [
+        "",
+        "Entity-level strict F1 per label (support = gold entities):",
+        "",
+        "| label | support | " + " | ".join(names) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in names) + " |",
+    ]
+    for label in labels:
+        support = next(
+            (
+                s["entity"]["per_label"][label]["tp"] + s["entity"]["per_label"][label]["fn"]
+                for s in pipelines.values()
+                if label in s["entity"]["per_label"]
+            ),
+            0,
+        )
+        cells = [
+            _f(s["entity"]["per_label"][label]["f"]) if label in s["entity"]["per_label"] else "-"
+            for s in pipelines.values()
+        ]
+        lines.append(f"| {label} | {support} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

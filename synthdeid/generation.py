@@ -1,0 +1,383 @@
+"""Generate the synthetic corpus: the adapted generator continues the opening
+words of held-out documents (Vakili et al., 2025).
+
+Prompts are the first three words of each validation document. Generation
+runs through a spaCy pipeline whose `llm` component (spacy-llm, task
+spacy.Raw.v1 with a plain "{{ text }}" template) sends each prompt to the
+configured model; the default model is the adapted generator
+(`synthdeid.HFCausalLM.v1`, see synthdeid/llm.py), but any spacy-llm backend
+can replace it in the config.
+
+Generation proceeds in rounds; a round samples every prompt
+`samples_per_prompt` times (sample-major, so a batch mixes prompts). Each output
+is checked in generation order and dropped when it is empty, a runaway
+repetition or a duplicate of a document already kept (see `drop_reason`). Rounds
+continue until `target` documents are kept - ceil(size_multiple x gold train
+documents), the paper uses 4x - and stop as soon as it is reached: the corpus
+is the first `target` kept documents, the same as a full round would give
+since every batch is seeded on its own. A run gives up after `max_idle_rounds`
+rounds in a row that keep nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Container, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from catalogue import RegistryError
+from confection import Config, ConfigValidationError
+from spacy.language import Language
+from spacy.util import load_config
+from spacy_llm.util import assemble_from_config
+
+from .annotator import read_docbin
+from .io import atomic_path, write_json
+from .llm import MODEL_NAME
+
+PROMPT_WORDS = 3
+# Fewer new words than this is not a document (gold train docs have 127+).
+MIN_NEW_WORDS = 5
+# Runaway repetition, measured on the whole text (prompt + continuation);
+# none of these rules fires on any of the 450 gold MEDDOCAN train documents:
+# - more than half of its word 4-grams repeat an earlier 4-gram of the text
+#   (gold train: median 0.003, max 0.32 for a doc with a paragraph pasted twice);
+# - some non-blank line occurs more than 3 times (gold train: at most twice);
+# - a run of 2+ non-space characters with a letter, repeated 4+ times back to
+#   back ("NombreNombreNombreNombre"): loops of tokens without spaces, which
+#   the word measures cannot see (a weak generator's typical failure).
+REPEAT_NGRAM = 4
+MAX_REPEATED_NGRAM_SHARE = 0.5
+MAX_LINE_REPEATS = 3
+GLUED_LOOP = re.compile(r"(\S{2,}?)\1{3,}")
+DROP_REASONS = ("empty", "repetition", "duplicate", "over_target")
+SAMPLING_KEYS = ("top_p", "temperature", "max_new_tokens")
+# Prompts per pipeline call when the configured model has no batch_size.
+DEFAULT_BATCH_SIZE = 16
+WORD_CHAR = re.compile(r"\w")
+LETTER = re.compile(r"[^\W\d_]")
+OPENING = re.compile(r"\S+(?:\s+\S+){0,%d}" % (PROMPT_WORDS - 1))
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def prompt_of(text: str) -> str:
+    """The text up to the end of its third whitespace-separated word, as
+    written (a line break between the words stays a line break)."""
+    match = OPENING.search(text)
+    return match.group(0) if match else ""
+
+
+def read_prompts(path: str | Path) -> List[Tuple[int, str]]:
+    """(index of the document in the DocBin, prompt) for every document with
+    at least one word."""
+    prompts = [(i, prompt_of(doc.text)) for i, doc in enumerate(read_docbin(path))]
+    prompts = [(i, prompt) for i, prompt in prompts if prompt]
+    if not prompts:
+        raise ValueError(f"{path}: no document with text to take a prompt from")
+    return prompts
+
+
+def corpus_size(path: str | Path) -> Tuple[int, int]:
+    """(documents, whitespace-separated words) of a DocBin."""
+    docs = read_docbin(path)
+    if not docs:
+        raise ValueError(f"{path}: the gold train DocBin holds no documents")
+    return len(docs), sum(len(doc.text.split()) for doc in docs)
+
+
+def target_size(size_multiple: float, gold_docs: int) -> int:
+    if size_multiple <= 0:
+        raise ValueError(f"size_multiple must be positive, not {size_multiple}")
+    # round() first: 0.3 * 10 is 3.0000000000000004 in floating point.
+    return max(1, math.ceil(round(size_multiple * gold_docs, 6)))
+
+
+# -------------------------------------------------------------- filtering
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+def repeated_ngram_share(words: Sequence[str], n: int = REPEAT_NGRAM) -> float:
+    """Share of the word n-grams that repeat an earlier n-gram of the same
+    sequence: 0 for all distinct, close to 1 for a loop."""
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def max_line_repeats(text: str) -> int:
+    counts = Counter(line.strip() for line in text.splitlines() if line.strip())
+    return max(counts.values(), default=0)
+
+
+def glued_loop(text: str) -> Optional[str]:
+    """The first back-to-back repetition of a unit with a letter, if any
+    (separator lines such as "--------" do not count)."""
+    for match in GLUED_LOOP.finditer(text):
+        if LETTER.search(match.group(1)):
+            return match.group(0)
+    return None
+
+
+def drop_reason(continuation: str, text: str, kept: Container[str]) -> Optional[str]:
+    """Why a generated document is dropped, or None to keep it.
+
+    continuation: the generated text; text: prompt + continuation; kept: the
+    normalised texts (see `normalise`) of the documents kept so far.
+    """
+    if not WORD_CHAR.search(continuation) or len(continuation.split()) < MIN_NEW_WORDS:
+        return "empty"
+    if (
+        repeated_ngram_share(text.split()) > MAX_REPEATED_NGRAM_SHARE
+        or max_line_repeats(text) > MAX_LINE_REPEATS
+        or glued_loop(text)
+    ):
+        return "repetition"
+    if normalise(text) in kept:
+        return "duplicate"
+    return None
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+def load_generation_config(
+    config_path: str | Path,
+    generator: Optional[str | Path] = None,
+    model_options: Optional[Mapping[str, Any]] = None,
+) -> Config:
+    """The generation config (not interpolated), with [paths] generator set to
+    `generator` and each non-None `model_options` value set in the model
+    block. An option the model block lacks (another backend) is an error, so
+    it is never silently ignored."""
+    path = Path(config_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config")
+    try:
+        raw = load_config(path, interpolate=False)
+    except Exception as err:  # noqa: BLE001 (any failure means "not a config")
+        raise ValueError(f"{path}: not a readable config ({err})") from err
+    llm = raw.get("components", {}).get("llm", {})
+    model = llm.get("model")
+    if llm.get("factory") != "llm" or not isinstance(model, dict) or not model.get("@llm_models"):
+        raise ValueError(f"{path}: needs an `llm` component ([components.llm], factory = \"llm\") with a model block")
+    if llm.get("cache", {}).get("path"):
+        raise ValueError(
+            f"{path}: [components.llm.cache] path must be null: prompts repeat, and the cache would "
+            "return the first reply for every later sample"
+        )
+    overrides: Dict[str, Any] = {}
+    if generator is not None:
+        if "generator" not in raw.get("paths", {}):
+            raise ValueError(f"{path}: no [paths] generator to set the generator folder in")
+        overrides["paths.generator"] = str(generator)
+    for key, value in (model_options or {}).items():
+        if value is None:
+            continue
+        if key not in model:
+            raise ValueError(f"{path}: the model block ({model['@llm_models']}) has no setting {key!r}")
+        overrides[f"components.llm.model.{key}"] = value
+    return load_config(path, overrides=overrides, interpolate=False)
+
+
+def model_settings(config: Config) -> Dict[str, Any]:
+    """What the records say about the model: its registry name, the generator
+    (folder, or a backend's model name), pipeline batch size, base seed (only
+    for synthdeid.HFCausalLM.v1, whose batch i uses seed + i) and sampling."""
+    model = config.interpolate()["components"]["llm"]["model"]
+    name = model["@llm_models"]
+    return {
+        "model": name,
+        "generator": str(model.get("path") or model.get("name") or name),
+        "batch_size": int(model.get("batch_size", DEFAULT_BATCH_SIZE)),
+        "seed": model.get("seed") if name == MODEL_NAME else None,
+        "sampling": {key: model.get(key) for key in SAMPLING_KEYS},
+    }
+
+
+def build_pipeline(config: Config, source: str = "the generation config") -> Language:
+    """The spaCy pipeline of `config`, with its model loaded; `source` names
+    the config in errors."""
+    try:
+        return assemble_from_config(config)
+    except (ConfigValidationError, RegistryError) as err:
+        raise ValueError(f"{source}: bad generation config: {err}") from err
+
+
+def reply_field(nlp: Language) -> str:
+    """The Doc extension the llm task writes its reply to (Raw: llm_reply)."""
+    if "llm" not in nlp.pipe_names:
+        raise ValueError(f"the pipeline has no `llm` component (it has {nlp.pipe_names})")
+    field = getattr(nlp.get_pipe("llm").task, "field", None)
+    if not field:
+        raise ValueError("the llm task keeps no reply field; use spacy.Raw.v1")
+    return field
+
+
+# --------------------------------------------------------------- generation
+
+
+def generate_corpus(
+    config: Config,
+    prompts: Sequence[Tuple[int, str]],
+    *,
+    target: int,
+    samples_per_prompt: int,
+    max_idle_rounds: int = 3,
+    source: str = "the generation config",
+    progress: bool = True,
+) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """(records, counts): the first `target` documents kept, and the counts of
+    rounds, batches, generated, kept and dropped (per reason).
+
+    The pipeline is built here so the model's batch counter, and with it the
+    seed of each batch, starts from 0 on every call."""
+    from tqdm import tqdm
+
+    if target < 1 or samples_per_prompt < 1 or max_idle_rounds < 1:
+        raise ValueError("target, samples_per_prompt and max_idle_rounds must be at least 1")
+    if not prompts:
+        raise ValueError("no prompts to generate from")
+    settings = model_settings(config)
+    nlp = build_pipeline(config, source)
+    field = reply_field(nlp)
+    batch_size = settings["batch_size"]
+
+    records: List[Dict[str, Any]] = []
+    kept: set[str] = set()
+    dropped = {reason: 0 for reason in DROP_REASONS}
+    generated = batches = rounds = idle = 0
+    bar = tqdm(total=target, desc="generate", unit="doc", disable=not progress)
+    while len(records) < target:
+        kept_before = len(records)
+        items = [(k, i, prompt) for k in range(samples_per_prompt) for i, prompt in prompts]
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            # One pipeline call of batch_size prompts is one model batch, so
+            # the records can name the seed the model used for it.
+            docs = list(nlp.pipe([prompt for _, _, prompt in chunk], batch_size=len(chunk)))
+            seed = settings["seed"] + batches if settings["seed"] is not None else None
+            batches += 1
+            for (sample, doc_index, prompt), doc in zip(chunk, docs):
+                generated += 1
+                if len(records) == target:
+                    dropped["over_target"] += 1
+                    continue
+                continuation = getattr(doc._, field) or ""
+                text = prompt + continuation
+                reason = drop_reason(continuation, text, kept)
+                if reason:
+                    dropped[reason] += 1
+                    continue
+                kept.add(normalise(text))
+                records.append(
+                    {
+                        "id": f"syn-{len(records) + 1:06d}",
+                        "text": text,
+                        "prompt": prompt,
+                        "prompt_doc": doc_index,
+                        "round": rounds,
+                        "sample": sample,
+                        "seed": seed,
+                        "sampling": settings["sampling"],
+                        "generator": settings["generator"],
+                    }
+                )
+                bar.update(1)
+            bar.set_postfix(round=rounds, generated=generated, dropped=sum(dropped.values()))
+            if len(records) == target:
+                break
+        rounds += 1
+        idle = idle + 1 if len(records) == kept_before else 0
+        if idle >= max_idle_rounds:
+            bar.close()
+            raise RuntimeError(
+                f"gave up: {idle} rounds in a row kept no new document ({len(records)} of {target} kept, "
+                f"{generated} generated, dropped {dropped}); check the generator and max_new_tokens"
+            )
+    bar.close()
+    counts = {
+        "rounds": rounds,
+        "batches": batches,
+        "generated": generated,
+        "kept": len(records),
+        "dropped": dropped,
+        "settings": settings,
+    }
+    return records, counts
+
+
+def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
+    with atomic_path(path) as tmp:
+        with tmp.open("w", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def generate(
+    validation_path: str | Path,
+    gold_train_path: str | Path,
+    output_path: str | Path,
+    *,
+    config_path: str | Path,
+    generator: Optional[str | Path] = None,
+    model_options: Optional[Mapping[str, Any]] = None,
+    size_multiple: float = 4.0,
+    samples_per_prompt: int = 8,
+    max_idle_rounds: int = 3,
+    stats_path: Optional[str | Path] = None,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Write the synthetic corpus as JSONL to `output_path` (one record per
+    document) and return its statistics, also written to `stats_path` if
+    given. `generator` and `model_options` (max_new_tokens, top_p,
+    temperature, batch_size, seed, device; None keeps the config's value)
+    override the config at `config_path`."""
+    start = time.perf_counter()
+    prompts = read_prompts(validation_path)
+    gold_docs, gold_words = corpus_size(gold_train_path)
+    target = target_size(size_multiple, gold_docs)
+    config = load_generation_config(config_path, generator, model_options)
+    records, counts = generate_corpus(
+        config,
+        prompts,
+        target=target,
+        samples_per_prompt=samples_per_prompt,
+        max_idle_rounds=max_idle_rounds,
+        source=str(config_path),
+        progress=progress,
+    )
+    write_jsonl(output_path, records)
+    seconds = time.perf_counter() - start
+    settings = counts.pop("settings")
+    words = sum(len(record["text"].split()) for record in records)
+    stats = {
+        "prompts": len(prompts),
+        "samples_per_prompt": samples_per_prompt,
+        **counts,
+        "target": target,
+        "size_multiple": size_multiple,
+        "words_kept": words,
+        "words_per_doc": words / len(records),
+        "gold_train_docs": gold_docs,
+        "gold_train_words": gold_words,
+        "seconds": seconds,
+        "docs_per_second": len(records) / seconds,
+        "generated_per_second": counts["generated"] / seconds,
+        "model": {key: settings[key] for key in ("model", "generator", "batch_size", "seed")},
+        "sampling": settings["sampling"],
+        "config": str(config_path),
+        "validation": str(validation_path),
+        "gold_train": str(gold_train_path),
+        "output": str(output_path),
+    }
+    if stats_path:
+        write_json(stats_path, stats)
+    return stats

@@ -1,0 +1,153 @@
+"""The adapted generator as a spacy-llm model: `synthdeid.HFCausalLM.v1`.
+
+spacy-llm calls a model with the prompts of a batch of docs, nested per doc
+(one prompt per doc shard), and expects the replies nested the same way. This
+model flattens the prompts, samples continuations from a causal LM in batches
+of `batch_size` and nests the replies back. A reply is the continuation only:
+the text generated after the prompt, up to the end-of-sequence token.
+
+Sampling is reproducible: before its i-th batch (counted from 0 over the
+instance's life) the model seeds torch with `seed + i`, so the same prompts in
+the same batches give the same replies.
+
+Importing this module registers the model in spacy-llm's `llm_models`
+registry, under MODEL_NAME.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional
+
+from spacy_llm.registry import registry
+
+from .generator import load_generator, max_positions
+
+MODEL_NAME = "synthdeid.HFCausalLM.v1"
+
+
+class HFCausalLM:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_new_tokens: int,
+        top_p: float,
+        temperature: float,
+        batch_size: int,
+        seed: int,
+        device: str,
+    ):
+        if max_new_tokens < 1 or batch_size < 1:
+            raise ValueError(f"{MODEL_NAME}: max_new_tokens and batch_size must be at least 1")
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"{MODEL_NAME}: top_p must be in (0, 1], not {top_p}")
+        if temperature <= 0.0:
+            raise ValueError(f"{MODEL_NAME}: temperature must be positive, not {temperature}")
+        self.max_new_tokens = max_new_tokens
+        self.top_p = top_p
+        self.temperature = temperature
+        self.batch_size = batch_size
+        self.seed = seed
+        self.n_batches = 0
+        self._model, self._tokenizer = load_generator(path, device=device)
+        if self._tokenizer.eos_token_id is None:
+            raise ValueError(f"{path}: the generator's tokenizer has no end-of-sequence token to stop at")
+        self._window = max_positions(self._model.config)
+        if self._window is not None and self._window <= max_new_tokens:
+            warnings.warn(
+                f"{MODEL_NAME}: max_new_tokens={max_new_tokens} reaches the generator's {self._window}-token "
+                "window; continuations stop where prompt + continuation fill the window"
+            )
+
+    @property
+    def context_length(self) -> Optional[int]:
+        """The generator's window: spacy-llm shards a doc whose prompt (which
+        it estimates in words) is longer. Not the window less max_new_tokens:
+        generation stops at the window anyway, and a prompt cut into shards
+        would be continued shard by shard."""
+        return self._window
+
+    def __call__(self, prompts: Iterable[Iterable[str]]) -> Iterable[Iterable[str]]:
+        per_doc = [list(doc_prompts) for doc_prompts in prompts]
+        flat = [prompt for doc_prompts in per_doc for prompt in doc_prompts]
+        replies: List[str] = []
+        for start in range(0, len(flat), self.batch_size):
+            replies.extend(self._generate(flat[start : start + self.batch_size]))
+        it = iter(replies)
+        return [[next(it) for _ in doc_prompts] for doc_prompts in per_doc]
+
+    def _generate(self, prompts: List[str]) -> List[str]:
+        import torch
+
+        torch.manual_seed(self.seed + self.n_batches)
+        self.n_batches += 1
+        tok = self._tokenizer
+        encoded = tok(prompts, return_tensors="pt", padding=True).to(self._model.device)
+        prompt_len = encoded["input_ids"].shape[1]
+        max_new = self.max_new_tokens
+        if self._window is not None:
+            max_new = min(max_new, self._window - prompt_len)
+            if max_new < 1:
+                raise ValueError(
+                    f"{MODEL_NAME}: a prompt of {prompt_len} tokens fills the generator's {self._window}-token window"
+                )
+        with torch.inference_mode():
+            output = self._model.generate(
+                **encoded,
+                do_sample=True,
+                top_p=self.top_p,
+                temperature=self.temperature,
+                top_k=0,  # pure nucleus sampling; transformers otherwise adds top-k 50
+                max_new_tokens=max_new,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        replies = []
+        for row, ids, mask in zip(output, encoded["input_ids"], encoded["attention_mask"]):
+            prompt_ids = ids[mask.bool()].tolist()
+            new_ids = row[prompt_len:].tolist()
+            if tok.eos_token_id in new_ids:
+                new_ids = new_ids[: new_ids.index(tok.eos_token_id)]
+            replies.append(self._continuation(prompt_ids, new_ids))
+        return replies
+
+    def _continuation(self, prompt_ids: List[int], new_ids: List[int]) -> str:
+        """Text added by `new_ids` after the prompt. Decoding prompt and
+        continuation together keeps the space between them (SentencePiece
+        drops a leading space when a piece is decoded alone)."""
+
+        def decode(ids: List[int]) -> str:
+            return self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+        prefix, full = decode(prompt_ids), decode(prompt_ids + new_ids)
+        text = full[len(prefix) :] if full.startswith(prefix) else decode(new_ids)
+        # A byte-level model cut at max_new_tokens can end inside a character.
+        return text.rstrip("\ufffd")
+
+
+@registry.llm_models(MODEL_NAME)
+def hf_causal_lm(
+    path: Optional[str] = None,
+    max_new_tokens: int = 512,
+    top_p: float = 0.95,
+    temperature: float = 1.0,
+    batch_size: int = 16,
+    seed: int = 0,
+    device: str = "cpu",
+) -> Callable[[Iterable[Iterable[str]]], Iterable[Iterable[str]]]:
+    """Nucleus sampling from the causal LM in `path` (an adapt_generator output
+    folder or its model/ folder: a full model or a LoRA adapter) on `device`
+    ("cpu", "cuda", "cuda:1", "auto")."""
+    if not path:
+        raise ValueError(f"{MODEL_NAME}: no generator folder given (set [paths] generator or the model's path)")
+    return HFCausalLM(
+        path,
+        max_new_tokens=max_new_tokens,
+        top_p=top_p,
+        temperature=temperature,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+    )

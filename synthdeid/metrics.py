@@ -1,0 +1,146 @@
+"""Evaluation measures for de-identification.
+
+A span is `(doc_index, start_char, end_char, label)`. Measures:
+- entity-level strict: a predicted span counts only if offsets and label match;
+- token-level (the paper's measure): every gold token carries the label of the
+  entity that covers it, or "O"; micro P/R/F1 over tokens whose label is not "O";
+- MEDDOCAN's official span measures: subtrack 1 (offsets and type, the same as
+  entity-level strict), subtrack 2 strict (offsets only) and subtrack 2 merged
+  (offsets only, after merging spans separated by non-alphanumeric characters).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Dict, Iterable, List, Sequence, Set, Tuple
+
+from spacy.tokens import Doc
+
+Span = Tuple[int, int, int, str]
+OUTSIDE = "O"
+
+
+def prf(tp: int, fp: int, fn: int) -> Dict[str, float]:
+    """Precision, recall and F1 from counts; 0.0 where a ratio is undefined."""
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"p": p, "r": r, "f": f, "tp": tp, "fp": fp, "fn": fn}
+
+
+def entity_scores(gold: Iterable[Span], pred: Iterable[Span]) -> Dict:
+    """Strict entity-level micro and per-label scores."""
+    gold_set, pred_set = set(gold), set(pred)
+    labels = sorted({s[3] for s in gold_set | pred_set})
+    per_label = {}
+    for label in labels:
+        g = {s for s in gold_set if s[3] == label}
+        p = {s for s in pred_set if s[3] == label}
+        per_label[label] = prf(len(g & p), len(p - g), len(g - p))
+    tp = len(gold_set & pred_set)
+    return {
+        "micro": prf(tp, len(pred_set) - tp, len(gold_set) - tp),
+        "per_label": per_label,
+    }
+
+
+def token_scores(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> Dict:
+    """Token-level micro and per-label scores over label sequences ("O" = no PII)."""
+    counts: Dict[str, List[int]] = defaultdict(lambda: [0, 0, 0])
+    for doc_gold, doc_pred in zip(gold_tags, pred_tags, strict=True):
+        if len(doc_gold) != len(doc_pred):
+            raise ValueError("gold and predicted tag sequences differ in length")
+        for g, p in zip(doc_gold, doc_pred):
+            if g == p:
+                if g != OUTSIDE:
+                    counts[g][0] += 1
+                continue
+            if p != OUTSIDE:
+                counts[p][1] += 1
+            if g != OUTSIDE:
+                counts[g][2] += 1
+    tp, fp, fn = (sum(c[i] for c in counts.values()) for i in range(3))
+    return {
+        "micro": prf(tp, fp, fn),
+        "per_label": {label: prf(*counts[label]) for label in sorted(counts)},
+    }
+
+
+def merge_spans(spans: Iterable[Tuple[int, int, int]], text_of: Sequence[str]) -> Set[Tuple[int, int, int]]:
+    """Merge spans of one document that touch or are separated only by
+    non-alphanumeric characters (MEDDOCAN subtrack 2 "merged")."""
+    merged: Set[Tuple[int, int, int]] = set()
+    by_doc: Dict[int, List[Tuple[int, int]]] = defaultdict(list)
+    for doc_i, start, end in spans:
+        by_doc[doc_i].append((start, end))
+    for doc_i, offsets in by_doc.items():
+        text = text_of[doc_i]
+        offsets.sort()
+        cur_start, cur_end = offsets[0]
+        for start, end in offsets[1:]:
+            gap = text[cur_end:start] if start > cur_end else ""
+            if not any(ch.isalnum() for ch in gap):
+                cur_end = max(cur_end, end)
+            else:
+                merged.add((doc_i, cur_start, cur_end))
+                cur_start, cur_end = start, end
+        merged.add((doc_i, cur_start, cur_end))
+    return merged
+
+
+def meddocan_scores(gold: Iterable[Span], pred: Iterable[Span], texts: Sequence[str]) -> Dict:
+    """MEDDOCAN's official measures (micro-averaged over the test set)."""
+    gold, pred = list(gold), list(pred)
+    unlabelled_gold = {s[:3] for s in gold}
+    unlabelled_pred = {s[:3] for s in pred}
+
+    def overlap(g: Set, p: Set) -> Dict[str, float]:
+        tp = len(g & p)
+        return prf(tp, len(p) - tp, len(g) - tp)
+
+    return {
+        "subtrack1": entity_scores(gold, pred)["micro"],
+        "subtrack2_strict": overlap(unlabelled_gold, unlabelled_pred),
+        "subtrack2_merged": overlap(
+            merge_spans(unlabelled_gold, texts), merge_spans(unlabelled_pred, texts)
+        ),
+    }
+
+
+def doc_spans(docs: Iterable[Doc]) -> List[Span]:
+    return [
+        (i, ent.start_char, ent.end_char, ent.label_)
+        for i, doc in enumerate(docs)
+        for ent in doc.ents
+    ]
+
+
+def token_tags(reference: Doc, predicted: Doc) -> Tuple[List[str], List[str]]:
+    """Tags of the reference doc's tokens under gold and predicted entities.
+
+    Predicted entities are projected by character offsets, so the two docs may
+    be tokenised differently as long as their texts are identical.
+    """
+    if reference.text != predicted.text:
+        raise ValueError("reference and predicted docs have different texts")
+    gold = [tok.ent_type_ or OUTSIDE for tok in reference]
+    pred = [OUTSIDE] * len(reference)
+    for ent in predicted.ents:
+        covered = reference.char_span(ent.start_char, ent.end_char, alignment_mode="expand")
+        for tok in covered or ():
+            if not tok.is_space:
+                pred[tok.i] = ent.label_
+    return gold, pred
+
+
+def score_docs(references: Sequence[Doc], predictions: Sequence[Doc]) -> Dict:
+    """All measures for predicted docs against references with the same texts."""
+    if len(references) != len(predictions):
+        raise ValueError("different numbers of reference and predicted docs")
+    gold, pred = doc_spans(references), doc_spans(predictions)
+    tags = [token_tags(r, p) for r, p in zip(references, predictions)]
+    return {
+        "entity": entity_scores(gold, pred),
+        "token": token_scores([g for g, _ in tags], [p for _, p in tags]),
+        "meddocan": meddocan_scores(gold, pred, [d.text for d in references]),
+    }

@@ -1,0 +1,206 @@
+"""Machine annotation of generated texts: reading the generation JSONL, the
+annotator run, the seeded synthetic split and the statistics."""
+
+import json
+
+import pytest
+import spacy
+from conftest import cli, make_docs, write_docbin
+from spacy.tokens import Doc, DocBin, Span
+from typer.testing import CliRunner
+
+from synthdeid.annotate import (
+    ID_KEY,
+    AnnotateError,
+    GeneratedDoc,
+    annotate_generated,
+    corpus_stats,
+    load_annotator,
+    read_generated,
+)
+from synthdeid.annotator import build_annotator_pipeline
+from synthdeid.corpus import split_train_validation
+from synthdeid.tokenizer import make_nlp
+
+NOMBRE, TERRITORIO = "NOMBRE_SUJETO_ASISTENCIA", "TERRITORIO"
+
+# The rule model (conftest) tags "Ana" as a name and "Madrid" (+ "García") as
+# a territory, and nothing else: the expected entities of each text are known.
+TEXTS = {
+    "syn-000001": ("Ana vive en Madrid.", [("Ana", NOMBRE), ("Madrid", TERRITORIO)]),
+    "syn-000002": ("Paciente sin antecedentes de interés.", []),
+    "syn-000003": ("Traslado a Madrid García desde Toledo.", [("Madrid García", TERRITORIO)]),
+    "syn-000004": ("Ana, de 45 años.", [("Ana", NOMBRE)]),
+    "syn-000005": ("Vive en Madrid con Ana.", [("Madrid", TERRITORIO), ("Ana", NOMBRE)]),
+    "syn-000006": ("Exploración física normal.", []),
+    "syn-000007": ("Madrid.\n\nAna.", [("Madrid", TERRITORIO), ("Ana", NOMBRE)]),
+    "syn-000008": ("Dolor abdominal.", []),
+    "syn-000009": ("Ana Ana.", [("Ana", NOMBRE), ("Ana", NOMBRE)]),
+    "syn-000010": ("Sin hallazgos en Madrid.", [("Madrid", TERRITORIO)]),
+}
+
+
+def write_generated(path, texts=TEXTS):
+    with path.open("w", encoding="utf-8") as f:
+        for n, (doc_id, (text, _)) in enumerate(texts.items()):
+            # The generation step's other keys are carried along and ignored.
+            record = {"id": doc_id, "text": text, "prompt": "Escribe una nota.", "prompt_doc": n,
+                      "round": 0, "sample": n, "seed": 7, "sampling": {"temperature": 1.0}, "generator": "test"}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, rule_model_dir):
+    root = tmp_path_factory.mktemp("annotator")
+    make_nlp().to_disk(root / "tokenizer")
+    return build_annotator_pipeline(rule_model_dir, root / "tokenizer", root / "pipeline")
+
+
+@pytest.fixture(scope="module")
+def gold(tmp_path_factory):
+    return write_docbin(tmp_path_factory.mktemp("gold") / "train.spacy", make_docs(12, seed=5))
+
+
+def read_out(path):
+    return list(DocBin().from_disk(path).get_docs(spacy.blank("es").vocab))
+
+
+def test_annotate_cli_end_to_end(tmp_path, pipeline, gold):
+    generated = write_generated(tmp_path / "generated.jsonl")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli("annotate"),
+        [str(generated), str(pipeline), str(gold), str(out), "--validation-fraction", "0.2", "--seed", "3",
+         "--batch-size", "3"],
+    )
+    assert result.exit_code == 0, result.output
+    train, validation = read_out(out / "train.spacy"), read_out(out / "validation.spacy")
+
+    # The seeded split of the ids, every document exactly once.
+    records = [GeneratedDoc(doc_id, text) for doc_id, (text, _) in TEXTS.items()]
+    want_train, want_validation = split_train_validation(records, 0.2, 3)
+    assert [d.user_data[ID_KEY] for d in train] == [r.name for r in want_train]
+    assert [d.user_data[ID_KEY] for d in validation] == [r.name for r in want_validation]
+    assert (len(train), len(validation)) == (8, 2)
+
+    # Texts and entities belong to their ids.
+    for doc in train + validation:
+        text, ents = TEXTS[doc.user_data[ID_KEY]]
+        assert doc.user_data["name"] == doc.user_data[ID_KEY]
+        assert doc.text == text
+        assert [(e.text, e.label_) for e in doc.ents] == ents
+
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    splits = stats["splits"]
+    for split, docs in (("train", train), ("validation", validation)):
+        labels = {}
+        for doc in docs:
+            for ent in doc.ents:
+                labels[ent.label_] = labels.get(ent.label_, 0) + 1
+        assert splits[split]["labels"] == labels
+        assert splits[split]["documents"] == len(docs)
+        assert splits[split]["words"] == sum(not t.text.isspace() for d in docs for t in d)
+    assert splits["synthetic"]["labels"] == {NOMBRE: 6, TERRITORIO: 5}
+    words = splits["synthetic"]["words"]
+    assert splits["synthetic"]["per_1000_words"][NOMBRE] == round(1000 * 6 / words, 4)
+    # Gold: 12 notes of conftest's generator, each with 1 name, 1 date, 2 territories, 1 age.
+    assert splits["gold"]["documents"] == 12
+    assert splits["gold"]["labels"] == {TERRITORIO: 24, "EDAD_SUJETO_ASISTENCIA": 12, "FECHAS": 12, NOMBRE: 12}
+    assert (stats["seed"], stats["validation_fraction"], stats["batch_size"]) == (3, 0.2, 3)
+
+    table = (out / "stats.md").read_text(encoding="utf-8")
+    assert table in result.output
+    row = next(line for line in table.splitlines() if line.startswith(f"| {NOMBRE} |"))
+    assert row.split(" | ")[1:4] == [str(splits["train"]["labels"].get(NOMBRE, 0)),
+                                     str(splits["validation"]["labels"].get(NOMBRE, 0)), "12"]
+    assert "| FECHAS | 0 | 0 | 12 |" in table
+
+
+def test_same_seed_same_split_other_seed_other_split(tmp_path, pipeline, gold):
+    generated = write_generated(tmp_path / "generated.jsonl")
+    ids = {}
+    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+        annotate_generated(generated, pipeline, gold, tmp_path / run, validation_fraction=0.3, seed=seed)
+        ids[run] = [d.user_data[ID_KEY] for d in read_out(tmp_path / run / "validation.spacy")]
+    assert ids["a"] == ids["b"]
+    assert ids["a"] != ids["c"]
+    assert len(ids["a"]) == len(ids["c"]) == 3
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("not json", "invalid JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('{"text": "Hola."}', "'id' must be a non-empty string"),
+        ('{"id": 3, "text": "Hola."}', "'id' must be a non-empty string"),
+        ('{"id": "syn-9"}', "'text' is missing"),
+        ('{"id": "syn-9", "text": null}', "'text' is not a string"),
+        ('{"id": "syn-9", "text": "  \\n"}', "empty text"),
+        ('{"id": "syn-1", "text": "Otra."}', "duplicate id 'syn-1' \\(first on line 1\\)"),
+    ],
+)
+def test_bad_generated_line_names_file_and_line(tmp_path, line, problem):
+    path = tmp_path / "generated.jsonl"
+    path.write_text('{"id": "syn-1", "text": "Hola."}\n\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(AnnotateError, match=f"generated.jsonl:3: {problem}"):
+        read_generated(path)
+
+
+def test_generated_file_errors(tmp_path):
+    with pytest.raises(AnnotateError, match="missing.jsonl: no such file"):
+        read_generated(tmp_path / "missing.jsonl")
+    (tmp_path / "blank.jsonl").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(AnnotateError, match="blank.jsonl: no documents"):
+        read_generated(tmp_path / "blank.jsonl")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"id": "a", "text": "x"}\n{"id": "b", "text": "Espa\xf1a"}\n')
+    with pytest.raises(AnnotateError, match="latin1.jsonl:2: not valid UTF-8"):
+        read_generated(tmp_path / "latin1.jsonl")
+
+
+def test_bad_inputs_write_nothing(tmp_path, pipeline, gold):
+    generated = write_generated(tmp_path / "generated.jsonl")
+    out = tmp_path / "out"
+    make_nlp().to_disk(tmp_path / "tokenizer-only")
+    with pytest.raises(AnnotateError, match="tokenizer-only: no component .* assigns entities"):
+        annotate_generated(generated, tmp_path / "tokenizer-only", gold, out)
+    with pytest.raises(AnnotateError, match="nowhere: not a saved spaCy pipeline"):
+        annotate_generated(generated, tmp_path / "nowhere", gold, out)
+    with pytest.raises(AnnotateError, match="no-gold.spacy: no such gold DocBin"):
+        annotate_generated(generated, pipeline, tmp_path / "no-gold.spacy", out)
+    (tmp_path / "junk.spacy").write_bytes(b"junk")
+    with pytest.raises(AnnotateError, match="junk.spacy: not a readable spaCy DocBin"):
+        annotate_generated(generated, pipeline, tmp_path / "junk.spacy", out)
+    with pytest.raises(AnnotateError, match="validation_fraction"):
+        annotate_generated(generated, pipeline, gold, out, validation_fraction=0)
+    single = write_generated(tmp_path / "single.jsonl", {"syn-1": TEXTS["syn-000001"]})
+    with pytest.raises(AnnotateError, match="single.jsonl: a validation split needs at least 2"):
+        annotate_generated(single, pipeline, gold, out)
+    with pytest.raises(AnnotateError, match="no hf_ner component"):
+        load_annotator(tmp_path / "tokenizer-only", device="cpu")
+    assert not out.exists()
+
+    result = CliRunner().invoke(cli("annotate"), [str(tmp_path / "absent.jsonl"), str(pipeline), str(gold), str(out)])
+    assert result.exit_code == 1
+    assert "absent.jsonl: no such file" in result.output
+    assert not out.exists()
+
+
+def test_device_override(pipeline):
+    assert load_annotator(pipeline, device="cpu").get_pipe("hf_ner").cfg["device"] == "cpu"
+
+
+def test_corpus_stats_counts_words_without_whitespace():
+    vocab = spacy.blank("es").vocab
+    words = ["Ana", "\n\n", "vive", "en", "Madrid", "."]
+    doc = Doc(vocab, words=words, spaces=[False, False, True, True, False, False])
+    doc.ents = [Span(doc, 0, 1, label=NOMBRE), Span(doc, 4, 5, label=TERRITORIO)]
+    empty = Doc(vocab, words=["Nada", "."])
+    stats = corpus_stats([doc, empty])
+    assert stats["documents"] == 2
+    assert stats["words"] == 7  # 5 + 2; the "\n\n" token is not a word
+    assert stats["entities"] == 2
+    assert stats["labels"] == {NOMBRE: 1, TERRITORIO: 1}
+    assert stats["per_1000_words"] == {NOMBRE: round(1000 / 7, 4), TERRITORIO: round(1000 / 7, 4)}
+    assert stats["entities_per_1000_words"] == round(2000 / 7, 4)

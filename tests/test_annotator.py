@@ -1,0 +1,167 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import spacy
+import torch
+import typer
+from conftest import BIO, make_docs, write_docbin
+from spacy.tokens import Doc, Span
+from spacy.vocab import Vocab
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+from typer.testing import CliRunner
+
+from synthdeid.annotator import (
+    IGNORE_INDEX,
+    LOG_FILE,
+    bio_labels,
+    doc_windows,
+    encode_windows,
+    inference_window_length,
+    train_annotator,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_doc(words, ents, spaces=None, vocab=None):
+    """ents: (start token, end token, label)."""
+    doc = Doc(vocab or spacy.blank("es").vocab, words=words, spaces=spaces)
+    doc.ents = [Span(doc, s, e, label=label) for s, e, label in ents]
+    return doc
+
+
+def test_bio_labels_are_sorted_with_o_first():
+    doc = make_doc(["Ana", "vive", "en", "Madrid", "desde", "2019"], [(0, 1, "NOMBRE"), (3, 4, "TERRITORIO"), (5, 6, "FECHAS")])
+    assert bio_labels([doc]) == ["O", "B-FECHAS", "I-FECHAS", "B-NOMBRE", "I-NOMBRE", "B-TERRITORIO", "I-TERRITORIO"]
+
+
+def test_windows_respect_word_limit_and_entity_edges():
+    words = [f"w{i}" for i in range(30)]
+    # Entities straddling the 5-word boundaries, one longer than a window.
+    ents = [(3, 7, "A"), (9, 11, "B"), (14, 22, "C"), (24, 25, "D")]
+    doc = make_doc(words, ents)
+    windows = doc_windows(doc, 5)
+    assert [w for ws, _ in windows for w in ws] == words
+    for ws, tags in windows:
+        assert not tags[0].startswith("I-"), "a window starts inside an entity"
+        assert len(ws) <= 5 or all(t != "O" for t in tags), "only a long entity may exceed the limit"
+    flat_tags = [t for _, tags in windows for t in tags]
+    assert flat_tags[3:7] == ["B-A", "I-A", "I-A", "I-A"]
+    assert flat_tags[14:22] == ["B-C"] + ["I-C"] * 7
+    # The entity longer than the window gets a window of its own.
+    assert (words[14:22], ["B-C"] + ["I-C"] * 7) in windows
+    # Next entity: a window never ends between its tokens.
+    starts = {sum(len(ws) for ws, _ in windows[:k]) for k in range(len(windows))}
+    for s, e, _ in ents:
+        assert not any(s < b < e for b in starts)
+
+
+@pytest.mark.parametrize("vocab", [None, Vocab()], ids=["es", "bare-vocab"])
+def test_windows_skip_whitespace_tokens(vocab):
+    doc = make_doc(
+        ["Nombre", ":", "\n", "Ana", "  ", "Ruiz", "."],
+        [(3, 6, "NOMBRE")],
+        spaces=[False, True, False, False, False, False, False],
+        vocab=vocab,
+    )
+    assert doc_windows(doc, 128) == [
+        (["Nombre", ":", "Ana", "Ruiz", "."], ["O", "O", "B-NOMBRE", "I-NOMBRE", "O"])
+    ]
+
+
+def test_encode_labels_first_subtoken_only(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    label2id = {label: i for i, label in enumerate(BIO)}
+    window = (["Ingresa", "el", "12/03/2018", "en", "Valladolid"], ["O", "O", "B-FECHAS", "O", "B-TERRITORIO"])
+    (feature,), truncated = encode_windows(tokenizer, [window], label2id)
+    assert truncated == 0
+    pieces = tokenizer.convert_ids_to_tokens(feature["input_ids"])
+    labelled = [(p, BIO[l]) for p, l in zip(pieces, feature["labels"]) if l != IGNORE_INDEX]
+    assert labelled == [
+        ("ing", "O"),
+        ("el", "O"),
+        ("12", "B-FECHAS"),
+        ("en", "O"),
+        ("val", "B-TERRITORIO"),
+    ]
+    assert feature["labels"][0] == feature["labels"][-1] == IGNORE_INDEX  # [CLS], [SEP]
+    assert len(feature["labels"]) == len(feature["input_ids"]) == len(feature["attention_mask"])
+    # Truncation is counted.
+    _, truncated = encode_windows(tokenizer, [window], label2id, max_length=6)
+    assert truncated == 1
+
+
+def test_training_learns_and_writes_the_model(trained):
+    out, log = trained
+    scores = [e["validation"]["f"] for e in log["epochs"]]
+    assert scores[-1] >= 0.95 and max(scores) > scores[0]
+    assert log["best_epoch"] == scores.index(max(scores)) + 1
+    saved = json.loads((out / LOG_FILE).read_text())
+    assert saved["best_epoch"] == log["best_epoch"]
+    assert saved["arguments"]["epochs"] == len(saved["epochs"]) == 3
+    assert {"loss", "validation", "seconds"} <= set(saved["epochs"][0])
+    model = AutoModelForTokenClassification.from_pretrained(out)
+    assert model.config.id2label[0] == "O" and set(model.config.label2id) == set(BIO)
+    assert AutoTokenizer.from_pretrained(out).is_fast
+    assert not list(out.parent.glob(".model.*")), "temporary output left behind"
+    # Validation windows about as long as training sequences, and logged.
+    assert 130 <= saved["inference"]["max_length"] < 512 and saved["inference"]["stride"] == 64
+
+
+def test_inference_window_length_follows_training_lengths(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    features = [{"input_ids": [0] * n} for n in [10] * 18 + [101, 300]]
+    assert inference_window_length(features, tokenizer, stride=0, max_length=512) == 104  # p95, rounded up
+    assert inference_window_length(features, tokenizer, stride=64, max_length=512) == 130  # room for the stride
+    assert inference_window_length(features, tokenizer, stride=0, max_length=64) == 64
+
+
+def test_seeded_training_is_reproducible_and_the_cli_runs_it(tmp_path, tiny_model_dir):
+    train = write_docbin(tmp_path / "train.spacy", make_docs(12, seed=5))
+    val = write_docbin(tmp_path / "val.spacy", make_docs(4, seed=6))
+    args = {"epochs": 1, "batch_size": 4, "learning_rate": 5e-3, "window_words": 16, "seed": 3}
+    log = train_annotator(train, val, tmp_path / "a", base_model=str(tiny_model_dir), progress=False, **args)
+    spec = importlib.util.spec_from_file_location("train_annotator_cli", REPO / "scripts" / "train_annotator.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app = typer.Typer()
+    app.command()(module.main)
+    options = [f"--{key.replace('_', '-')}={value}" for key, value in args.items()]
+    result = CliRunner().invoke(
+        app, [str(train), str(val), str(tmp_path / "b"), f"--base-model={tiny_model_dir}", *options]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Saved epoch 1" in result.output
+    cli_log = json.loads((tmp_path / "b" / LOG_FILE).read_text())
+    assert cli_log["epochs"][0]["loss"] == log["epochs"][0]["loss"]
+    a = AutoModelForTokenClassification.from_pretrained(tmp_path / "a").state_dict()
+    b = AutoModelForTokenClassification.from_pretrained(tmp_path / "b").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_base_model_is_a_clear_error(tmp_path, corpus):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        train_annotator(corpus["train"], corpus["validation"], tmp_path / "out", base_model=str(missing), progress=False)
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    with pytest.raises(FileNotFoundError, match="empty.*config.json"):
+        train_annotator(corpus["train"], corpus["validation"], tmp_path / "out", base_model=str(not_a_model), progress=False)
+    with pytest.raises(OSError, match="no-org/no-model.*hub id"):  # offline: HF_HUB_OFFLINE=1
+        train_annotator(corpus["train"], corpus["validation"], tmp_path / "out", base_model="no-org/no-model", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_train_data_is_a_clear_error(tmp_path, tiny_model_dir, corpus):
+    kwargs = {"base_model": str(tiny_model_dir), "progress": False}
+    with pytest.raises(FileNotFoundError, match="nothing.spacy"):
+        train_annotator(tmp_path / "nothing.spacy", corpus["validation"], tmp_path / "out", **kwargs)
+    empty = write_docbin(tmp_path / "empty.spacy", [])
+    with pytest.raises(ValueError, match="empty.spacy.*no documents"):
+        train_annotator(empty, corpus["validation"], tmp_path / "out", **kwargs)
+    plain = write_docbin(tmp_path / "plain.spacy", [spacy.blank("es")("Sin entidades.")])
+    with pytest.raises(ValueError, match="plain.spacy.*no entities"):
+        train_annotator(plain, corpus["validation"], tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,380 @@
+"""Corpus readers, gold-span preservation, the seeded split and the converter."""
+
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from spacy.tokens import DocBin
+from typer.testing import CliRunner
+
+from synthdeid.corpus import (
+    CorpusError,
+    RawDoc,
+    ReadReport,
+    convert_corpus,
+    read_any,
+    read_brat,
+    read_docbin,
+    read_jsonl,
+    split_train_validation,
+    to_doc,
+)
+from synthdeid.tokenizer import make_nlp
+
+REPO = Path(__file__).parents[1]
+MEDDOCAN = REPO.parent / "shared/meddocan"
+
+TEXT = "Nombre: Ana Ruiz.\nCP:28029.\nSexo: H.\n"
+ANN = "T1\tNOMBRE_SUJETO_ASISTENCIA 8 16\tAna Ruiz\nT2\tTERRITORIO 21 26\t28029\nT3\tSEXO_SUJETO_ASISTENCIA 34 35\tH\n"
+SPANS = [(8, 16, "NOMBRE_SUJETO_ASISTENCIA"), (21, 26, "TERRITORIO"), (34, 35, "SEXO_SUJETO_ASISTENCIA")]
+
+
+@pytest.fixture(scope="module")
+def nlp():
+    return make_nlp()
+
+
+def write_pair(folder: Path, name: str, text, ann) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix, content in ((".txt", text), (".ann", ann)):
+        if content is not None:
+            path = folder / f"{name}{suffix}"
+            path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return folder
+
+
+def brat_corpus(folder: Path, n: int, prefix: str = "doc") -> Path:
+    for i in range(n):
+        write_pair(folder, f"{prefix}{i:02d}", TEXT, ANN)
+    return folder
+
+
+def error_of(reader) -> str:
+    with pytest.raises(CorpusError) as info:
+        list(reader)
+    return str(info.value)
+
+
+# ------------------------------------------------------------------ brat
+
+
+def test_read_brat_valid(tmp_path):
+    write_pair(tmp_path, "b", TEXT, ANN)
+    write_pair(tmp_path, "a", TEXT, "")
+    (tmp_path / "annotation.conf").write_text("[entities]\n")
+    docs = list(read_brat(tmp_path))
+    assert [d.name for d in docs] == ["a", "b"]
+    assert docs[0].spans == [] and docs[1].spans == SPANS and docs[1].text == TEXT
+
+
+BAD_ANN_LINES = {
+    "malformed": ("T1\tNOMBRE_SUJETO_ASISTENCIA 8 16", "malformed text-bound line"),
+    "missing offset": ("T1\tNOMBRE_SUJETO_ASISTENCIA 8\tAna Ruiz", "expected '<LABEL> <start> <end>'"),
+    "extra field": ("T1\tNOMBRE_SUJETO_ASISTENCIA 8 16 17\tAna Ruiz", "expected '<LABEL> <start> <end>'"),
+    "unknown type": ("X1\tNOMBRE 8 16\tAna Ruiz", "unknown annotation line"),
+    "bad id": ("Tx\tNOMBRE 8 16\tAna Ruiz", "malformed annotation id"),
+    "non-integer": ("T1\tNOMBRE 8 1.6\tAna Ruiz", "non-negative integers"),
+    "negative": ("T1\tNOMBRE -8 16\tAna Ruiz", "non-negative integers"),
+    "start after end": ("T1\tNOMBRE 16 8\tAna Ruiz", "is not before end"),
+    "empty span": ("T1\tNOMBRE 8 8\t", "is not before end"),
+    "past the text": ("T1\tNOMBRE 30 80\tx", "ends past the end"),
+    "covered text": ("T1\tNOMBRE 8 16\tAna Ruis", "differs from"),
+    "discontinuous": ("T1\tNOMBRE 8 11;12 16\tAna Ruiz", "discontinuous"),
+    "whitespace only": ("T1\tNOMBRE 7 8\t ", "only whitespace"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ANN_LINES))
+def test_bad_brat_line_names_file_and_line(tmp_path, case):
+    line, problem = BAD_ANN_LINES[case]
+    write_pair(tmp_path, "d", TEXT, f"#1\tAnnotatorNotes T2\tok\n{line}\n")
+    message = error_of(read_brat(tmp_path))
+    assert message.startswith(f"{tmp_path / 'd.ann'}:2: "), message
+    assert problem in message
+
+
+@pytest.mark.parametrize(
+    "second,problem",
+    [
+        ("T2\tNOMBRE_SUJETO_ASISTENCIA 8 16\tAna Ruiz", "duplicates the span on line 1"),
+        ("T2\tNOMBRE 12 16\tRuiz", "overlaps the span on line 1"),
+        ("T2\tOTRO 8 16\tAna Ruiz", "has the same offsets as the span on line 1"),
+        ("T1\tTERRITORIO 21 26\t28029", "duplicate annotation id T1 (first on line 1)"),
+    ],
+)
+def test_duplicate_and_overlapping_spans_name_both_lines(tmp_path, second, problem):
+    write_pair(tmp_path, "d", TEXT, f"T1\tNOMBRE_SUJETO_ASISTENCIA 8 16\tAna Ruiz\n{second}\n")
+    message = error_of(read_brat(tmp_path))
+    assert message.startswith(f"{tmp_path / 'd.ann'}:2: ") and problem in message, message
+
+
+def test_unpaired_files_are_errors(tmp_path):
+    write_pair(tmp_path / "a", "d", TEXT, None)
+    assert error_of(read_brat(tmp_path / "a")) == f"{tmp_path / 'a' / 'd.txt'}: no matching d.ann"
+    write_pair(tmp_path / "b", "d", None, ANN)
+    assert error_of(read_brat(tmp_path / "b")) == f"{tmp_path / 'b' / 'd.ann'}: no matching d.txt"
+    (tmp_path / "c").mkdir()
+    assert "no .txt/.ann files" in error_of(read_brat(tmp_path / "c"))
+    assert "no such folder" in error_of(read_brat(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("text", [b"", b"  \n\t\n", "\ufeff\n".encode("utf-8")])
+def test_empty_text_is_an_error(tmp_path, text):
+    write_pair(tmp_path, "d", text, "")
+    assert error_of(read_brat(tmp_path)) == f"{tmp_path / 'd.txt'}: empty text"
+
+
+@pytest.mark.parametrize(
+    "which,bad,line",
+    [
+        ("txt", "l\xednea uno\n", 1),
+        ("txt", "ok\nok\n\xff\n", 3),
+        ("ann", "T1\tNOMBRE_SUJETO_ASISTENCIA 8 16\tAna Ruiz\n\nT2\tX 0 1\t\xd1\n", 3),
+    ],
+)
+def test_non_utf8_names_file_and_line_of_first_bad_byte(tmp_path, which, bad, line):
+    bad = bad.encode("latin-1")
+    write_pair(tmp_path, "d", bad if which == "txt" else TEXT, bad if which == "ann" else ANN)
+    message = error_of(read_brat(tmp_path))
+    assert message.startswith(f"{tmp_path / ('d.' + which)}:{line}: not valid UTF-8"), message
+
+
+def test_non_t_lines_are_skipped_and_counted(tmp_path):
+    extra = "#1\tAnnotatorNotes T1\tnota\nA1\tNegated T1\nR1\tRel Arg1:T1 Arg2:T2\n\nN1\tReference T1 Wiki:1\tx\n"
+    write_pair(tmp_path, "d", TEXT, ANN + extra)
+    report = ReadReport()
+    (doc,) = read_brat(tmp_path, report)
+    assert doc.spans == SPANS
+    assert report.skipped_lines == {"#": 1, "A": 1, "R": 1, "N": 1}
+    assert report.as_dict()["skipped_annotation_lines"] == 4
+
+
+def test_byte_order_mark_is_counted_by_brat_then_removed(tmp_path):
+    # brat (and MEDDOCAN) count a leading BOM as one character of the text.
+    shifted = "".join(
+        f"T{i}\t{label} {s + 1} {e + 1}\t{TEXT[s:e]}\n" for i, (s, e, label) in enumerate(SPANS, 1)
+    )
+    write_pair(tmp_path, "d", "\ufeff" + TEXT, "\ufeff" + shifted.replace("\n", "\r\n"))
+    report = ReadReport()
+    (doc,) = read_brat(tmp_path, report)
+    assert doc.text == TEXT and doc.spans == SPANS
+    assert report.byte_order_marks_removed == 1
+    # Offsets that ignore the BOM do not match: an error with a hint.
+    write_pair(tmp_path, "d", "\ufeff" + TEXT, ANN)
+    assert "byte-order mark" in error_of(read_brat(tmp_path))
+
+
+def test_whitespace_at_span_edges_is_trimmed_and_counted(tmp_path):
+    write_pair(tmp_path, "d", TEXT, "T1\tNOMBRE_SUJETO_ASISTENCIA 7 17\t Ana Ruiz.\n")
+    report = ReadReport()
+    (doc,) = read_brat(tmp_path, report)
+    assert doc.spans == [(8, 17, "NOMBRE_SUJETO_ASISTENCIA")] and report.trimmed_spans == 1
+    write_pair(tmp_path, "d", TEXT, "T1\tX 7 11\t Ana\nT2\tY 28 34\tSexo: \n")
+    (doc,) = read_brat(tmp_path, report)
+    assert doc.spans == [(8, 11, "X"), (28, 33, "Y")] and report.trimmed_spans == 3
+
+
+# ------------------------------------------------------------------ JSONL and DocBin
+
+
+def jsonl(path: Path, *records) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    return path
+
+
+def record(**extra):
+    spans = [{"start": s, "end": e, "label": label} for s, e, label in SPANS]
+    return {"text": TEXT, "spans": spans, **extra}
+
+
+def test_read_jsonl(tmp_path):
+    path = jsonl(tmp_path / "c.jsonl", record(id=7), "", record(name="b"), record())
+    docs = list(read_jsonl(path))
+    assert [d.name for d in docs] == ["7", "b", "c-4"]
+    assert all(d.spans == SPANS and d.text == TEXT for d in docs)
+
+
+@pytest.mark.parametrize(
+    "bad,problem",
+    [
+        ('{"text": "a", "spans": [}', "invalid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ({"spans": []}, "missing key 'text'"),
+        ({"text": "Ana"}, "missing key 'spans'"),
+        ({"text": " \n", "spans": []}, "empty text"),
+        ({"text": 5, "spans": []}, "'text' must be a string"),
+        ({"text": "Ana", "spans": [], "meta": 1}, "unknown keys ['meta']"),
+        ({"text": "Ana", "spans": [{"start": 0, "end": 3}]}, "missing keys ['label']"),
+        ({"text": "Ana", "spans": [{"start": 0, "end": 3, "label": "X", "lbl": 1}]}, "unknown keys ['lbl']"),
+        ({"text": "Ana", "spans": [{"start": "0", "end": 3, "label": "X"}]}, "must be integers"),
+        ({"text": "Ana", "spans": [{"start": True, "end": 3, "label": "X"}]}, "must be integers"),
+        ({"text": "Ana", "spans": [{"start": 2, "end": 1, "label": "X"}]}, "is not before end"),
+        ({"text": "Ana", "spans": [{"start": 0, "end": 9, "label": "X"}]}, "ends past the end"),
+        ({"text": "Ana", "spans": [{"start": 0, "end": 3, "label": ""}]}, "'label' must be"),
+        ({"text": "Ana", "spans": [{"start": 0, "end": 3, "label": "X", "text": "Ann"}]}, "differs from"),
+        ({"text": "Ana", "spans": [{"start": 0, "end": 3, "label": "X"}, {"start": 1, "end": 2, "label": "X"}]},
+         "span 2: span 1-2 X overlaps the span on span 1"),
+        (record(id=1), "duplicate document name '1' (first on line 1)"),
+    ],
+)
+def test_bad_jsonl_names_file_and_line(tmp_path, bad, problem):
+    path = jsonl(tmp_path / "c.jsonl", record(id=1), bad)
+    message = error_of(read_jsonl(path))
+    assert message.startswith(f"{path}:2: ") and problem in message, message
+
+
+def test_non_utf8_jsonl(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(json.dumps(record()).encode() + b"\n" + b'{"text": "\xe1"}\n')
+    assert error_of(read_jsonl(path)).startswith(f"{path}:2: not valid UTF-8")
+
+
+def test_read_docbin_and_read_any(tmp_path, nlp):
+    docbin = DocBin(store_user_data=True)
+    for name in ("x", "y"):
+        docbin.add(to_doc(nlp, RawDoc(name, TEXT, SPANS))[0])
+    docbin.to_disk(tmp_path / "c.spacy")
+    docs = list(read_docbin(tmp_path / "c.spacy", nlp))
+    assert [(d.name, d.text, d.spans) for d in docs] == [("x", TEXT, SPANS), ("y", TEXT, SPANS)]
+    write_pair(tmp_path / "brat", "z", TEXT, ANN)
+    jsonl(tmp_path / "c.jsonl", record(name="w"))
+    for path, names in (("c.spacy", ["x", "y"]), ("brat", ["z"]), ("c.jsonl", ["w"])):
+        assert [d.name for d in read_any(tmp_path / path, nlp)] == names
+    (tmp_path / "c.txt").write_text("hola")
+    with pytest.raises(CorpusError, match="unsupported input"):
+        read_any(tmp_path / "c.txt", nlp)
+    (tmp_path / "broken.spacy").write_bytes(b"not a docbin")
+    assert error_of(read_docbin(tmp_path / "broken.spacy", nlp)).startswith(f"{tmp_path / 'broken.spacy'}: not a readable")
+
+
+# ------------------------------------------------------------------ to_doc
+
+
+def test_to_doc_sets_exact_ents(nlp):
+    doc, misaligned = to_doc(nlp, RawDoc("d", TEXT, SPANS))
+    assert misaligned == []
+    assert [(e.start_char, e.end_char, e.label_) for e in doc.ents] == SPANS
+    assert doc.user_data == {"name": "d"}
+
+
+def test_misaligned_spans_split_tokens_and_are_kept_exactly(nlp):
+    text = "Varón de 52 añosingresó por ABCDEF ayer."
+    spans = [(9, 16, "EDAD"), (28, 30, "X"), (31, 34, "Y")]  # "52 años", "AB", "DEF"
+    doc, misaligned = to_doc(nlp, RawDoc("d", text, spans))
+    assert [(e.start_char, e.end_char, e.label_) for e in doc.ents] == spans
+    assert [e.text for e in doc.ents] == ["52 años", "AB", "DEF"]
+    assert [t.text for t in doc] == ["Varón", "de", "52", "años", "ingresó", "por", "AB", "C", "DEF", "ayer", "."]
+    assert doc.text == text
+    assert [(m.start, m.end, m.text, m.tokens) for m in misaligned] == [
+        (9, 16, "52 años", ["añosingresó"]),
+        (28, 30, "AB", ["ABCDEF"]),
+        (31, 34, "DEF", ["ABCDEF"]),
+    ]
+    # A span inside one token splits it on both sides.
+    doc, misaligned = to_doc(nlp, RawDoc("d", "xxABCyy z", [(2, 5, "X")]))
+    assert [t.text for t in doc] == ["xx", "ABC", "yy", "z"] and doc.ents[0].text == "ABC"
+
+
+@pytest.mark.parametrize(
+    "spans,problem",
+    [([(0, 5, "X"), (3, 10, "Y")], "overlaps"), ([(6, 12, "X")], "whitespace"), ([(0, 99, "X")], "past the end")],
+)
+def test_to_doc_rejects_bad_spans(nlp, spans, problem):
+    with pytest.raises(CorpusError, match=problem):
+        to_doc(nlp, RawDoc("d", "Nombre: Ana Ruiz.", spans))
+
+
+# ------------------------------------------------------------------ split
+
+
+def test_seeded_split_is_reproducible_and_order_independent():
+    docs = [RawDoc(f"doc{i:03d}", "x", []) for i in range(100)]
+    train, validation = split_train_validation(docs, 0.1, seed=0)
+    assert len(validation) == 10 and len(train) == 90
+    assert {d.name for d in train} | {d.name for d in validation} == {d.name for d in docs}
+    shuffled = docs[:]
+    random.Random(1).shuffle(shuffled)
+    again = split_train_validation(shuffled, 0.1, seed=0)
+    assert [d.name for d in again[1]] == [d.name for d in validation]
+    assert [d.name for d in again[0]] == [d.name for d in train]
+    assert [d.name for d in split_train_validation(docs, 0.1, seed=1)[1]] != [d.name for d in validation]
+    assert len(split_train_validation(docs[:3], 0.1, seed=0)[1]) == 1
+    with pytest.raises(ValueError, match="unique"):
+        split_train_validation(docs + docs[:1], 0.1, seed=0)
+
+
+# ------------------------------------------------------------------ convert_corpus
+
+
+def test_convert_corpus_round_trip(tmp_path, nlp):
+    train = brat_corpus(tmp_path / "train", 12)
+    write_pair(train, "doc99", "Edad:62 años Sexo: M.\nCIPA: nhc-150679. añosingresó\n",
+               "T1\tEDAD 5 12\t62 años\nT2\tSEXO 19 20\tM\nT3\tID 32 38\t150679\nT4\tX 40 44\taños\nA1\tNeg T1\n")
+    test = brat_corpus(tmp_path / "test", 3, prefix="test")
+    out = tmp_path / "corpus"
+    stats = convert_corpus(train, test, out, validation_fraction=0.25, seed=3)
+    assert {p.name for p in out.iterdir()} == {"train.spacy", "validation.spacy", "test.spacy", "tokenizer", "stats.json"}
+    assert json.loads((out / "stats.json").read_text()) == stats
+    splits = stats["splits"]
+    assert [splits[s]["documents"] for s in ("train", "validation", "test")] == [10, 3, 3]
+    assert stats["inputs"]["train"]["skipped_annotation_lines"] == 1
+    assert sum(s["realigned_by_splitting"] for s in splits.values()) == 1
+    assert sum(s["aligned_by_tokenizer"] for s in splits.values()) == (12 + 3) * 3 + 3
+    # brat -> DocBin -> read back: the very same texts and spans.
+    gold = {d.name: d for d in list(read_brat(train)) + list(read_brat(test))}
+    back = [d for split in ("train", "validation", "test") for d in read_docbin(out / f"{split}.spacy", nlp)]
+    assert sorted(d.name for d in back) == sorted(gold)
+    for doc in back:
+        assert (doc.text, doc.spans) == (gold[doc.name].text, gold[doc.name].spans)
+    # --limit reads the first N documents of each input.
+    small = convert_corpus(train, test, tmp_path / "small", validation_fraction=0.5, limit=2)
+    assert small["inputs"]["train"]["documents"] == 2 and small["splits"]["test"]["documents"] == 2
+
+
+def test_convert_corpus_writes_nothing_on_bad_input(tmp_path):
+    train = brat_corpus(tmp_path / "train", 4)
+    test = write_pair(tmp_path / "test", "bad", TEXT, "T1\tX 0 3\tNOPE\n")
+    with pytest.raises(CorpusError, match=r"bad\.ann:1: "):
+        convert_corpus(train, test, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_cli(tmp_path):
+    train, test = brat_corpus(tmp_path / "train", 4), brat_corpus(tmp_path / "test", 2, prefix="test")
+    script = REPO / "scripts/convert_corpus.py"
+    ok = subprocess.run(
+        [sys.executable, str(script), str(train), str(test), str(tmp_path / "out"),
+         "--validation-fraction", "0.25", "--seed", "1", "--limit", "0"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "out/stats.json").read_text())["splits"]["validation"]["documents"] == 1
+    # A corpus error is one line on stderr and exit status 1 (in-process: faster).
+    spec = importlib.util.spec_from_file_location("convert_corpus_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app = typer.Typer()
+    app.command()(module.main)
+    result = CliRunner().invoke(app, [str(train), str(tmp_path / "nope"), str(tmp_path / "out2")])
+    assert result.exit_code == 1 and "no such file or folder" in result.output, result.output
+
+
+# ------------------------------------------------------------------ the real corpus
+
+
+@pytest.mark.parametrize("split", ["dev", "train"])
+def test_meddocan_alignment(nlp, split):
+    assert MEDDOCAN.is_dir(), f"{MEDDOCAN} is missing: this test needs the shared MEDDOCAN corpus"
+    total = aligned = 0
+    for raw in read_brat(MEDDOCAN / split):
+        doc = nlp.make_doc(raw.text)
+        total += len(raw.spans)
+        aligned += sum(doc.char_span(s, e) is not None for s, e, _ in raw.spans)
+    assert total > 5000
+    assert aligned / total >= 0.995, f"{split}: {aligned}/{total} spans on token boundaries"

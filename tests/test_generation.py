@@ -1,0 +1,380 @@
+"""Generation through spacy-llm with a tiny random GPT-2 (byte-level BPE fitted
+on synthetic notes), plus a canned spacy-llm backend where exact outputs are
+needed to check the filtering counts."""
+
+import importlib.util
+import itertools
+import json
+import math
+import random
+from pathlib import Path
+from typing import Iterable, List
+
+import pytest
+import spacy
+import typer
+from conftest import make_docs, make_note, write_docbin
+from spacy_llm.registry import registry
+from typer.testing import CliRunner
+
+from synthdeid.generation import (
+    DROP_REASONS,
+    build_pipeline,
+    drop_reason,
+    generate,
+    generate_corpus,
+    glued_loop,
+    load_generation_config,
+    max_line_repeats,
+    normalise,
+    prompt_of,
+    read_prompts,
+    repeated_ngram_share,
+    target_size,
+)
+from synthdeid.llm import MODEL_NAME, hf_causal_lm
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "generate.cfg"
+EOS = "<|endoftext|>"
+# Small enough for speed, long enough that most random samples have 5+ words.
+OPTIONS = {"max_new_tokens": 40, "batch_size": 3, "seed": 7}
+RECORD_FIELDS = {"id", "text", "prompt", "prompt_doc", "round", "sample", "seed", "sampling", "generator"}
+
+
+def save_gpt2(path: Path, eos_bias: float = 0.0) -> Path:
+    """A seeded random 1-layer GPT-2 (96 positions) with a byte-level BPE
+    tokenizer, saved as an adapt_generator output folder (`path/model`).
+    `eos_bias` non-zero makes the final layer norm emit that multiple of EOS's
+    (tied) embedding whatever the input: 1e4 always samples EOS, -1e4 never."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        [doc.text for doc in make_docs(30, seed=5)],
+        vocab_size=400,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=[EOS],
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS, pad_token=EOS)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=96,
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config)
+    if eos_bias:
+        with torch.no_grad():
+            model.transformer.ln_f.weight.zero_()
+            model.transformer.ln_f.bias.copy_(eos_bias * model.transformer.wte.weight[tokenizer.eos_token_id])
+    model.save_pretrained(path / "model")
+    tokenizer.save_pretrained(path / "model")
+    return path
+
+
+@pytest.fixture(scope="module")
+def generator_dir(tmp_path_factory):
+    return save_gpt2(tmp_path_factory.mktemp("generator"))
+
+
+@pytest.fixture(scope="module")
+def docbins(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gold")
+    validation = make_docs(4, seed=2)
+    assert len({prompt_of(doc.text) for doc in validation}) == 4
+    return {
+        "train": write_docbin(root / "train.spacy", make_docs(10, seed=1)),
+        "validation": write_docbin(root / "validation.spacy", validation),
+    }
+
+
+def gpt2_config(generator_dir, **options):
+    return load_generation_config(CONFIG, generator_dir, {**OPTIONS, **options})
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def test_prompts_are_the_first_three_words_of_each_validation_doc(tmp_path):
+    assert prompt_of("  Datos del\npaciente.\nNombre: Ana.") == "Datos del\npaciente."
+    assert prompt_of("Nombre: Ana") == "Nombre: Ana"
+    assert prompt_of("Hola") == "Hola"
+    assert prompt_of(" \n ") == ""
+    docs = make_docs(5, seed=3)
+    nlp = spacy.blank("es")
+    path = write_docbin(tmp_path / "v.spacy", docs[:2] + [nlp.make_doc("")] + docs[2:])
+    prompts = read_prompts(path)
+    texts = [doc.text for doc in docs[:2]] + [None] + [doc.text for doc in docs[2:]]
+    assert [i for i, _ in prompts] == [0, 1, 3, 4, 5]  # the empty doc gives no prompt
+    for i, prompt in prompts:
+        assert prompt.split() == texts[i].split()[:3]
+        assert texts[i].startswith(prompt)
+
+
+def test_empty_or_missing_validation_set_is_an_error_naming_the_file(tmp_path):
+    empty = write_docbin(tmp_path / "empty.spacy", [])
+    with pytest.raises(ValueError, match="empty.spacy"):
+        read_prompts(empty)
+    with pytest.raises(FileNotFoundError, match="nope.spacy"):
+        read_prompts(tmp_path / "nope.spacy")
+
+
+def test_target_size_is_a_ceiled_multiple_of_the_gold_corpus():
+    assert target_size(4.0, 450) == 1800
+    assert target_size(0.3, 10) == 3  # not 4 from 3.0000000000000004
+    assert target_size(0.1, 15) == 2
+    with pytest.raises(ValueError):
+        target_size(0, 10)
+
+
+# -------------------------------------------------------------- filtering
+
+
+def test_drop_reasons_on_hand_made_texts():
+    prompt = "Datos del paciente."
+    good = " Varón de 54 años que acude a urgencias por dolor torácico de dos horas de evolución."
+    assert drop_reason(good, prompt + good, set()) is None
+    # empty: no word characters, or fewer than five new words
+    assert drop_reason("", prompt, set()) == "empty"
+    assert drop_reason(" ... -- ;; ?? !!", prompt + " ... -- ;; ?? !!", set()) == "empty"
+    assert drop_reason(" Sin antecedentes de interés.", prompt + " Sin antecedentes de interés.", set()) == "empty"
+    # runaway repetition: most word 4-grams repeat ...
+    loop = good + " el paciente refiere dolor" * 20
+    assert repeated_ngram_share(loop.split()) > 0.5
+    assert drop_reason(loop, prompt + loop, set()) == "repetition"
+    # ... or one line occurs more than three times
+    lines = good + "\nFecha de ingreso: 12/03/2018." * 4
+    assert repeated_ngram_share(lines.split()) < 0.5 and max_line_repeats(lines) == 4
+    assert drop_reason(lines, prompt + lines, set()) == "repetition"
+    three = good + "\nFecha de ingreso: 12/03/2018." * 3
+    assert drop_reason(three, prompt + three, set()) is None
+    # ... or tokens loop without spaces, invisible to the word measures
+    glued = good + " NombreNombreDatosNombreNombreNombreNombre: Ana." + good.replace("dolor", "tos")
+    assert repeated_ngram_share(glued.split()) < 0.5 and max_line_repeats(glued) == 1
+    assert glued_loop(glued) == "NombreNombreNombreNombre"
+    assert drop_reason(glued, prompt + glued, set()) == "repetition"
+    for fine in (good + " NombreNombreNombre.", good + "\n----------------\n" + good.replace("dolor", "tos")):
+        assert glued_loop(fine) is None and drop_reason(fine, prompt + fine, set()) is None
+    # exact duplicate of a kept text after whitespace normalisation
+    kept = {normalise(prompt + good)}
+    respaced = "  " + good.replace(" ", "\n", 3)
+    assert drop_reason(respaced, prompt + respaced, kept) == "duplicate"
+    assert drop_reason(good + " Alta.", prompt + good + " Alta.", kept) is None
+
+
+def test_gold_like_notes_pass_the_filters():
+    rng = random.Random(0)
+    kept = set()
+    for _ in range(50):
+        text, _ = make_note(rng)
+        prompt = prompt_of(text)
+        if drop_reason(text[len(prompt) :], text, kept) is None:
+            kept.add(normalise(text))
+    assert len(kept) == 50
+
+
+# ------------------------------------------------------------ spacy-llm model
+
+
+def test_model_is_registered_and_continues_prompts_through_the_pipeline(generator_dir):
+    assert registry.llm_models.get(MODEL_NAME) is hf_causal_lm
+    nlp = build_pipeline(gpt2_config(generator_dir))
+    assert nlp.pipe_names == ["llm"]
+    docs = list(nlp.pipe(["Nombre: Ana García", "Datos del paciente."]))
+    for doc in docs:
+        reply = doc._.llm_reply
+        assert isinstance(reply, str) and reply.strip()
+        assert not reply.startswith(doc.text)  # the continuation, not prompt + continuation
+
+
+def test_model_keeps_the_nesting_of_prompts_per_doc(generator_dir):
+    model = hf_causal_lm(str(generator_dir), max_new_tokens=8, batch_size=2, seed=1)
+    replies = model([["Nombre: Ana", "Fecha de"], [], ("Paciente de",), iter(["Sin antecedentes", "Se solicita"])])
+    assert [len(doc) for doc in replies] == [2, 0, 1, 2]
+    assert model.n_batches == 3  # five prompts in batches of two
+    assert all(isinstance(reply, str) for doc in replies for reply in doc)
+
+
+def test_model_stops_at_eos(tmp_path):
+    model = hf_causal_lm(str(save_gpt2(tmp_path / "eos", eos_bias=1e4)), max_new_tokens=20, batch_size=4)
+    assert model([["Nombre: Ana"], ["Datos del paciente."]]) == [[""], [""]]
+
+
+def test_generation_stops_at_the_model_window(tmp_path):
+    # This model never samples EOS: 200 new tokens would index past its 96
+    # positions (an IndexError in GPT-2) unless generation stops at the window.
+    path = save_gpt2(tmp_path / "no_eos", eos_bias=-1e4)
+    with pytest.warns(UserWarning, match="window"):
+        nlp = build_pipeline(load_generation_config(CONFIG, path, {"max_new_tokens": 200}))
+    docs = list(nlp.pipe(["Nombre: Ana", "Datos del paciente."]))
+    assert all(isinstance(doc._.llm_reply, str) for doc in docs)
+
+
+def test_missing_generator_folder_is_an_error_naming_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no_generator"):
+        build_pipeline(load_generation_config(CONFIG, tmp_path / "no_generator"))
+    with pytest.raises(ValueError, match="no generator folder"):
+        build_pipeline(load_generation_config(CONFIG))
+
+
+def test_bad_configs_are_errors_naming_the_file(tmp_path, generator_dir):
+    with pytest.raises(FileNotFoundError, match="missing.cfg"):
+        load_generation_config(tmp_path / "missing.cfg")
+    cached = tmp_path / "cached.cfg"
+    cached.write_text(CONFIG.read_text().replace("path = null\nbatch_size = 64", 'path = "cache"\nbatch_size = 64'))
+    with pytest.raises(ValueError, match="cached.cfg.*must be null"):
+        load_generation_config(cached)
+    with pytest.raises(ValueError, match="generate.cfg.*'top_k'"):
+        load_generation_config(CONFIG, generator_dir, {"top_k": 5})
+    unknown = tmp_path / "unknown.cfg"
+    unknown.write_text(CONFIG.read_text().replace(MODEL_NAME, "synthdeid.NoSuchModel.v1"))
+    with pytest.raises(ValueError, match="unknown.cfg: bad generation config"):
+        build_pipeline(load_generation_config(unknown, generator_dir), source=str(unknown))
+
+
+# --------------------------------------------------------------- generation
+
+
+def test_records_name_the_seed_that_reproduces_their_batch(generator_dir, docbins):
+    prompts = read_prompts(docbins["validation"])
+    config = gpt2_config(generator_dir)
+    records, counts = generate_corpus(config, prompts, target=8, samples_per_prompt=2, progress=False)
+    assert len(records) == 8 and counts["kept"] == 8
+    # Item k * len(prompts) + p of a round is sample k of prompt p; batches of 3
+    # never cross rounds, so a round of 8 items takes 3 batches.
+    items = [(k, i, prompt) for k in range(2) for i, prompt in prompts]
+    positions = {i: p for p, (i, _) in enumerate(prompts)}
+    for record in records:
+        index = record["sample"] * len(prompts) + positions[record["prompt_doc"]]
+        batch = record["round"] * 3 + index // 3
+        assert record["seed"] == OPTIONS["seed"] + batch
+        fresh = hf_causal_lm(str(generator_dir), max_new_tokens=40, batch_size=3, seed=record["seed"])
+        first = index - index % 3
+        chunk = items[first : first + 3]
+        replies = [doc[0] for doc in fresh([[prompt] for _, _, prompt in chunk])]
+        assert record["text"] == record["prompt"] + replies[index % 3]
+
+
+def test_generate_writes_exactly_the_target_reproducibly(tmp_path, generator_dir, docbins):
+    def run(name, **options):
+        return generate(
+            docbins["validation"],
+            docbins["train"],
+            tmp_path / f"{name}.jsonl",
+            config_path=CONFIG,
+            generator=generator_dir,
+            model_options={**OPTIONS, **options},
+            size_multiple=1.5,
+            samples_per_prompt=2,
+            stats_path=tmp_path / f"{name}.json",
+            progress=False,
+        )
+
+    stats = run("a")
+    assert run("b")["generated"] == stats["generated"]
+    a, b = (tmp_path / "a.jsonl").read_bytes(), (tmp_path / "b.jsonl").read_bytes()
+    assert a == b  # same seed, same corpus
+    run("c", seed=8)
+    assert (tmp_path / "c.jsonl").read_bytes() != a
+
+    records = [json.loads(line) for line in a.decode("utf-8").splitlines()]
+    assert stats["target"] == math.ceil(1.5 * 10) == len(records) == stats["kept"]
+    assert stats["rounds"] >= 2  # one round is 4 prompts x 2 samples = 8 < 15
+    assert [r["id"] for r in records] == [f"syn-{i:06d}" for i in range(1, 16)]
+    prompts = dict(read_prompts(docbins["validation"]))
+    for record in records:
+        assert set(record) == RECORD_FIELDS
+        assert record["prompt"] == prompts[record["prompt_doc"]]
+        assert record["text"].startswith(record["prompt"]) and len(record["text"]) > len(record["prompt"])
+        assert record["sampling"] == {"top_p": 0.95, "temperature": 1.0, "max_new_tokens": 40}
+        assert record["generator"] == str(generator_dir)
+        assert record["seed"] >= OPTIONS["seed"]
+    assert len({normalise(r["text"]) for r in records}) == len(records)
+
+    assert json.loads((tmp_path / "a.json").read_text()) == stats
+    assert set(stats["dropped"]) == set(DROP_REASONS)
+    assert stats["generated"] == stats["kept"] + sum(stats["dropped"].values())
+    assert stats["words_kept"] == sum(len(r["text"].split()) for r in records)
+    assert stats["gold_train_docs"] == 10 and stats["prompts"] == 4
+    assert stats["model"] == {"model": MODEL_NAME, "generator": str(generator_dir), "batch_size": 3, "seed": 7}
+
+
+def test_cli_runs_the_generation(tmp_path, generator_dir, docbins):
+    spec = importlib.util.spec_from_file_location("generate_cli", REPO / "scripts" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app = typer.Typer()
+    app.command()(module.main)
+    out, stats = tmp_path / "out.jsonl", tmp_path / "stats.json"
+    args = [str(docbins["validation"]), str(docbins["train"]), str(generator_dir), str(out)]
+    options = ["--size-multiple=0.5", "--samples-per-prompt=1", "--max-new-tokens=40", "--batch-size=4"]
+    result = CliRunner().invoke(app, [*args, f"--config={CONFIG}", *options, f"--stats={stats}"])
+    assert result.exit_code == 0, result.output
+    assert "Kept 5 of" in result.output
+    assert len(out.read_text().splitlines()) == 5 == json.loads(stats.read_text())["kept"]
+
+
+# ---------------------------------------- a canned backend swapped in the config
+
+
+class Canned:
+    """Replies from a fixed cycle, whatever the prompt."""
+
+    def __init__(self, replies: List[str]):
+        self._replies = itertools.cycle(replies)
+
+    def __call__(self, prompts: Iterable[Iterable[str]]) -> Iterable[Iterable[str]]:
+        return [[next(self._replies) for _ in doc_prompts] for doc_prompts in prompts]
+
+
+@registry.llm_models("test.Canned.v1")
+def make_canned(replies: List[str]) -> Canned:
+    return Canned(replies)
+
+
+GOOD = " Varón de 54 años que acude a urgencias por dolor torácico."
+LOOP = " dolor" * 40
+
+
+@pytest.fixture
+def canned_config(tmp_path):
+    text = CONFIG.read_text()
+    start, end = text.index("\n[components.llm.model]\n"), text.index("\n[components.llm.cache]\n")
+    replies = json.dumps(["", GOOD, GOOD, LOOP])
+    block = f'\n[components.llm.model]\n@llm_models = "test.Canned.v1"\nreplies = {replies}\n'
+    path = tmp_path / "canned.cfg"
+    path.write_text(text[:start] + block + text[end:])
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:Task supports sharding")
+def test_any_backend_can_replace_the_model_and_drops_are_counted(canned_config):
+    prompts = [(0, "Datos del paciente."), (3, "Nombre: Ana")]
+    config = load_generation_config(canned_config)
+    # Round 0: P0 "" (empty), P3 GOOD (kept), P0 GOOD (kept), P3 LOOP (repetition).
+    records, counts = generate_corpus(config, prompts, target=2, samples_per_prompt=2, progress=False)
+    assert [(r["prompt_doc"], r["sample"], r["text"]) for r in records] == [
+        (3, 0, "Nombre: Ana" + GOOD),
+        (0, 1, "Datos del paciente." + GOOD),
+    ]
+    assert all(r["seed"] is None and r["generator"] == "test.Canned.v1" for r in records)
+    # The target is reached at the third output: the fourth is over target, unchecked.
+    assert counts["rounds"] == 1 and counts["generated"] == 4
+    assert counts["dropped"] == {"empty": 1, "repetition": 0, "duplicate": 0, "over_target": 1}
+    # Rounds 1 and 2 give P0 "" (empty), P3 GOOD and P0 GOOD (duplicates),
+    # P3 LOOP (repetition): nothing new, so the run gives up after two.
+    expected = "2 of 3 kept, 12 generated, dropped {'empty': 3, 'repetition': 3, 'duplicate': 4, 'over_target': 0}"
+    with pytest.raises(RuntimeError, match="gave up: 2 rounds in a row") as error:
+        generate_corpus(config, prompts, target=3, samples_per_prompt=2, max_idle_rounds=2, progress=False)
+    assert expected in str(error.value)
+    with pytest.raises(ValueError, match="canned.cfg.*'top_p'"):
+        load_generation_config(canned_config, model_options={"top_p": 0.9})

@@ -1,0 +1,217 @@
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from conftest import make_docs, write_docbin
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from synthdeid.generator import (
+    ADAPTER_CONFIG,
+    CONFIG_FILE,
+    LOSS_FILE,
+    MODEL_DIR,
+    adapt_generator,
+    load_generator,
+    select_documents,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+# A scratch GPT-2 small enough to train in a second or two on 2 CPU cores.
+TINY = {
+    "n_layer": 1,
+    "n_embd": 32,
+    "n_head": 2,
+    "n_positions": 64,
+    "vocab_size": 300,
+    "block_size": 32,
+    "batch_size": 4,
+    "learning_rate": 5e-3,
+    "log_every": 2,
+    "seed": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def texts_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen_corpus")
+    return {
+        "train": write_docbin(root / "train.spacy", make_docs(10, seed=11)),
+        "validation": write_docbin(root / "validation.spacy", make_docs(3, seed=12)),
+    }
+
+
+@pytest.fixture(scope="module")
+def scratch_run(tmp_path_factory, texts_corpus):
+    out = tmp_path_factory.mktemp("scratch") / "generator"
+    config = adapt_generator(
+        texts_corpus["train"],
+        out,
+        validation_path=texts_corpus["validation"],
+        epochs=3,
+        device="cpu",
+        progress=False,
+        **TINY,
+    )
+    return out, config
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, scratch_run):
+    """A randomly initialised 2-layer GPT-2 "pretrained" base with the scratch run's tokenizer."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(scratch_run[0] / MODEL_DIR)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2))
+    path = tmp_path_factory.mktemp("base") / "tiny-gpt2"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_select_documents_is_seeded_nested_and_checked():
+    assert len(select_documents(20, 0.25, seed=0)) == 5
+    assert len(select_documents(20, 1.0, seed=0)) == 20
+    assert len(select_documents(3, 0.05, seed=0)) == 1  # never empty
+    assert select_documents(20, 0.5, seed=1) == select_documents(20, 0.5, seed=1)
+    assert select_documents(20, 0.5, seed=1) != select_documents(20, 0.5, seed=2)
+    # One seed: the smaller fraction's documents are among the larger one's.
+    assert set(select_documents(100, 0.05, seed=0)) <= set(select_documents(100, 0.25, seed=0))
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="fraction must be in"):
+            select_documents(20, bad, seed=0)
+
+
+def test_scratch_training_writes_model_curve_and_config(scratch_run):
+    out, config = scratch_run
+    assert {p.name for p in out.iterdir()} == {MODEL_DIR, LOSS_FILE, CONFIG_FILE}
+    assert (out / MODEL_DIR / "config.json").exists() and (out / MODEL_DIR / "tokenizer.json").exists()
+    assert not list(out.parent.glob(".generator.*")), "temporary output left behind"
+    saved = json.loads((out / CONFIG_FILE).read_text())
+    assert saved["mode"] == "scratch" and saved["lora"] is None
+    assert saved["arguments"]["n_layer"] == 1 and saved["learning_rate"] == 5e-3
+    assert saved["documents"] == {"available": 10, "used": 10, "indices": list(range(10))}
+    assert saved["parameters"]["trainable"] == saved["parameters"]["total"] > 0
+    assert saved["tokens"]["train_blocks"] * 32 == saved["tokens"]["training_tokens_per_epoch"]
+    assert saved["wall_seconds"] > 0 and saved["versions"]["peft"]
+    curve = json.loads((out / LOSS_FILE).read_text())
+    assert [e["epoch"] for e in curve["epochs"]] == [1, 2, 3]
+    assert all(math.isfinite(e["train_loss"]) and math.isfinite(e["validation_loss"]) for e in curve["epochs"])
+    assert curve["epochs"][-1]["train_loss"] < curve["epochs"][0]["train_loss"]
+    assert curve["epochs"][-1]["validation_loss"] < curve["epochs"][0]["validation_loss"]
+    steps = [s["step"] for s in curve["steps"]]
+    assert steps == sorted(steps) and steps[-1] == saved["steps"]
+
+
+def test_scratch_generator_loads_and_generates_in_batches(scratch_run):
+    out, _ = scratch_run
+    model, tokenizer = load_generator(out)
+    assert not model.training and tokenizer.padding_side == "left"
+    assert tokenizer.pad_token == tokenizer.eos_token == "<|endoftext|>"
+    assert tokenizer.model_max_length == TINY["n_positions"]
+    inputs = tokenizer(["Nombre:", "Paciente de 40 años."], return_tensors="pt", padding=True)
+    # No token-type ids: GPT-2 would add them as token embeddings.
+    assert set(inputs) == {"input_ids", "attention_mask"}
+    single = tokenizer("Paciente de 40 años.", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(model(**single).logits, model(input_ids=single["input_ids"]).logits)
+    # Left padding leaves the shorter prompt's greedy continuation unchanged.
+    greedy = {"max_new_tokens": 5, "min_new_tokens": 5, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    alone = model.generate(**tokenizer("Nombre:", return_tensors="pt"), **greedy)[0, -5:]
+    assert torch.equal(model.generate(**inputs, **greedy)[0, -5:], alone)
+    generated = model.generate(
+        **inputs, max_new_tokens=5, min_new_tokens=5, do_sample=True, top_p=0.95, pad_token_id=tokenizer.pad_token_id
+    )
+    assert generated.shape == (2, inputs["input_ids"].shape[1] + 5)
+    # The model folder itself loads too.
+    assert load_generator(out / MODEL_DIR)[0].config.n_layer == 1
+
+
+def test_same_seed_same_curve_through_the_cli(tmp_path, texts_corpus, scratch_run):
+    spec = importlib.util.spec_from_file_location("adapt_generator_cli", REPO / "scripts" / "adapt_generator.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app = typer.Typer()
+    app.command()(module.main)
+    options = [f"--{key.replace('_', '-')}={value}" for key, value in TINY.items()]
+    args = [str(texts_corpus["train"]), str(tmp_path / "again"), f"--validation={texts_corpus['validation']}"]
+    result = CliRunner().invoke(app, [*args, "--epochs=3", "--device=cpu", *options])
+    assert result.exit_code == 0, result.output
+    assert "Saved the scratch generator" in result.output
+    first = json.loads((scratch_run[0] / LOSS_FILE).read_text())
+    again = json.loads((tmp_path / "again" / LOSS_FILE).read_text())
+    assert again == first
+
+
+def test_fraction_selects_documents(tmp_path, texts_corpus):
+    config = adapt_generator(
+        texts_corpus["train"], tmp_path / "half", fraction=0.5, epochs=1, device="cpu", progress=False, **TINY
+    )
+    assert config["documents"]["used"] == 5 and config["documents"]["available"] == 10
+    assert config["documents"]["indices"] == select_documents(10, 0.5, TINY["seed"])
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="fraction must be in"):
+            adapt_generator(texts_corpus["train"], tmp_path / "bad", fraction=bad, progress=False, **TINY)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_lora_trains_only_the_adapter_and_loads(tmp_path, texts_corpus, tiny_base):
+    out = tmp_path / "lora"
+    config = adapt_generator(
+        texts_corpus["train"],
+        out,
+        base_model=str(tiny_base),
+        epochs=1,
+        block_size=128,  # more than the base's 64 positions: capped
+        batch_size=4,
+        learning_rate=1e-3,
+        device="cpu",
+        progress=False,
+    )
+    assert config["mode"] == "lora" and config["block_size"] == 64
+    assert config["lora"]["target_modules"] == ["c_attn"]  # peft's GPT-2 default
+    adapter = json.loads((out / MODEL_DIR / ADAPTER_CONFIG).read_text())
+    assert adapter["r"] == 8 and adapter["lora_alpha"] == 32 and adapter["lora_dropout"] == 0.05
+    assert adapter["base_model_name_or_path"] == str(tiny_base)
+    assert not (out / MODEL_DIR / "model.safetensors").exists(), "the adapter folder holds the full model"
+    # Each layer's c_attn (32 -> 96) gets A (8 x 32) and B (96 x 8): 1024 per layer.
+    params = config["parameters"]
+    assert params["trainable"] == 2 * 8 * (32 + 96)
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    assert params["total"] == sum(p.numel() for p in base.parameters()) + params["trainable"]
+    model, tokenizer = load_generator(out)
+    assert type(model).__name__ == "PeftModelForCausalLM" and not model.training
+    inputs = tokenizer(["Nombre:"], return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, pad_token_id=tokenizer.pad_token_id)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 3
+
+
+def test_missing_base_model_is_a_clear_error(tmp_path, texts_corpus):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(OSError, match="no-such-model"):
+        adapt_generator(texts_corpus["train"], tmp_path / "out", base_model=str(missing), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is not None,
+    reason="QLoRA is available here",
+)
+def test_qlora_without_gpu_or_bitsandbytes_is_a_clear_error(tmp_path, texts_corpus, tiny_base):
+    with pytest.raises(RuntimeError, match="qlora needs"):
+        adapt_generator(texts_corpus["train"], tmp_path / "q", base_model=str(tiny_base), qlora=True, progress=False)
+    with pytest.raises(ValueError, match="pretrained base_model"):
+        adapt_generator(texts_corpus["train"], tmp_path / "q", qlora=True, progress=False)
+
+
+def test_load_generator_errors_name_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such generator folder"):
+        load_generator(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds neither"):
+        load_generator(tmp_path / "empty")

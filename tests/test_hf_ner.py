@@ -1,0 +1,238 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import spacy
+import torch
+from conftest import cli, make_docs, make_note
+from spacy.tokens import Doc, Span
+from spacy.training import Example
+from spacy.vocab import Vocab
+from typer.testing import CliRunner
+
+from synthdeid.hf_ner import HFNER, decode_tags, split_tag
+
+
+def ents(doc):
+    return [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+
+
+def hf_nlp(model_dir, **config):
+    nlp = spacy.blank("es")
+    nlp.add_pipe("hf_ner", config={"model": str(model_dir), **config})
+    nlp.initialize()
+    return nlp
+
+
+def test_add_pipe_initialize_and_predict(rule_model_dir):
+    nlp = hf_nlp(rule_model_dir)
+    component = nlp.get_pipe("hf_ner")
+    assert component.labels == ("NOMBRE_SUJETO_ASISTENCIA", "TERRITORIO")
+    assert nlp.meta["labels"]["hf_ner"] == ["NOMBRE_SUJETO_ASISTENCIA", "TERRITORIO"]
+    doc = nlp("Ana vive en Madrid García. García y Valladolid.")
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("Ana", "NOMBRE_SUJETO_ASISTENCIA"),
+        ("Madrid García", "TERRITORIO"),  # B- then I-
+        ("García", "TERRITORIO"),  # I- without B- starts an entity
+        # "Valladolid" is val ##lad ##oli ##d: only the first sub-token of a
+        # token counts, so the "##lad" prediction is not used.
+    ]
+
+
+def test_entities_may_span_whitespace_tokens(rule_model_dir):
+    nlp = hf_nlp(rule_model_dir)
+    for vocab in (nlp.vocab, Vocab()):  # a bare Vocab leaves token.is_space False
+        doc = Doc(vocab, words=["Vive", "en", "Madrid", "\n ", "García", "\n", "Ana"], spaces=[True, True, False, False, False, False, False])
+        doc = nlp.get_pipe("hf_ner")(doc)
+        assert [(e.text, e.label_) for e in doc.ents] == [
+            ("Madrid\n García", "TERRITORIO"), ("Ana", "NOMBRE_SUJETO_ASISTENCIA")
+        ]
+
+
+def test_call_before_initialize_is_a_clear_error():
+    nlp = spacy.blank("es")
+    nlp.add_pipe("hf_ner")
+    with pytest.raises(ValueError, match="E109.*hf_ner.*initialize"):
+        nlp("Hola.")
+    with pytest.raises(ValueError, match="no model to initialize from"):
+        nlp.initialize()
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    nlp = spacy.blank("es")
+    nlp.add_pipe("hf_ner", config={"model": str(tmp_path / "gone")})
+    with pytest.raises(FileNotFoundError, match="gone"):
+        nlp.initialize()
+    with pytest.raises(FileNotFoundError, match="nowhere.*not a saved hf_ner component"):
+        HFNER().from_disk(tmp_path / "nowhere")
+
+
+def test_decode_tags_schemes():
+    doc = Doc(spacy.blank("es").vocab, words=list("abcdefghij"))
+    tags = [
+        ("I", "X"),  # I- without B-: starts
+        ("I", "X"),
+        ("B", "X"),  # B- splits
+        ("I", "Y"),  # another label: starts
+        None,  # whitespace: transparent
+        ("I", "Y"),
+        ("O", ""),
+        split_tag("X"),  # plain labels continue each other
+        split_tag("X"),
+        split_tag("S-X"),  # single
+    ]
+    assert [(s.start, s.end, s.label_) for s in decode_tags(doc, tags)] == [
+        (0, 2, "X"), (2, 3, "X"), (3, 6, "Y"), (7, 9, "X"), (9, 10, "X"),
+    ]
+    assert split_tag("O") == ("O", "")
+    assert split_tag("B-NOMBRE_SUJETO_ASISTENCIA") == ("B", "NOMBRE_SUJETO_ASISTENCIA")
+    assert split_tag("NOMBRE_SUJETO_ASISTENCIA") == ("I", "NOMBRE_SUJETO_ASISTENCIA")
+
+
+def test_long_text_is_fully_covered(rule_model_dir):
+    filler = "el paciente refiere dolor y fiebre desde hace dos días . "
+    text = ("Ana vive en Madrid . " + filler * 40) * 2 + "Traslado a Madrid García"
+    expected = [(e.text, e.label_) for e in hf_nlp(rule_model_dir, max_length=512, stride=0)(text).ents]
+    nlp = hf_nlp(rule_model_dir, max_length=32, stride=8)
+    assert len(nlp.get_pipe("hf_ner").tokenizer(text)["input_ids"]) > 512
+    found = [(e.text, e.label_) for e in nlp(text).ents]
+    assert found == expected
+    assert found == [
+        ("Ana", "NOMBRE_SUJETO_ASISTENCIA"), ("Madrid", "TERRITORIO"),
+        ("Ana", "NOMBRE_SUJETO_ASISTENCIA"), ("Madrid", "TERRITORIO"),
+        ("Madrid García", "TERRITORIO"),
+    ]
+
+
+class EdgeShy(torch.nn.Module):
+    """Predicts "B-X" for sub-tokens at least 2 positions from both edges of
+    their window's text, "O" nearer an edge."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.config = SimpleNamespace(id2label={0: "O", 1: "B-X"})
+
+    def forward(self, input_ids, attention_mask):
+        logits = torch.zeros(*input_ids.shape, 2)
+        for row, n in enumerate(attention_mask.sum(1).tolist()):
+            for j in range(n - 2):  # text sub-tokens sit between [CLS] and [SEP]
+                logits[row, j + 1, 1] = 1.0 if min(j, n - 3 - j) >= 2 else -1.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_each_subtoken_is_predicted_where_it_is_furthest_from_a_window_edge(rule_model_dir):
+    from transformers import AutoTokenizer
+
+    component = HFNER(max_length=12, stride=5, batch_size=3)
+    component.set_model(EdgeShy(), AutoTokenizer.from_pretrained(rule_model_dir))
+    doc = spacy.blank("es")(" ".join("abcdefghijklmnopqrstuvwxy"))
+    tags = component.predict_token_tags([doc])[0]
+    # Windows hold 10 sub-tokens and advance by 5: every sub-token except the
+    # first and last two of the text is >= 2 from the edges of some window.
+    assert [t[0] for t in tags] == ["O", "O"] + ["B"] * 21 + ["O", "O"]
+
+
+def test_batching_gives_the_same_ents_as_one_by_one(trained):
+    model_dir, _ = trained
+    texts = [make_note(__import__("random").Random(i))[0] for i in range(7)]
+    texts.insert(3, " ".join(texts))  # one long text with several windows
+    texts.insert(1, "")
+    nlp = hf_nlp(model_dir, max_length=64, stride=16, batch_size=3)
+    one_by_one = [ents(nlp(text)) for text in texts]
+    batched = [ents(doc) for doc in nlp.pipe(texts, batch_size=4)]
+    assert batched == one_by_one
+    assert sum(map(len, batched)) >= 5 * 7
+
+
+def test_label_map_and_ignore_labels(rule_model_dir):
+    text = "Ana vive en Madrid García."
+    nlp = hf_nlp(rule_model_dir, label_map={"TERRITORIO": "LOC"}, ignore_labels=["NOMBRE_SUJETO_ASISTENCIA"])
+    assert nlp.get_pipe("hf_ner").labels == ("LOC",)
+    assert [(e.text, e.label_) for e in nlp(text).ents] == [("Madrid García", "LOC")]
+    nlp = hf_nlp(rule_model_dir, label_map={"NOMBRE_SUJETO_ASISTENCIA": "O"}, ignore_labels=["LOC"])
+    assert [(e.text, e.label_) for e in nlp(text).ents] == [("Madrid García", "TERRITORIO")]
+    nlp = hf_nlp(rule_model_dir, label_map={"TERRITORIO": "LOC"}, ignore_labels=["LOC"])
+    assert [(e.text, e.label_) for e in nlp(text).ents] == [("Ana", "NOMBRE_SUJETO_ASISTENCIA")]
+
+
+def test_merge_with_existing_ents_resolves_overlaps_deterministically(rule_model_dir):
+    nlp = hf_nlp(rule_model_dir, overwrite_ents=False)
+    for _ in range(2):
+        doc = nlp.make_doc("Ana vive en Madrid García y Madrid.")
+        doc.ents = [Span(doc, 4, 5, label="APELLIDO")]  # "García"
+        doc = nlp.get_pipe("hf_ner")(doc)
+        assert [(e.text, e.label_) for e in doc.ents] == [
+            ("Ana", "NOMBRE_SUJETO_ASISTENCIA"),
+            ("García", "APELLIDO"),  # kept; the overlapping "Madrid García" is dropped
+            ("Madrid", "TERRITORIO"),
+        ]
+    nlp = hf_nlp(rule_model_dir)
+    doc = nlp.make_doc("Ana vive en Madrid García y Madrid.")
+    doc.ents = [Span(doc, 4, 5, label="APELLIDO")]
+    assert "APELLIDO" not in {e.label_ for e in nlp.get_pipe("hf_ner")(doc).ents}
+
+
+def test_evaluate(trained):
+    nlp = hf_nlp(trained[0])
+    examples = [Example(nlp.make_doc(doc.text), doc) for doc in make_docs(10, seed=9, nlp=nlp)]
+    scores = nlp.evaluate(examples)
+    assert scores["ents_f"] >= 0.9
+    assert "TERRITORIO" in scores["ents_per_type"]
+
+
+def test_built_pipeline_round_trip_offline(tmp_path, trained):
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained[0], model_dir)
+    tokenizer_nlp = spacy.blank("es")
+    tokenizer_nlp.tokenizer.add_special_case("NºCol", [{"ORTH": "Nº"}, {"ORTH": "Col"}])
+    tokenizer_nlp.to_disk(tmp_path / "tokenizer")
+    result = CliRunner().invoke(
+        cli("build_annotator_pipeline"),
+        [str(model_dir), str(tmp_path / "tokenizer"), str(tmp_path / "pipeline"), "--name", "annotator_test"],
+    )
+    assert result.exit_code == 0, result.output
+    shutil.rmtree(model_dir)  # the pipeline must not need it
+
+    nlp = spacy.load(tmp_path / "pipeline")
+    assert nlp.pipe_names == ["hf_ner"]
+    assert nlp.meta["name"] == "annotator_test"
+    assert "validation entity F1" in nlp.meta["description"]
+    # The windows the model was validated with.
+    cfg = nlp.get_pipe("hf_ner").cfg
+    assert (cfg["max_length"], cfg["stride"]) == (trained[1]["inference"]["max_length"], 64)
+    assert [t.text for t in nlp.make_doc("NºCol")] == ["Nº", "Col"]
+    texts = [make_note(__import__("random").Random(100 + i))[0] for i in range(4)]
+    here = [ents(doc) for doc in nlp.pipe(texts)]
+    assert all(here)
+    code = (
+        "import json, sys, spacy\n"
+        "nlp = spacy.load(sys.argv[1])\n"
+        "print(json.dumps([[list(e) for e in [(x.start_char, x.end_char, x.label_) for x in d.ents]]"
+        " for d in nlp.pipe(json.loads(sys.argv[2]))]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "pipeline"), json.dumps(texts)],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        capture_output=True, text=True, check=True,
+    )
+    there = [[tuple(e) for e in doc] for doc in json.loads(out.stdout.strip().splitlines()[-1])]
+    assert there == here
+
+    shutil.rmtree(tmp_path / "pipeline" / "hf_ner" / "model")
+    with pytest.raises(FileNotFoundError, match="hf_ner.*not a saved hf_ner component"):
+        spacy.load(tmp_path / "pipeline")
+
+
+def test_build_errors_name_the_path(tmp_path, trained):
+    from synthdeid.annotator import build_annotator_pipeline
+
+    with pytest.raises(FileNotFoundError, match="no-model"):
+        build_annotator_pipeline(tmp_path / "no-model", tmp_path, tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="no-tokenizer"):
+        build_annotator_pipeline(trained[0], tmp_path / "no-tokenizer", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,172 @@
+"""Smoke test: the real `weasel run all` on a few MEDDOCAN documents with tiny
+settings, then packaged wheels installed into a fresh virtual environment and
+used offline.
+
+With tiny settings the synthetic pipeline learns little, so the test checks
+that its wheel works and says what it was trained on; that a packaged pipeline
+finds PII is checked on a wheel of the gold pipeline built by the same script."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MEDDOCAN = REPO.parent / "shared" / "meddocan"
+PACKAGE = "es_deid_meddocan"
+NOTE = (
+    "Datos del paciente.\n"
+    "Nombre: Ana.\n"
+    "Apellidos: Ruiz García.\n"
+    "NHC: 4829311.\n"
+    "Domicilio: Calle Mayor, 12, 3º B.\n"
+    "Localidad/ Provincia: Valladolid.\n"
+    "CP: 47001.\n"
+    "Fecha de Ingreso: 12/03/2018.\n"
+    "Médico: Luis Martín Soto NºCol: 47 47 12345.\n"
+    "Informe clínico del paciente: mujer de 54 años de edad que acude a urgencias.\n"
+)
+# Small but not trivial: enough for the trained pipeline to find PII in NOTE.
+SMOKE_VARS = {
+    "corpus_dir": str(MEDDOCAN),
+    "limit": 60,
+    "annotator_epochs": 1,
+    "train_max_steps": 300,
+    "train_eval_frequency": 100,
+    "generator_epochs": 1,
+    "generator_layers": 1,
+    "generator_width": 64,
+    "generator_heads": 2,
+    "generator_vocab_size": 1000,
+    "generator_block_size": 128,
+    "size_multiple": 0.5,
+    "samples_per_prompt": 4,
+    "max_new_tokens": 100,
+}
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the project run through the whole workflow with tiny settings."""
+    assert MEDDOCAN.is_dir(), f"{MEDDOCAN} is missing: the smoke test needs the shared corpus"
+    root = tmp_path_factory.mktemp("project")
+    for name in ("project.yml", "configs", "scripts", "synthdeid"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, root / name)
+    overrides = [f"--vars.{key}={value}" for key, value in SMOKE_VARS.items()]
+    subprocess.run(
+        [sys.executable, "-m", "weasel", "run", "all", str(root), *overrides],
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    return root
+
+
+def test_workflow_writes_every_output(project):
+    corpus_stats = json.loads((project / "corpus/stats.json").read_text())
+    assert set(corpus_stats["splits"]) == {"train", "validation", "test"}
+    # The annotator model keeps its tokenizer and label map.
+    config = json.loads((project / "training/annotator/model/config.json").read_text())
+    assert any(label.startswith("B-") for label in config["id2label"].values())
+    # The generator keeps its loss curve and the config it was trained with.
+    adapt = json.loads((project / "training/generator/adapt_config.json").read_text())
+    assert adapt["mode"] == "scratch"
+    assert json.loads((project / "training/generator/loss.json").read_text())["epochs"]
+    # Generation reached its target exactly: ceil(0.5 x gold train docs).
+    generation = json.loads((project / "corpus/synthetic/generation_stats.json").read_text())
+    gold_train_docs = corpus_stats["splits"]["train"]["documents"]
+    assert generation["kept"] == generation["target"] == -(-gold_train_docs // 2)
+    records = (project / "corpus/synthetic/generated.jsonl").read_text().splitlines()
+    assert len(records) == generation["kept"]
+    synthetic = json.loads((project / "corpus/synthetic/stats.json").read_text())
+    assert synthetic["splits"]["train"]["documents"] + synthetic["splits"]["validation"]["documents"] == len(records)
+    evaluation = json.loads((project / "training/evaluation/evaluation.json").read_text())
+    assert set(evaluation["pipelines"]) == {"synthetic", "gold", "annotator"}
+    for scores in evaluation["pipelines"].values():
+        assert 0.0 <= scores["entity"]["micro"]["f"] <= 1.0
+    assert (project / "training/evaluation/evaluation.md").read_text().startswith("# Evaluation")
+    privacy = json.loads((project / "training/privacy/privacy.json").read_text())
+    assert 0.0 <= privacy["ngram_recall"]["5"]["recall"] <= 1.0
+
+
+def test_rerun_skips_finished_steps(project):
+    result = subprocess.run(
+        [sys.executable, "-m", "weasel", "run", "all", str(project)]
+        + [f"--vars.{key}={value}" for key, value in SMOKE_VARS.items()],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.count("Skipping") == STEPS, result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel_env(project, tmp_path_factory):
+    """A fresh virtual environment with the workflow's wheel and a wheel of the gold pipeline."""
+    gold_wheel_dir = tmp_path_factory.mktemp("gold-wheel")
+    subprocess.run(
+        [sys.executable, "scripts/package.py", "training/gold/model-best", str(gold_wheel_dir),
+         "--name", "deid_meddocan_gold", "--version", "0.1.0", "--trained-on", "gold (test only)"],
+        check=True, cwd=project,
+    )
+    wheels = [
+        project / f"packages/{PACKAGE}-0.1.0/dist/{PACKAGE}-0.1.0-py3-none-any.whl",
+        gold_wheel_dir / f"{PACKAGE}_gold-0.1.0/dist/{PACKAGE}_gold-0.1.0-py3-none-any.whl",
+    ]
+    env_dir = tmp_path_factory.mktemp("venv")
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([python, "-m", "pip", "install", "-q", *map(str, wheels)], check=True)
+    return python
+
+
+def run_offline(python: Path, package: str, text: str, cwd: Path) -> dict:
+    """Load an installed package in a clean, offline environment and run it on `text`."""
+    script = (
+        "import json, sys, spacy\n"
+        f"nlp = spacy.load({package!r})\n"
+        "doc = nlp(sys.stdin.read())\n"
+        "print(json.dumps({'ents': [[e.start_char, e.end_char, e.label_] for e in doc.ents],"
+        " 'deidentified': doc._.deidentified, 'pipeline': nlp.pipe_names, 'meta': nlp.meta}))\n"
+    )
+    clean_env = {"PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1", "HOME": str(cwd)}
+    result = subprocess.run(
+        [python, "-c", script], input=text, capture_output=True, text=True, env=clean_env, check=True,
+        cwd=cwd,  # not the repository, whose synthdeid/ folder `python -c` would import
+    )
+    return json.loads(result.stdout)
+
+
+def redacted(text: str, ents: list) -> str:
+    for start, end, label in sorted(ents, reverse=True):
+        text = text[:start] + f"[{label}]" + text[end:]
+    return text
+
+
+def test_shipped_wheel_is_the_synthetic_pipeline(wheel_env, tmp_path):
+    out = run_offline(wheel_env, PACKAGE, NOTE, tmp_path)
+    assert out["pipeline"][-1] == "pii_redactor"
+    assert out["meta"]["sources"][0]["license"] == "CC BY 4.0"
+    assert out["meta"]["synthdeid"]["trained_on"].startswith("synthetic")
+    assert out["deidentified"] == redacted(NOTE, out["ents"])
+    # synthdeid itself is not installed there: the wheel carries what it needs.
+    probe = subprocess.run([wheel_env, "-c", "import synthdeid"], capture_output=True, cwd=tmp_path)
+    assert probe.returncode != 0
+
+
+def test_packaged_pipeline_finds_pii_offline(wheel_env, tmp_path):
+    out = run_offline(wheel_env, f"{PACKAGE}_gold", NOTE, tmp_path)
+    # The note's most regular identifiers are found and redacted.
+    for pii in ("4829311", "12/03/2018", "47001"):
+        assert pii not in out["deidentified"], out
+    assert len(out["ents"]) >= 5, out
+    assert out["deidentified"] == redacted(NOTE, out["ents"])
