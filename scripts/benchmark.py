@@ -92,6 +92,7 @@ def main(
         },
         "synthetic_gold_ratio": evaluation.get("synthetic_gold_ratio"),
         "generation": optional_json(project_dir / "corpus/synthetic/generation_stats.json"),
+        "annotation": optional_json(project_dir / "corpus/synthetic/stats.json"),
         "privacy": optional_json(project_dir / "training/privacy/privacy.json"),
         "packaged_pipeline_speed": packaged_pipeline_speed(
             package_dir, project_dir / "corpus/test.spacy"
@@ -121,7 +122,13 @@ def markdown(results: dict) -> str:
         lines += ["", "## Synthetic corpus", "",
                   f"Generated {generation['generated']} notes in {generation['rounds']} round(s), kept "
                   f"{generation['kept']} (target {generation['target']}; dropped: {dropped}), "
-                  f"{generation['words_per_doc']:.0f} words per note, {generation['docs_per_second']:.2f} notes/s."]
+                  f"{generation['words_per_doc']:.0f} words per note; generator throughput "
+                  f"{generation['docs_per_second']:.2f} notes/s, {generation['tokens_kept_per_second']:.0f} "
+                  "tokens/s (kept text, generator tokenizer, prompting and filtering included)."]
+    annotation = results.get("annotation")
+    if annotation:
+        lines += ["", f"Machine annotation: {annotation['documents_per_second']:.2f} notes/s "
+                  f"({annotation['annotate_seconds']:.0f} s)."]
     privacy = results.get("privacy")
     if privacy:
         pii = privacy["pii_reuse"]["total"]

@@ -48,7 +48,9 @@ def main(
     typer.echo(
         f"Kept {result['kept']} of {result['generated']} generated documents ({dropped}) in "
         f"{result['rounds']} round(s), {result['seconds']:.1f} s ({result['docs_per_second']:.2f} docs/s); "
-        f"{result['words_per_doc']:.0f} words per document. Wrote {output_path}"
+        f"{result['words_per_doc']:.0f} words per document"
+        + (f", {result['tokens_kept_per_second']:.0f} kept tokens/s" if result["tokens_kept"] is not None else "")
+        + f". Wrote {output_path}"
     )
 
 

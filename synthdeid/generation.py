@@ -36,6 +36,7 @@ from spacy.util import load_config
 from spacy_llm.util import assemble_from_config
 
 from .annotator import read_docbin
+from .generator import generator_model_dir
 from .io import atomic_path, write_json
 from .llm import MODEL_NAME
 
@@ -321,6 +322,19 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def generator_token_count(generator: str, texts: List[str]) -> Optional[int]:
+    """How many tokens of the generator's own tokenizer `texts` hold, or None
+    when the generator is not a local model folder (another spacy-llm backend)."""
+    try:
+        folder = generator_model_dir(generator)
+    except FileNotFoundError:
+        return None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
 def generate(
     validation_path: str | Path,
     gold_train_path: str | Path,
@@ -358,6 +372,7 @@ def generate(
     seconds = time.perf_counter() - start
     settings = counts.pop("settings")
     words = sum(len(record["text"].split()) for record in records)
+    tokens = generator_token_count(settings["generator"], [record["text"] for record in records])
     stats = {
         "prompts": len(prompts),
         "samples_per_prompt": samples_per_prompt,
@@ -371,6 +386,8 @@ def generate(
         "seconds": seconds,
         "docs_per_second": len(records) / seconds,
         "generated_per_second": counts["generated"] / seconds,
+        "tokens_kept": tokens,
+        "tokens_kept_per_second": tokens / seconds if tokens is not None else None,
         "model": {key: settings[key] for key in ("model", "generator", "batch_size", "seed")},
         "sampling": settings["sampling"],
         "config": str(config_path),

@@ -15,6 +15,7 @@ import spacy
 import typer
 from conftest import make_docs, make_note, write_docbin
 from spacy_llm.registry import registry
+from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from synthdeid.generation import (
@@ -23,6 +24,7 @@ from synthdeid.generation import (
     drop_reason,
     generate,
     generate_corpus,
+    generator_token_count,
     glued_loop,
     load_generation_config,
     max_line_repeats,
@@ -306,6 +308,13 @@ def test_generate_writes_exactly_the_target_reproducibly(tmp_path, generator_dir
     assert stats["words_kept"] == sum(len(r["text"].split()) for r in records)
     assert stats["gold_train_docs"] == 10 and stats["prompts"] == 4
     assert stats["model"] == {"model": MODEL_NAME, "generator": str(generator_dir), "batch_size": 3, "seed": 7}
+    tokenizer = AutoTokenizer.from_pretrained(generator_dir / "model")
+    assert stats["tokens_kept"] == sum(len(tokenizer.encode(r["text"])) for r in records) > 0
+    assert stats["tokens_kept_per_second"] == pytest.approx(stats["tokens_kept"] / stats["seconds"])
+
+
+def test_tokens_are_not_counted_for_a_backend_without_a_local_model():
+    assert generator_token_count("test.Canned.v1", ["Nombre: Ana"]) is None
 
 
 def test_cli_runs_the_generation(tmp_path, generator_dir, docbins):
