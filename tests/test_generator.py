@@ -10,12 +10,15 @@ from conftest import make_docs, write_docbin
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
+from synthdeid.annotator import read_docbin
 from synthdeid.generator import (
     ADAPTER_CONFIG,
     CONFIG_FILE,
     LOSS_FILE,
     MODEL_DIR,
     adapt_generator,
+    evaluate_loss,
+    lm_blocks,
     load_generator,
     select_documents,
 )
@@ -160,16 +163,17 @@ def test_fraction_selects_documents(tmp_path, texts_corpus):
     assert not (tmp_path / "bad").exists()
 
 
-def test_lora_trains_only_the_adapter_and_loads(tmp_path, texts_corpus, tiny_base):
+def test_lora_trains_only_the_adapter_and_reloads_to_the_same_model(tmp_path, texts_corpus, tiny_base):
     out = tmp_path / "lora"
     config = adapt_generator(
         texts_corpus["train"],
         out,
         base_model=str(tiny_base),
-        epochs=1,
+        validation_path=texts_corpus["validation"],
+        epochs=3,
         block_size=128,  # more than the base's 64 positions: capped
         batch_size=4,
-        learning_rate=1e-3,
+        learning_rate=1e-2,
         device="cpu",
         progress=False,
     )
@@ -184,8 +188,21 @@ def test_lora_trains_only_the_adapter_and_loads(tmp_path, texts_corpus, tiny_bas
     assert params["trainable"] == 2 * 8 * (32 + 96)
     base = AutoModelForCausalLM.from_pretrained(tiny_base)
     assert params["total"] == sum(p.numel() for p in base.parameters()) + params["trainable"]
+    epochs = json.loads((out / LOSS_FILE).read_text())["epochs"]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert epochs[-1]["validation_loss"] < epochs[0]["validation_loss"]
+
     model, tokenizer = load_generator(out)
     assert type(model).__name__ == "PeftModelForCausalLM" and not model.training
+    # The reloaded adapter is the trained model: it gives the final validation loss again.
+    blocks, _ = lm_blocks(tokenizer, [doc.text for doc in read_docbin(texts_corpus["validation"])], 64)
+    assert evaluate_loss(model, blocks, 4, "cpu") == pytest.approx(epochs[-1]["validation_loss"], rel=1e-5)
+    again, _ = load_generator(out)
+    base.eval()
+    with torch.no_grad():
+        logits = model(input_ids=blocks[:2]).logits
+        assert torch.equal(logits, again(input_ids=blocks[:2]).logits)
+        assert not torch.allclose(logits, base(input_ids=blocks[:2]).logits), "the adapter changed nothing"
     inputs = tokenizer(["Nombre:"], return_tensors="pt")
     generated = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, pad_token_id=tokenizer.pad_token_id)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 3
