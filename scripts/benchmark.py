@@ -123,8 +123,10 @@ def markdown(results: dict) -> str:
                   f"Generated {generation['generated']} notes in {generation['rounds']} round(s), kept "
                   f"{generation['kept']} (target {generation['target']}; dropped: {dropped}), "
                   f"{generation['words_per_doc']:.0f} words per note; generator throughput "
-                  f"{generation['docs_per_second']:.2f} notes/s, {generation['tokens_kept_per_second']:.0f} "
-                  "tokens/s (kept text, generator tokenizer, prompting and filtering included)."]
+                  f"{generation['docs_per_second']:.2f} notes/s"
+                  + (f", {generation['tokens_kept_per_second']:.0f} tokens/s (kept text, generator tokenizer, "
+                     "prompting and filtering included)" if generation["tokens_kept"] is not None else "")
+                  + "."]
     annotation = results.get("annotation")
     if annotation:
         lines += ["", f"Machine annotation: {annotation['documents_per_second']:.2f} notes/s "
