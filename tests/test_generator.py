@@ -10,7 +10,6 @@ from conftest import make_docs, write_docbin
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from synthdeid.annotator import read_docbin
 from synthdeid.generator import (
     ADAPTER_CONFIG,
     CONFIG_FILE,
@@ -20,6 +19,7 @@ from synthdeid.generator import (
     evaluate_loss,
     lm_blocks,
     load_generator,
+    read_texts,
     select_documents,
 )
 
@@ -195,7 +195,7 @@ def test_lora_trains_only_the_adapter_and_reloads_to_the_same_model(tmp_path, te
     model, tokenizer = load_generator(out)
     assert type(model).__name__ == "PeftModelForCausalLM" and not model.training
     # The reloaded adapter is the trained model: it gives the final validation loss again.
-    blocks, _ = lm_blocks(tokenizer, [doc.text for doc in read_docbin(texts_corpus["validation"])], 64)
+    blocks, _ = lm_blocks(tokenizer, read_texts(texts_corpus["validation"]), 64)
     assert evaluate_loss(model, blocks, 4, "cpu") == pytest.approx(epochs[-1]["validation_loss"], rel=1e-5)
     again, _ = load_generator(out)
     base.eval()
