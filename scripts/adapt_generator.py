@@ -16,15 +16,21 @@ def main(
         "", help="Hub id or local folder of a causal LM to adapt with LoRA; empty: train a GPT-2 from scratch"
     ),
     fraction: float = typer.Option(1.0, help="Share of train documents used, in (0, 1] (seeded choice)"),
-    validation: Optional[Path] = typer.Option(None, help="Gold validation DocBin: reports a loss per epoch"),
+    validation: Optional[Path] = typer.Option(
+        None, help="Gold validation DocBin: reports a loss and perplexity per epoch"
+    ),
     epochs: int = typer.Option(4, help="Training epochs"),
     learning_rate: float = typer.Option(
         0.0,
         help="Peak AdamW learning rate (linear warmup/decay); 0: "
         + ", ".join(f"{lr:g} for {mode}" for mode, lr in DEFAULT_LEARNING_RATES.items()),
     ),
-    batch_size: int = typer.Option(8, help="Blocks per training step"),
-    block_size: int = typer.Option(256, help="Tokens per block (capped at the model's window)"),
+    batch_size: int = typer.Option(8, help="Notes per training step (batched by similar length, padded)"),
+    block_size: int = typer.Option(
+        1024,
+        help="Longest training sequence in tokens (note-start + note + EOS, one note each; longer notes are "
+        "truncated and counted), capped at the model's window",
+    ),
     lora_r: int = typer.Option(8, help="LoRA rank"),
     lora_alpha: int = typer.Option(32, help="LoRA scaling alpha"),
     lora_dropout: float = typer.Option(0.05, help="LoRA dropout"),
@@ -36,7 +42,7 @@ def main(
     n_layer: int = typer.Option(4, help="Scratch: transformer layers"),
     n_embd: int = typer.Option(256, help="Scratch: hidden size"),
     n_head: int = typer.Option(4, help="Scratch: attention heads"),
-    n_positions: int = typer.Option(512, help="Scratch: longest sequence the model can read"),
+    n_positions: int = typer.Option(1024, help="Scratch: longest sequence the model can read (its window)"),
     seed: int = typer.Option(0, help="Seed for the document choice, initialisation, dropout and data order"),
     log_every: int = typer.Option(10, help="Log the mean training loss every N steps"),
     limit: int = typer.Option(0, help="Use the first N train docs only (0: all), before --fraction"),
@@ -67,13 +73,18 @@ def main(
         device=device,
         limit=limit,
     )
-    final, params = config["final"], config["parameters"]
+    final, params, train = config["final"], config["parameters"], config["tokens"]["train"]
     validation_loss = final["validation_loss"]
     typer.echo(
         f"Saved the {config['mode']} generator ({params['trainable']:,} of {params['total']:,} parameters trained, "
         f"{config['documents']['used']}/{config['documents']['available']} documents, "
+        f"{train['truncated']} truncated to {config['block_size']} tokens, "
         f"{config['wall_seconds']:.0f} s) to {output_dir}: train loss {final['train_loss']:.4f}"
-        + (f", validation loss {validation_loss:.4f}" if validation_loss is not None else "")
+        + (
+            f", validation loss {validation_loss:.4f} (perplexity {final['validation_perplexity']:.2f})"
+            if validation_loss is not None
+            else ""
+        )
     )
 
 

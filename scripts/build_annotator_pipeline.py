@@ -15,14 +15,16 @@ def main(
     name: str = typer.Option("deid_meddocan_annotator", help="Pipeline name (nlp.meta)"),
     description: Optional[str] = typer.Option(None, help="Pipeline description (nlp.meta)"),
     batch_size: int = typer.Option(8, help="hf_ner: windows per forward pass"),
+    window_words: Optional[int] = typer.Option(
+        None, help="hf_ner: words per window [default: as validated, from training_log.json]"
+    ),
     max_length: Optional[int] = typer.Option(
-        None, help="hf_ner: sub-tokens per window [default: as validated, from training_log.json]"
+        None, help="hf_ner: sub-tokens per window [default: as validated]"
     ),
-    stride: Optional[int] = typer.Option(
-        None, help="hf_ner: sub-tokens shared by consecutive windows [default: as validated]"
-    ),
+    stride: Optional[int] = typer.Option(None, help="hf_ner: words shared by consecutive windows [default: as validated]"),
+    decoding: Optional[str] = typer.Option(None, help="hf_ner: viterbi or greedy [default: viterbi]"),
 ):
-    overrides = {"batch_size": batch_size, "max_length": max_length, "stride": stride}
+    overrides = {"batch_size": batch_size, "window_words": window_words, "max_length": max_length, "stride": stride, "decoding": decoding}
     build_annotator_pipeline(
         model_dir,
         tokenizer_dir,

@@ -5,7 +5,7 @@ from typing import List
 
 import typer
 
-from synthdeid.evaluate import evaluate_pipelines, markdown_report
+from synthdeid.evaluate import evaluate_pipelines, gap_report, markdown_report
 from synthdeid.io import write_json, write_text
 
 
@@ -14,6 +14,7 @@ def main(
     output_dir: Path = typer.Argument(..., help="Folder for evaluation.json and evaluation.md"),
     pipeline: List[str] = typer.Option(..., help="NAME=PATH of a pipeline; repeat for several"),
     batch_size: int = typer.Option(16, help="Documents per batch"),
+    gap: bool = typer.Option(False, help="Also write gap.md: pipelines named gold, relabelled and synthetic"),
 ):
     pipelines = {}
     for item in pipeline:
@@ -26,6 +27,9 @@ def main(
     write_json(output_dir / "evaluation.json", results)
     write_text(output_dir / "evaluation.md", report)
     typer.echo(report)
+    if gap:
+        write_text(output_dir / "gap.md", gap_report(results))
+        typer.echo(gap_report(results))
 
 
 if __name__ == "__main__":

@@ -10,20 +10,30 @@ from synthdeid.generation import generate
 
 def main(
     validation_path: Path = typer.Argument(..., help="Held-out DocBin; each document's first three words are a prompt"),
-    gold_train_path: Path = typer.Argument(..., help="Gold train DocBin (sets the target size)"),
+    gold_train_path: Path = typer.Argument(..., help="Gold train DocBin (its words set the target size)"),
     generator_dir: Path = typer.Argument(..., help="Generator folder (adapt_generator output or its model/ folder)"),
     output_path: Path = typer.Argument(..., help="JSONL file to write, one record per document"),
     config: Path = typer.Option(Path("configs/generate.cfg"), help="spacy-llm pipeline config"),
-    size_multiple: float = typer.Option(4.0, help="Target size as a multiple of the gold train documents"),
+    size_multiple: float = typer.Option(
+        2.0,
+        help="Target size in words: synthetic words / gold train words (whitespace words); generation stops at "
+        "the note that reaches ceil(size_multiple x gold train words)",
+    ),
     samples_per_prompt: int = typer.Option(8, help="Samples per prompt in one round"),
-    max_new_tokens: Optional[int] = typer.Option(None, help="Most new tokens per document [default: the config's]"),
+    max_new_tokens: Optional[int] = typer.Option(
+        None,
+        help="Most new tokens per document, capped at the generator's window minus the prompt "
+        "[default: the config's, which fills the scratch generator's window]",
+    ),
     top_p: Optional[float] = typer.Option(None, help="Nucleus sampling mass [default: the config's, 0.95]"),
     temperature: Optional[float] = typer.Option(None, help="Sampling temperature [default: the config's, 1.0]"),
     batch_size: Optional[int] = typer.Option(None, help="Prompts per generation batch [default: the config's]"),
     seed: Optional[int] = typer.Option(None, help="Base seed; batch i samples with seed + i [default: the config's]"),
     device: Optional[str] = typer.Option(None, help="torch device: cpu, cuda, cuda:1, auto [default: the config's]"),
     max_idle_rounds: int = typer.Option(3, help="Give up after this many rounds in a row keep nothing"),
-    stats: Optional[Path] = typer.Option(None, help="JSON file for the generation statistics"),
+    stats: Optional[Path] = typer.Option(
+        None, help="JSON file for the generation statistics; a Markdown report (.md) is written next to it"
+    ),
 ):
     result = generate(
         validation_path,
@@ -45,10 +55,15 @@ def main(
         stats_path=stats,
     )
     dropped = ", ".join(f"{reason} {n}" for reason, n in result["dropped"].items())
+    ended = ", ".join(
+        f"{reason} {share['share']:.0%}" for reason, share in result["end_reasons"]["kept"].items() if share["count"]
+    )
     typer.echo(
         f"Kept {result['kept']} of {result['generated']} generated documents ({dropped}) in "
         f"{result['rounds']} round(s), {result['seconds']:.1f} s ({result['docs_per_second']:.2f} docs/s); "
-        f"{result['words_per_doc']:.0f} words per document"
+        f"{result['words_kept']} words for a target of {result['words_target']} "
+        f"({result['words_ratio']:.2f} x the gold train words), {result['words_per_doc']:.0f} words per document "
+        f"(gold {result['words_per_note']['gold_train']['mean']:.0f}); ended by {ended}"
         + (f", {result['tokens_kept_per_second']:.0f} kept tokens/s" if result["tokens_kept"] is not None else "")
         + f". Wrote {output_path}"
     )

@@ -22,10 +22,8 @@ def main(
     max_length: int = typer.Option(512, help="Most sub-tokens per sequence"),
     seed: int = typer.Option(0, help="Seed for initialisation, dropout and data order"),
     eval_batch_size: int = typer.Option(8, help="Windows per forward pass during validation"),
-    stride: int = typer.Option(64, help="Sub-tokens shared by consecutive inference windows"),
-    inference_max_length: Optional[int] = typer.Option(
-        None, help="Sub-tokens per inference window [default: about a training sequence's length]"
-    ),
+    stride: int = typer.Option(32, help="Words shared by consecutive inference windows"),
+    word_features: bool = typer.Option(True, help="Add trainable word-shape (case, digit, accent) embeddings"),
     limit: int = typer.Option(0, help="Train on the first N train docs only (0: all)"),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, mps"),
 ):
@@ -42,7 +40,7 @@ def main(
         seed=seed,
         eval_batch_size=eval_batch_size,
         stride=stride,
-        inference_max_length=inference_max_length,
+        word_features=word_features,
         limit=limit,
         device=device,
     )

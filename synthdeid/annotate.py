@@ -34,7 +34,7 @@ from wasabi import msg
 
 from . import hf_ner  # noqa: F401 (registers the hf_ner factory without the entry point)
 from .corpus import split_train_validation
-from .io import atomic_path, write_json, write_text
+from .io import atomic_path, read_docs, write_json, write_text
 
 ID_KEY = "synthdeid_id"
 
@@ -220,14 +220,10 @@ def annotate_generated(
 
 
 def _read_gold(path: str | Path) -> List[Doc]:
-    path = Path(path)
-    if not path.is_file():
-        raise AnnotateError(f"{path}: no such gold DocBin")
     try:
-        docbin = DocBin().from_disk(path)
-    except Exception as err:  # noqa: BLE001 (any failure means "not a DocBin")
-        raise AnnotateError(f"{path}: not a readable spaCy DocBin ({err})") from err
-    docs = list(docbin.get_docs(spacy.blank("xx").vocab))
+        docs = read_docs(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise AnnotateError(str(err)) from err
     if not docs:
         raise AnnotateError(f"{path}: the gold DocBin holds no documents")
     return docs
@@ -261,3 +257,27 @@ def stats_markdown(stats: Dict[str, Any]) -> str:
             f"| ({key}) | {splits['train'][key]} | {splits['validation'][key]} | {gold[key]} | | |"
         )
     return "\n".join(lines) + "\n"
+
+
+def relabel_docbin(
+    gold_path: str | Path, pipeline_dir: str | Path, output_path: str | Path, *, batch_size: int = 16
+) -> Dict[str, Any]:
+    """Write (atomically) the documents of `gold_path` with the annotator's
+    entities in place of the hand-made ones: the gap decomposition's middle
+    corpus (real text, machine labels). Returns how the machine labels
+    compare with the hand labels (strict entity scores) and label counts."""
+    from .metrics import doc_spans, entity_scores
+
+    gold = _read_gold(gold_path)
+    nlp = load_annotator(pipeline_dir)
+    relabelled: List[Doc] = []
+    for reference, doc in zip(
+        gold,
+        tqdm(nlp.pipe((d.text for d in gold), batch_size=batch_size), total=len(gold), desc="relabel", unit="doc"),
+    ):
+        doc.user_data.update(reference.user_data)
+        relabelled.append(doc)
+    with atomic_path(output_path) as tmp:
+        DocBin(store_user_data=True, docs=relabelled).to_disk(tmp)
+    agreement = entity_scores(doc_spans(gold), doc_spans(relabelled))["micro"]
+    return {"documents": len(relabelled), "agreement_with_hand_labels": agreement, "machine": corpus_stats(relabelled)}

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import spacy
-from spacy.tokens import Doc, DocBin
-from spacy.vocab import Vocab
+from spacy.tokens import Doc
 
-from .hf_ner import HFNER, load_token_classifier
-from .io import atomic_path
+from .hf_ner import HFNER, forward, load_token_classifier, new_word_features, save_word_features, window_inputs
+from .io import atomic_path, read_docs
 from .metrics import entity_scores
 
 OUTSIDE = "O"
@@ -44,17 +43,6 @@ def default_base_model() -> str:
 
 
 # ------------------------------------------------------------------ data
-
-
-def read_docbin(path: str | Path, vocab: Optional[Vocab] = None) -> List[Doc]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such DocBin")
-    try:
-        docbin = DocBin().from_disk(path)
-    except Exception as err:  # noqa: BLE001 (any failure means "not a DocBin")
-        raise ValueError(f"{path}: not a readable spaCy DocBin ({err})") from err
-    return list(docbin.get_docs(vocab or spacy.blank("xx").vocab))
 
 
 def bio_labels(docs: Sequence[Doc]) -> List[str]:
@@ -106,39 +94,23 @@ def doc_windows(doc: Doc, window_words: int) -> List[Window]:
 def encode_windows(
     tokenizer: Any, windows: Sequence[Window], label2id: Dict[str, int], max_length: int = 512
 ) -> Tuple[List[Dict[str, List[int]]], int]:
-    """Token-classification features: input ids, attention mask and labels (the
-    first sub-token of each word labelled, -100 elsewhere). Also returns how many
-    windows lost words to truncation at `max_length` sub-tokens. Tags whose label
-    the model does not know are trained as "O"."""
+    """Token-classification features, encoded as `hf_ner` encodes text at
+    inference (`encode_words`, `window_inputs`): input ids, attention mask,
+    word-shape ids and labels (the first sub-token of each word labelled, -100
+    elsewhere). Also returns how many windows lost words to the `max_length`
+    sub-token budget. Tags whose label the model does not know are trained as "O"."""
     features: List[Dict[str, List[int]]] = []
     truncated = 0
     outside = label2id[OUTSIDE]
-    for chunk in _chunks(list(windows), 256):
-        enc = tokenizer(
-            [words for words, _ in chunk],
-            is_split_into_words=True,
-            truncation=True,
-            max_length=max_length,
-        )
-        for i, (words, tags) in enumerate(chunk):
-            labels, previous = [], None
-            last_word = -1
-            for word in enc.word_ids(i):
-                if word is None or word == previous:
-                    labels.append(IGNORE_INDEX)
-                else:
-                    labels.append(label2id.get(tags[word], outside))
-                    last_word = word
-                previous = word
-            if len(enc["input_ids"][i]) >= max_length and last_word < len(words) - 1:
-                truncated += 1
-            features.append(
-                {
-                    "input_ids": list(enc["input_ids"][i]),
-                    "attention_mask": list(enc["attention_mask"][i]),
-                    "labels": labels,
-                }
-            )
+    for words, tags in windows:
+        ids, shapes, firsts = window_inputs(tokenizer, words, max_length)
+        labels = [IGNORE_INDEX] * len(ids)
+        for tag, first in zip(tags, firsts):
+            if first >= 0:
+                labels[first] = label2id.get(tag, outside)
+        if len(ids) >= max_length and any(first < 0 for first in firsts):
+            truncated += 1
+        features.append({"input_ids": ids, "attention_mask": [1] * len(ids), "shape_ids": shapes, "labels": labels})
     return features, truncated
 
 
@@ -153,6 +125,7 @@ def _collate(features: Sequence[Dict[str, List[int]]], pad_id: int) -> Dict[str,
     batch = {
         "input_ids": torch.full((len(features), width), pad_id, dtype=torch.long),
         "attention_mask": torch.zeros((len(features), width), dtype=torch.long),
+        "shape_ids": torch.zeros((len(features), width), dtype=torch.long),
         "labels": torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long),
     }
     for row, f in enumerate(features):
@@ -193,19 +166,6 @@ def evaluate_component(component: HFNER, docs: Sequence[Doc], batch_size: int = 
 
 
 # -------------------------------------------------------------- training
-
-
-def inference_window_length(
-    features: Sequence[Dict[str, List[int]]], tokenizer: Any, stride: int, max_length: int
-) -> int:
-    """Sub-tokens per inference window to match training: the 95th percentile of
-    the training sequence lengths (rounded up to a multiple of 8), at least
-    enough for `stride` to leave as many new sub-tokens per window, at most
-    `max_length`."""
-    lengths = sorted(len(f["input_ids"]) for f in features)
-    p95 = lengths[min(len(lengths) - 1, math.ceil(0.95 * len(lengths)) - 1)]
-    length = max(8 * math.ceil(p95 / 8), 2 * stride + tokenizer.num_special_tokens_to_add())
-    return min(length, max_length)
 
 
 def set_seed(seed: int) -> None:
@@ -254,8 +214,8 @@ def train_annotator(
     weight_decay: float = 0.01,
     max_grad_norm: float = 1.0,
     eval_batch_size: int = 8,
-    stride: int = 64,
-    inference_max_length: Optional[int] = None,
+    stride: int = 32,
+    word_features: bool = True,
     limit: int = 0,
     device: str = "cpu",
     progress: bool = True,
@@ -264,12 +224,13 @@ def train_annotator(
     write the best epoch's model, tokenizer and `training_log.json` to
     `output_dir` (atomically: the folder appears only when training finished).
 
-    Validation runs the `hf_ner` component with windows of
-    `inference_max_length` sub-tokens and `stride`; both are logged and
-    `build_annotator_pipeline` gives the pipeline the same. By default the window
-    is about as long as a training sequence (`inference_window_length`): a model
-    trained on 128-word windows never saw the later positions of a 512-sub-token
-    window, and running it on such windows costs accuracy.
+    Validation runs the `hf_ner` component with the training window
+    (`window_words`, `max_length`) and windows overlapping by `stride` words;
+    these settings are logged and `build_annotator_pipeline` gives the
+    pipeline the same. Each epoch is scored with Viterbi (BIO-valid) and with
+    greedy decoding; the Viterbi score selects the epoch. `word_features` adds
+    trainable word-shape embeddings to the encoder's input (`hf_ner.word_shape`:
+    case, digits, accents, which an uncased encoder cannot see).
     `limit` > 0 trains on the first `limit` train docs only. Returns the log."""
     import torch
     from tqdm import tqdm
@@ -293,20 +254,20 @@ def train_annotator(
         "max_grad_norm": max_grad_norm,
         "eval_batch_size": eval_batch_size,
         "stride": stride,
-        "inference_max_length": inference_max_length,
+        "word_features": word_features,
         "limit": limit,
         "device": device,
     }
     base = arguments["base_model"]
     vocab = spacy.blank("xx").vocab
-    train_docs = read_docbin(train_path, vocab)
+    train_docs = read_docs(train_path, vocab)
     if limit > 0:
         train_docs = train_docs[:limit]
     if not train_docs:
         raise ValueError(f"{train_path}: the train DocBin holds no documents")
     if not any(doc.ents for doc in train_docs):
         raise ValueError(f"{train_path}: the train documents have no entities to learn")
-    validation_docs = read_docbin(validation_path, vocab)
+    validation_docs = read_docs(validation_path, vocab)
     if not validation_docs:
         raise ValueError(f"{validation_path}: the validation DocBin holds no documents")
     labels = bio_labels(train_docs)
@@ -316,17 +277,17 @@ def train_annotator(
     label2id = {label: i for i, label in enumerate(labels)}
     windows = [w for doc in train_docs for w in doc_windows(doc, window_words)]
     features, truncated = encode_windows(tokenizer, windows, label2id, max_length)
-    window_length = inference_max_length or inference_window_length(features, tokenizer, stride, max_length)
-    component = HFNER(
-        "hf_ner", model=base, batch_size=eval_batch_size, max_length=window_length, stride=stride, device=device
-    )
-    component.set_model(model, tokenizer)
+    shapes = new_word_features(model) if word_features else None
+    inference = {"window_words": window_words, "max_length": max_length, "stride": min(stride, window_words - 1)}
+    component = HFNER("hf_ner", model=base, batch_size=eval_batch_size, device=device, **inference)
+    component.set_model(model, tokenizer, shapes)
     torch_device = torch.device(device)
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    named = list(model.named_parameters()) + (list(shapes.named_parameters("word_features")) if shapes else [])
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=learning_rate)
     steps_per_epoch = math.ceil(len(features) / batch_size)
@@ -341,7 +302,7 @@ def train_annotator(
         "train_docs": len(train_docs),
         "train_windows": len(features),
         "truncated_windows": truncated,
-        "inference": {"max_length": window_length, "stride": stride},
+        "inference": inference,
         "validation_docs": len(validation_docs),
         "validation_entities": sum(len(doc.ents) for doc in validation_docs),
         "epochs": [],
@@ -367,9 +328,10 @@ def train_annotator(
             )
             for first in bar:
                 batch = _collate([features[i] for i in order[first : first + batch_size]], pad_id)
-                loss = model(**{k: v.to(torch_device) for k, v in batch.items()}).loss
+                batch = {k: v.to(torch_device) for k, v in batch.items()}
+                loss = forward(model, shapes, batch["input_ids"], batch["attention_mask"], batch["shape_ids"], batch["labels"]).loss
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                torch.nn.utils.clip_grad_norm_([p for _, p in named], max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -378,10 +340,14 @@ def train_annotator(
             train_seconds = time.perf_counter() - start
             model.eval()
             validation = evaluate_component(component, validation_docs, eval_batch_size)
+            component.cfg["decoding"] = "greedy"
+            greedy = evaluate_component(component, validation_docs, eval_batch_size)
+            component.cfg["decoding"] = "viterbi"
             record = {
                 "epoch": epoch,
                 "loss": sum(losses) / len(losses),
                 "validation": validation,
+                "validation_greedy": {k: greedy[k] for k in ("p", "r", "f")},
                 "train_seconds": train_seconds,
                 "sequences_per_second": len(features) / train_seconds if train_seconds else 0.0,
                 "seconds": train_seconds + validation["seconds"],
@@ -390,13 +356,15 @@ def train_annotator(
             if progress:
                 print(
                     f"epoch {epoch}: loss {record['loss']:.4f}, validation P {validation['p']:.4f} "
-                    f"R {validation['r']:.4f} F1 {validation['f']:.4f}",
+                    f"R {validation['r']:.4f} F1 {validation['f']:.4f} (greedy decoding F1 {greedy['f']:.4f})",
                     flush=True,
                 )
             if validation["f"] > best_f:  # ties keep the earlier epoch
                 best_f = validation["f"]
                 log["best_epoch"] = epoch
                 model.save_pretrained(tmp)
+                if shapes is not None:
+                    save_word_features(shapes, tmp)
         log["best_validation"] = log["epochs"][log["best_epoch"] - 1]["validation"]
         tokenizer.save_pretrained(tmp)
         (tmp / LOG_FILE).write_text(json.dumps(log, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -428,7 +396,8 @@ def build_annotator_pipeline(
     `tokenizer_dir` followed by `hf_ner` initialised from `model_dir`. The saved
     folder holds the model, so `spacy.load(output_dir)` works offline.
 
-    The component gets the window settings (`max_length`, `stride`) the model
+    The component gets the window settings (`window_words`, `max_length`,
+    `stride`) the model
     was validated with, read from its training log; `component_config` entries
     override them and set any other `hf_ner` setting."""
     model_dir, tokenizer_dir = Path(model_dir), Path(tokenizer_dir)

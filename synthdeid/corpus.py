@@ -42,7 +42,7 @@ from spacy.tokens import Doc, DocBin
 from tqdm import tqdm
 from wasabi import msg
 
-from .io import atomic_path, write_json
+from .io import atomic_path, read_docs, write_json
 from .tokenizer import make_nlp
 
 Span = Tuple[int, int, str]
@@ -281,15 +281,13 @@ def read_docbin(path: str | Path, nlp: Language, report: Optional[ReadReport] = 
     """Documents of a `.spacy` DocBin, with their `doc.ents` as spans. A doc's
     name is `doc.user_data["name"]` when present, else `<file stem>-<n>`."""
     path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"{path}: no such file")
     try:
-        docbin = DocBin().from_disk(path)
-    except Exception as err:  # noqa: BLE001 (any failure means "not a DocBin")
-        raise CorpusError(f"{path}: not a readable spaCy DocBin ({err})") from err
+        docs = read_docs(path, nlp.vocab)
+    except (FileNotFoundError, ValueError) as err:
+        raise CorpusError(str(err)) from err
     report = report if report is not None else ReadReport()
     seen: Dict[str, int] = {}
-    for i, doc in enumerate(docbin.get_docs(nlp.vocab), start=1):
+    for i, doc in enumerate(docs, start=1):
         where = f"{path}: document {i}"
         if not doc.text.strip():
             raise CorpusError(f"{where}: empty text")

@@ -8,15 +8,25 @@ configured model; the default model is the adapted generator
 (`synthdeid.HFCausalLM.v1`, see synthdeid/llm.py), but any spacy-llm backend
 can replace it in the config.
 
+The synthetic corpus is sized in words, not notes: `size_multiple` is the
+ratio of synthetic words to gold train words (whitespace-separated words), so
+short generated notes cannot make a corpus that looks large but holds little
+text. The target is ceil(size_multiple x gold train words).
+
 Generation proceeds in rounds; a round samples every prompt
 `samples_per_prompt` times (sample-major, so a batch mixes prompts). Each output
 is checked in generation order and dropped when it is empty, a runaway
 repetition or a duplicate of a document already kept (see `drop_reason`). Rounds
-continue until `target` documents are kept - ceil(size_multiple x gold train
-documents), the paper uses 4x - and stop as soon as it is reached: the corpus
-is the first `target` kept documents, the same as a full round would give
-since every batch is seeded on its own. A run gives up after `max_idle_rounds`
-rounds in a row that keep nothing.
+continue until the kept notes' words reach the target, and stop at the note
+that crosses it: the corpus is the kept notes up to and including that one,
+the same as a full round would give since every batch is seeded on its own.
+A run gives up after `max_idle_rounds` rounds in a row that keep nothing.
+
+Each record says why its note ended (`end_reason`: "eos" when the generator
+wrote its end-of-sequence token, "length" when it hit max_new_tokens or its
+window; None for a backend that does not say). The statistics give the share
+of each end reason and the words per note of the synthetic and the gold train
+notes (mean, median, p10/p90, histogram); `stats_markdown` renders them.
 """
 
 from __future__ import annotations
@@ -35,10 +45,9 @@ from spacy.language import Language
 from spacy.util import load_config
 from spacy_llm.util import assemble_from_config
 
-from .annotator import read_docbin
 from .generator import generator_model_dir
-from .io import atomic_path, write_json
-from .llm import MODEL_NAME
+from .io import atomic_path, read_docs, write_json, write_text
+from .llm import END_REASONS, MODEL_NAME
 
 PROMPT_WORDS = 3
 # Fewer new words than this is not a document (gold train docs have 127+).
@@ -77,26 +86,39 @@ def prompt_of(text: str) -> str:
 def read_prompts(path: str | Path) -> List[Tuple[int, str]]:
     """(index of the document in the DocBin, prompt) for every document with
     at least one word."""
-    prompts = [(i, prompt_of(doc.text)) for i, doc in enumerate(read_docbin(path))]
+    prompts = [(i, prompt_of(doc.text)) for i, doc in enumerate(read_docs(path))]
     prompts = [(i, prompt) for i, prompt in prompts if prompt]
     if not prompts:
         raise ValueError(f"{path}: no document with text to take a prompt from")
     return prompts
 
 
-def corpus_size(path: str | Path) -> Tuple[int, int]:
-    """(documents, whitespace-separated words) of a DocBin."""
-    docs = read_docbin(path)
+def word_count(text: str) -> int:
+    """Whitespace-separated words: the unit of the corpus size."""
+    return len(text.split())
+
+
+def gold_word_counts(path: str | Path) -> List[int]:
+    """Words of each document of the gold train DocBin."""
+    docs = read_docs(path)
     if not docs:
         raise ValueError(f"{path}: the gold train DocBin holds no documents")
-    return len(docs), sum(len(doc.text.split()) for doc in docs)
+    return [word_count(doc.text) for doc in docs]
 
 
-def target_size(size_multiple: float, gold_docs: int) -> int:
+def corpus_size(path: str | Path) -> Tuple[int, int]:
+    """(documents, whitespace-separated words) of a DocBin."""
+    counts = gold_word_counts(path)
+    return len(counts), sum(counts)
+
+
+def target_size(size_multiple: float, gold_words: int) -> int:
+    """Words the synthetic corpus must reach: ceil(size_multiple x gold train
+    words), at least 1."""
     if size_multiple <= 0:
         raise ValueError(f"size_multiple must be positive, not {size_multiple}")
     # round() first: 0.3 * 10 is 3.0000000000000004 in floating point.
-    return max(1, math.ceil(round(size_multiple * gold_docs, 6)))
+    return max(1, math.ceil(round(size_multiple * gold_words, 6)))
 
 
 # -------------------------------------------------------------- filtering
@@ -225,38 +247,59 @@ def reply_field(nlp: Language) -> str:
 # --------------------------------------------------------------- generation
 
 
+def model_of(nlp: Language) -> Any:
+    """The model object of the pipeline's llm component (spacy-llm keeps it
+    as `_model`), or None."""
+    return getattr(nlp.get_pipe("llm"), "_model", None)
+
+
+def reply_details(model: Any, n: int) -> List[Dict[str, Any]]:
+    """Per reply of the model's latest call: end_reason and new_tokens, as
+    synthdeid.HFCausalLM.v1 keeps them in `last_details`; None values for a
+    backend that keeps none (or not one per reply)."""
+    details = getattr(model, "last_details", None)
+    if not isinstance(details, list) or len(details) != n:
+        return [{"end_reason": None, "new_tokens": None} for _ in range(n)]
+    return [{"end_reason": d.get("end_reason"), "new_tokens": d.get("new_tokens")} for d in details]
+
+
 def generate_corpus(
     config: Config,
     prompts: Sequence[Tuple[int, str]],
     *,
-    target: int,
+    target_words: int,
     samples_per_prompt: int,
     max_idle_rounds: int = 3,
     source: str = "the generation config",
     progress: bool = True,
 ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-    """(records, counts): the first `target` documents kept, and the counts of
-    rounds, batches, generated, kept and dropped (per reason).
+    """(records, counts): the documents kept until their words reach
+    `target_words` (the one that crosses it included), and the counts of
+    rounds, batches, generated, kept, words kept, dropped (per reason), end
+    reasons of all generated outputs and new tokens generated.
 
     The pipeline is built here so the model's batch counter, and with it the
     seed of each batch, starts from 0 on every call."""
     from tqdm import tqdm
 
-    if target < 1 or samples_per_prompt < 1 or max_idle_rounds < 1:
-        raise ValueError("target, samples_per_prompt and max_idle_rounds must be at least 1")
+    if target_words < 1 or samples_per_prompt < 1 or max_idle_rounds < 1:
+        raise ValueError("target_words, samples_per_prompt and max_idle_rounds must be at least 1")
     if not prompts:
         raise ValueError("no prompts to generate from")
     settings = model_settings(config)
     nlp = build_pipeline(config, source)
     field = reply_field(nlp)
+    model = model_of(nlp)
     batch_size = settings["batch_size"]
 
     records: List[Dict[str, Any]] = []
     kept: set[str] = set()
     dropped = {reason: 0 for reason in DROP_REASONS}
-    generated = batches = rounds = idle = 0
-    bar = tqdm(total=target, desc="generate", unit="doc", disable=not progress)
-    while len(records) < target:
+    end_reasons: Counter[str] = Counter()
+    generated = batches = rounds = idle = words = 0
+    new_tokens: Optional[int] = 0
+    bar = tqdm(total=target_words, desc="generate", unit="word", disable=not progress)
+    while words < target_words:
         kept_before = len(records)
         items = [(k, i, prompt) for k in range(samples_per_prompt) for i, prompt in prompts]
         for start in range(0, len(items), batch_size):
@@ -264,11 +307,17 @@ def generate_corpus(
             # One pipeline call of batch_size prompts is one model batch, so
             # the records can name the seed the model used for it.
             docs = list(nlp.pipe([prompt for _, _, prompt in chunk], batch_size=len(chunk)))
+            details = reply_details(model, len(chunk))
             seed = settings["seed"] + batches if settings["seed"] is not None else None
             batches += 1
-            for (sample, doc_index, prompt), doc in zip(chunk, docs):
+            for (sample, doc_index, prompt), doc, detail in zip(chunk, docs, details):
                 generated += 1
-                if len(records) == target:
+                end_reasons[detail["end_reason"] or "unknown"] += 1
+                if new_tokens is not None and detail["new_tokens"] is not None:
+                    new_tokens += detail["new_tokens"]
+                else:
+                    new_tokens = None
+                if words >= target_words:
                     dropped["over_target"] += 1
                     continue
                 continuation = getattr(doc._, field) or ""
@@ -278,6 +327,8 @@ def generate_corpus(
                     dropped[reason] += 1
                     continue
                 kept.add(normalise(text))
+                n_words = word_count(text)
+                words += n_words
                 records.append(
                     {
                         "id": f"syn-{len(records) + 1:06d}",
@@ -289,19 +340,22 @@ def generate_corpus(
                         "seed": seed,
                         "sampling": settings["sampling"],
                         "generator": settings["generator"],
+                        "end_reason": detail["end_reason"],
+                        "new_tokens": detail["new_tokens"],
                     }
                 )
-                bar.update(1)
-            bar.set_postfix(round=rounds, generated=generated, dropped=sum(dropped.values()))
-            if len(records) == target:
+                bar.update(min(n_words, target_words - bar.n))
+            bar.set_postfix(round=rounds, notes=len(records), generated=generated, dropped=sum(dropped.values()))
+            if words >= target_words:
                 break
         rounds += 1
         idle = idle + 1 if len(records) == kept_before else 0
-        if idle >= max_idle_rounds:
+        if idle >= max_idle_rounds and words < target_words:
             bar.close()
             raise RuntimeError(
-                f"gave up: {idle} rounds in a row kept no new document ({len(records)} of {target} kept, "
-                f"{generated} generated, dropped {dropped}); check the generator and max_new_tokens"
+                f"gave up: {idle} rounds in a row kept no new document ({words} of {target_words} words kept in "
+                f"{len(records)} documents, {generated} generated, dropped {dropped}); check the generator and "
+                "max_new_tokens"
             )
     bar.close()
     counts = {
@@ -309,7 +363,10 @@ def generate_corpus(
         "batches": batches,
         "generated": generated,
         "kept": len(records),
+        "words_kept": words,
         "dropped": dropped,
+        "end_reasons_generated": dict(end_reasons),
+        "tokens_generated": new_tokens,
         "settings": settings,
     }
     return records, counts
@@ -335,6 +392,125 @@ def generator_token_count(generator: str, texts: List[str]) -> Optional[int]:
     return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
 
 
+HISTOGRAM_BIN_WORDS = 50
+HISTOGRAM_BAR = 40
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation (numpy's default)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def describe(values: Sequence[int]) -> Dict[str, Any]:
+    """notes, mean, median, p10, p90, min and max of per-note counts."""
+    if not values:
+        return {"notes": 0, "mean": None, "median": None, "p10": None, "p90": None, "min": None, "max": None}
+    return {
+        "notes": len(values),
+        "mean": sum(values) / len(values),
+        "median": percentile(values, 50),
+        "p10": percentile(values, 10),
+        "p90": percentile(values, 90),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def histogram(series: Mapping[str, Sequence[int]], bin_width: int = HISTOGRAM_BIN_WORDS) -> Dict[str, Any]:
+    """Counts per bin of `bin_width` words for each series, on shared bins:
+    bin i holds [edges[i], edges[i + 1]); the last edge is past the longest."""
+    longest = max((max(values) for values in series.values() if values), default=0)
+    n_bins = longest // bin_width + 1
+    counts = {}
+    for name, values in series.items():
+        row = [0] * n_bins
+        for value in values:
+            row[value // bin_width] += 1
+        counts[name] = row
+    return {"bin_width": bin_width, "edges": [i * bin_width for i in range(n_bins + 1)], "counts": counts}
+
+
+def end_reason_shares(counts: Mapping[str, int]) -> Dict[str, Dict[str, float]]:
+    """{reason: {count, share}}: "eos" and "length" always, others if seen."""
+    total = sum(counts.values())
+    reasons = list(END_REASONS) + sorted(set(counts) - set(END_REASONS))
+    return {r: {"count": counts.get(r, 0), "share": counts.get(r, 0) / total if total else 0.0} for r in reasons}
+
+
+def _number(value: Any, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+
+
+def stats_markdown(stats: Mapping[str, Any]) -> str:
+    """A Markdown report of the generation statistics: size against its word
+    target, end reasons, words per note (synthetic vs gold train) and a text
+    histogram of the words per note (share of each corpus's notes per bin)."""
+    lines = [
+        "# Generation statistics",
+        "",
+        f"Kept {stats['kept']:,} of {stats['generated']:,} generated notes in {stats['rounds']} round(s), "
+        f"{stats['seconds']:.0f} s.",
+        "",
+        "| size | words |",
+        "| --- | ---: |",
+        f"| gold train | {stats['gold_train_words']:,} ({stats['gold_train_docs']:,} notes) |",
+        f"| target (size_multiple {stats['size_multiple']:g}) | {stats['words_target']:,} |",
+        f"| kept | {stats['words_kept']:,} ({stats['kept']:,} notes) |",
+        f"| kept / gold train | {stats['words_ratio']:.3f} |",
+        "",
+        "Dropped: " + ", ".join(f"{reason} {n:,}" for reason, n in stats["dropped"].items()) + ".",
+        "",
+        "## End reasons",
+        "",
+        "eos: the generator wrote its end-of-sequence token; length: it hit max_new_tokens or its window.",
+        "",
+        "| end reason | kept notes | share | all generated | share |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    kept, generated = stats["end_reasons"]["kept"], stats["end_reasons"]["generated"]
+    for reason in list(kept) + [r for r in generated if r not in kept]:
+        k = kept.get(reason, {"count": 0, "share": 0.0})
+        g = generated.get(reason, {"count": 0, "share": 0.0})
+        lines.append(f"| {reason} | {k['count']:,} | {k['share']:.1%} | {g['count']:,} | {g['share']:.1%} |")
+    words = stats["words_per_note"]
+    lines += [
+        "",
+        "## Words per note",
+        "",
+        "| notes | count | mean | median | p10 | p90 | min | max |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in words.items():
+        lines.append(
+            f"| {name} | {row['notes']:,} | {_number(row['mean'])} | {_number(row['median'])} | "
+            f"{_number(row['p10'])} | {_number(row['p90'])} | {_number(row['min'])} | {_number(row['max'])} |"
+        )
+    hist = stats["words_histogram"]
+    names = list(hist["counts"])
+    totals = {name: sum(hist["counts"][name]) or 1 for name in names}
+    top = max((c / totals[name] for name in names for c in hist["counts"][name]), default=0.0) or 1.0
+    lines += [
+        "",
+        f"Share of each corpus's notes per bin of {hist['bin_width']} words "
+        f"(bars scaled to the largest share, {HISTOGRAM_BAR} `#`):",
+        "",
+        "```",
+    ]
+    label_width = len(f"{hist['edges'][-2]}-{hist['edges'][-1] - 1}")
+    for i in range(len(hist["edges"]) - 1):
+        label = f"{hist['edges'][i]}-{hist['edges'][i + 1] - 1}".rjust(label_width)
+        for j, name in enumerate(names):
+            share = hist["counts"][name][i] / totals[name]
+            bar = "#" * round(HISTOGRAM_BAR * share / top)
+            lines.append(f"{label if j == 0 else ' ' * label_width} {name:<10} {share:6.1%} {bar}")
+    lines.append("```")
+    return "\n".join(lines) + "\n"
+
+
 def generate(
     validation_path: str | Path,
     gold_train_path: str | Path,
@@ -343,7 +519,7 @@ def generate(
     config_path: str | Path,
     generator: Optional[str | Path] = None,
     model_options: Optional[Mapping[str, Any]] = None,
-    size_multiple: float = 4.0,
+    size_multiple: float = 2.0,
     samples_per_prompt: int = 8,
     max_idle_rounds: int = 3,
     stats_path: Optional[str | Path] = None,
@@ -351,18 +527,22 @@ def generate(
 ) -> Dict[str, Any]:
     """Write the synthetic corpus as JSONL to `output_path` (one record per
     document) and return its statistics, also written to `stats_path` if
-    given. `generator` and `model_options` (max_new_tokens, top_p,
-    temperature, batch_size, seed, device; None keeps the config's value)
-    override the config at `config_path`."""
+    given, with a Markdown rendering (`stats_markdown`) next to it (same name,
+    .md). The corpus is sized in words: generation stops at the note whose
+    words bring the kept total to ceil(size_multiple x gold train words).
+    `generator` and `model_options` (max_new_tokens, top_p, temperature,
+    batch_size, seed, device; None keeps the config's value) override the
+    config at `config_path`."""
     start = time.perf_counter()
     prompts = read_prompts(validation_path)
-    gold_docs, gold_words = corpus_size(gold_train_path)
-    target = target_size(size_multiple, gold_docs)
+    gold_counts = gold_word_counts(gold_train_path)
+    gold_docs, gold_words = len(gold_counts), sum(gold_counts)
+    target = target_size(size_multiple, gold_words)
     config = load_generation_config(config_path, generator, model_options)
     records, counts = generate_corpus(
         config,
         prompts,
-        target=target,
+        target_words=target,
         samples_per_prompt=samples_per_prompt,
         max_idle_rounds=max_idle_rounds,
         source=str(config_path),
@@ -371,21 +551,36 @@ def generate(
     write_jsonl(output_path, records)
     seconds = time.perf_counter() - start
     settings = counts.pop("settings")
-    words = sum(len(record["text"].split()) for record in records)
+    generated_reasons = counts.pop("end_reasons_generated")
+    words = counts["words_kept"]
+    synthetic_counts = [word_count(record["text"]) for record in records]
+    kept_reasons = Counter(record["end_reason"] or "unknown" for record in records)
     tokens = generator_token_count(settings["generator"], [record["text"] for record in records])
     stats = {
         "prompts": len(prompts),
         "samples_per_prompt": samples_per_prompt,
         **counts,
+        # The target is in words (whitespace-separated) since sizes are words.
         "target": target,
+        "target_unit": "words",
         "size_multiple": size_multiple,
-        "words_kept": words,
+        "words_target": target,
+        "words_ratio": words / gold_words,
         "words_per_doc": words / len(records),
         "gold_train_docs": gold_docs,
         "gold_train_words": gold_words,
+        "end_reasons": {
+            "kept": end_reason_shares(kept_reasons),
+            "generated": end_reason_shares(generated_reasons),
+        },
+        "words_per_note": {"synthetic": describe(synthetic_counts), "gold_train": describe(gold_counts)},
+        "words_histogram": histogram({"synthetic": synthetic_counts, "gold_train": gold_counts}),
         "seconds": seconds,
         "docs_per_second": len(records) / seconds,
         "generated_per_second": counts["generated"] / seconds,
+        "tokens_generated_per_second": (
+            counts["tokens_generated"] / seconds if counts["tokens_generated"] is not None else None
+        ),
         "tokens_kept": tokens,
         "tokens_kept_per_second": tokens / seconds if tokens is not None else None,
         "model": {key: settings[key] for key in ("model", "generator", "batch_size", "seed")},
@@ -397,4 +592,5 @@ def generate(
     }
     if stats_path:
         write_json(stats_path, stats)
+        write_text(Path(stats_path).with_suffix(".md"), stats_markdown(stats))
     return stats

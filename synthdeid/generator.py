@@ -11,14 +11,23 @@ Two modes:
   LoRA adapter through peft and only the adapter trains; `qlora` loads the base
   in 4-bit NF4 (needs CUDA and bitsandbytes).
 
-Both use the plain language-modelling objective: every document is tokenised
-and followed by the end-of-sequence token, the documents are concatenated and
-cut into `block_size` blocks, and the labels are the inputs.
+Both use the plain language-modelling objective on whole notes, as they
+begin: each training sequence is ONE note, opened by the note-start token
+(`note_start_id`: the tokenizer's BOS, else its EOS; the scratch tokenizer's
+BOS is its EOS, `<|endoftext|>`) and closed by EOS, truncated to `block_size`
+tokens (the model's window at most; how many notes lose their end is counted
+and logged). Sequences are batched with notes of similar length (seeded) and
+padded on the right; padding has attention 0 and label -100, so it is neither
+read nor predicted. Generation encodes a prompt the same way, note-start +
+prompt tokens (`prompt_batch`), so the generator continues a note opening
+exactly as it saw note openings in training.
 
 Output folder (written atomically):
     model/               full model (scratch) or adapter (lora), with tokenizer
-    loss.json            loss every `log_every` steps and per epoch
-    adapt_config.json    parameters, mode, data and parameter counts, versions
+    loss.json            loss every `log_every` steps; per epoch the train loss
+                         and the validation loss and perplexity (token-weighted)
+    adapt_config.json    parameters, mode, data (notes, tokens, truncated notes,
+                         padding) and parameter counts, versions
 """
 
 from __future__ import annotations
@@ -33,8 +42,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .annotator import read_docbin, set_seed
-from .io import atomic_path
+from .annotator import set_seed
+from .io import atomic_path, read_docs
 
 MODEL_DIR = "model"
 LOSS_FILE = "loss.json"
@@ -62,27 +71,118 @@ def select_documents(n: int, fraction: float, seed: int) -> List[int]:
 
 
 def read_texts(path: str | Path) -> List[str]:
-    return [doc.text for doc in read_docbin(path)]
+    return [doc.text for doc in read_docs(path)]
 
 
-def lm_blocks(tokenizer: Any, texts: Sequence[str], block_size: int) -> Tuple[Any, int]:
-    """(blocks, tokens): the texts tokenised, each followed by EOS, concatenated
-    and cut into a LongTensor of `block_size`-token rows; the incomplete tail is
-    dropped. `tokens` counts the whole stream."""
-    import torch
+def note_start_id(tokenizer: Any) -> int:
+    """The token that opens every note in training and every prompt at
+    generation: the tokenizer's beginning-of-sequence token, else its
+    end-of-sequence token (what a document boundary looked like in the
+    model's own pretraining)."""
+    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token is None:
+        raise ValueError("the tokenizer has neither a beginning- nor an end-of-sequence token to open notes with")
+    return token
 
+
+def note_sequences(tokenizer: Any, texts: Sequence[str], max_length: int) -> Tuple[List[List[int]], Dict[str, int]]:
+    """(sequences, counts): one token sequence per note, note-start token
+    (`note_start_id`) + the note's tokens + EOS, cut to its first `max_length`
+    tokens (a truncated note keeps its opening and loses its EOS). A note's
+    leading whitespace is dropped, since prompts start at a note's first word;
+    blank notes are skipped. counts: notes, tokens (after truncation), tokens
+    before truncation, truncated notes, skipped blank notes, longest note."""
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 (note-start + EOS), not {max_length}")
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise ValueError("the tokenizer has no end-of-sequence token to separate documents")
-    stream: List[int] = []
-    # verbose=False: documents longer than the model's window are expected here.
-    for ids in tokenizer(list(texts), verbose=False)["input_ids"]:
-        stream.extend(ids)
-        if not ids or ids[-1] != eos:
-            stream.append(eos)
-    n_blocks = len(stream) // block_size
-    blocks = torch.tensor(stream[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
-    return blocks, len(stream)
+        raise ValueError("the tokenizer has no end-of-sequence token to close notes with")
+    start = note_start_id(tokenizer)
+    notes = [text.lstrip() for text in texts]
+    kept = [text for text in notes if text.strip()]
+    sequences: List[List[int]] = []
+    full_lengths: List[int] = []
+    if kept:
+        # add_special_tokens=False: the note-start token is added here, once,
+        # whatever the tokenizer would add by itself. verbose=False: notes
+        # longer than the window are expected (and truncated below).
+        for ids in tokenizer(kept, add_special_tokens=False, verbose=False)["input_ids"]:
+            sequence = [start, *ids, eos]
+            full_lengths.append(len(sequence))
+            sequences.append(sequence[:max_length])
+    counts = {
+        "notes": len(sequences),
+        "tokens": sum(len(sequence) for sequence in sequences),
+        "tokens_untruncated": sum(full_lengths),
+        "truncated": sum(length > max_length for length in full_lengths),
+        "skipped_blank": len(notes) - len(kept),
+        "longest": max(full_lengths, default=0),
+        "max_length": max_length,
+    }
+    return sequences, counts
+
+
+def prompt_batch(tokenizer: Any, prompts: Sequence[str]) -> Dict[str, Any]:
+    """`input_ids` and `attention_mask` (LongTensors) of prompts encoded as
+    note openings are in training (`note_sequences`): note-start token +
+    the prompt's tokens, padded on the left (pad id, attention 0) so that
+    every row's continuation starts at the same column. Nothing else (no
+    `token_type_ids`) is returned, whatever the tokenizer gives."""
+    import torch
+
+    start = note_start_id(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = [[start, *ids] for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+    width = max(len(row) for row in rows)
+    input_ids = [[pad] * (width - len(row)) + row for row in rows]
+    mask = [[0] * (width - len(row)) + [1] * len(row) for row in rows]
+    return {
+        "input_ids": torch.tensor(input_ids, dtype=torch.long),
+        "attention_mask": torch.tensor(mask, dtype=torch.long),
+    }
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> Dict[str, Any]:
+    """`input_ids`, `attention_mask` and `labels` of sequences padded on the
+    right to the longest: padding has attention 0 and label -100 (ignored by
+    the loss); every real token is its own label (the model shifts)."""
+    import torch
+
+    width = max(len(sequence) for sequence in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, : len(sequence)] = 1
+    labels = input_ids.masked_fill(mask == 0, -100)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+# Notes are sorted by length within pools of this many batches, drawn at random.
+POOL_BATCHES = 50
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> List[List[int]]:
+    """Batches of indices into `lengths` that group notes of similar length,
+    to limit padding: the indices are shuffled (rng), cut into pools of
+    POOL_BATCHES batches, sorted by length within a pool and cut into batches,
+    and the batches of all pools are shuffled. Each epoch (a new draw from
+    rng) mixes different notes, reproducibly for one seed."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * POOL_BATCHES
+    batches: List[List[int]] = []
+    for first in range(0, len(order), pool):
+        chunk = sorted(order[first : first + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def predicted_tokens(labels: Any) -> int:
+    """Tokens a causal LM is scored on in `labels`: all but the first of each
+    row (the model shifts), padding (-100) excluded."""
+    return int((labels[:, 1:] != -100).sum())
 
 
 # ---------------------------------------------------------------- models
@@ -213,18 +313,37 @@ def resolve_device(device: str) -> str:
 # -------------------------------------------------------------- training
 
 
-def evaluate_loss(model: Any, blocks: Any, batch_size: int, device: Any) -> float:
-    """Mean token loss over `blocks` (all of equal length)."""
+def evaluate_loss(
+    model: Any, sequences: Sequence[Sequence[int]], batch_size: int, device: Any, pad_id: int
+) -> Tuple[float, int]:
+    """(loss, tokens): the token-weighted mean loss over `sequences` (one note
+    each, see `note_sequences`) and the number of tokens scored. Notes are
+    batched by length (no shuffling needed) and padded on the right;
+    exp(loss) is the perplexity."""
     import torch
 
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     model.eval()
-    total = 0.0
+    total, tokens = 0.0, 0
     with torch.no_grad():
-        for first in range(0, len(blocks), batch_size):
-            batch = blocks[first : first + batch_size].to(device)
-            loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
-            total += loss.item() * len(batch)
-    return total / len(blocks)
+        for first in range(0, len(order), batch_size):
+            batch = pad_batch([sequences[i] for i in order[first : first + batch_size]], pad_id)
+            n = predicted_tokens(batch["labels"])
+            if n == 0:
+                continue
+            loss = model(**{key: value.to(device) for key, value in batch.items()}).loss
+            total += loss.item() * n
+            tokens += n
+    if tokens == 0:
+        raise ValueError("no token to score: every sequence is shorter than 2 tokens")
+    return total / tokens, tokens
+
+
+def perplexity(loss: Optional[float]) -> Optional[float]:
+    """exp(loss), None for None; inf rather than an overflow."""
+    if loss is None:
+        return None
+    return math.exp(loss) if loss < 700 else math.inf
 
 
 def _versions(qlora: bool) -> Dict[str, str]:
@@ -242,7 +361,7 @@ def adapt_generator(
     epochs: int = 4,
     learning_rate: float = 0.0,
     batch_size: int = 8,
-    block_size: int = 256,
+    block_size: int = 1024,
     validation_path: Optional[str | Path] = None,
     lora_r: int = 8,
     lora_alpha: int = 32,
@@ -253,7 +372,7 @@ def adapt_generator(
     n_layer: int = 4,
     n_embd: int = 256,
     n_head: int = 4,
-    n_positions: int = 512,
+    n_positions: int = 1024,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
     max_grad_norm: float = 1.0,
@@ -272,9 +391,13 @@ def adapt_generator(
     peft's per-architecture default) adapts the pretrained model, in 4-bit with
     `qlora`. `fraction` of the train documents (seeded choice, after `limit`
     keeps the first N) is used. `learning_rate` 0 picks the mode's default
-    (DEFAULT_LEARNING_RATES). `block_size` is capped at the model's window.
-    The validation DocBin, if given, only reports a loss after each epoch.
-    `device` "auto" is CUDA when available, else CPU."""
+    (DEFAULT_LEARNING_RATES). Each training sequence is one note (note-start
+    + note + EOS, see `note_sequences`) of at most `block_size` tokens, capped
+    at the model's window; longer notes are truncated, and counted. A batch
+    holds `batch_size` notes of similar length (`length_batches`), padded.
+    The validation DocBin, if given, only reports a loss and perplexity
+    (token-weighted, per note likewise) after each epoch. `device` "auto" is
+    CUDA when available, else CPU."""
     import torch
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -351,17 +474,26 @@ def adapt_generator(
         model.to(device)
     window = max_positions(model.config)
     block = min(block_size, window) if window else block_size
-    blocks, train_tokens = lm_blocks(tokenizer, train_texts, block)
-    if len(blocks) == 0:
-        raise ValueError(
-            f"{train_path}: the {len(train_texts)} selected documents make {train_tokens} tokens, "
-            f"fewer than one block of {block}; lower block_size"
-        )
-    validation_blocks, validation_tokens = (
-        lm_blocks(tokenizer, validation_texts, block) if validation_texts else (None, 0)
+    sequences, train_counts = note_sequences(tokenizer, train_texts, block)
+    if not sequences:
+        raise ValueError(f"{train_path}: the {len(train_texts)} selected documents are all blank")
+    validation_sequences, validation_counts = (
+        note_sequences(tokenizer, validation_texts, block) if validation_texts else (None, None)
     )
-    if validation_blocks is not None and len(validation_blocks) == 0:
-        raise ValueError(f"{validation_path}: {validation_tokens} tokens, fewer than one block of {block}")
+    if validation_sequences is not None and not validation_sequences:
+        raise ValueError(f"{validation_path}: the validation documents are all blank")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if progress:
+        print(
+            f"{train_counts['truncated']} of {train_counts['notes']} train notes are longer than {block} tokens "
+            f"(note-start + note + EOS; longest {train_counts['longest']}) and are truncated to it"
+            + (
+                f"; {validation_counts['truncated']} of {validation_counts['notes']} validation notes"
+                if validation_counts
+                else ""
+            ),
+            flush=True,
+        )
     trainable, total = parameter_counts(model)
     lr = learning_rate or DEFAULT_LEARNING_RATES[mode]
 
@@ -372,50 +504,58 @@ def adapt_generator(
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=lr)
-    steps_per_epoch = math.ceil(len(blocks) / batch_size)
+    steps_per_epoch = math.ceil(len(sequences) / batch_size)
     total_steps = steps_per_epoch * epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
     order_rng = random.Random(seed)
 
+    lengths = [len(sequence) for sequence in sequences]
     curve: Dict[str, List[Dict[str, Any]]] = {"steps": [], "epochs": []}
     step, window_losses = 0, []
+    padded_tokens = 0
     for epoch in range(1, epochs + 1):
         model.train()
-        order = list(range(len(blocks)))
-        order_rng.shuffle(order)
-        epoch_losses = []
-        bar = tqdm(
-            range(0, len(order), batch_size), desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress
-        )
-        for first in bar:
-            batch = blocks[order[first : first + batch_size]].to(device)
-            # Blocks are never padded; the explicit mask only says so (no warning).
-            loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
+        batches = length_batches(lengths, batch_size, order_rng)
+        epoch_loss, epoch_tokens = 0.0, 0
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress)
+        for indices in bar:
+            batch = pad_batch([sequences[i] for i in indices], pad_id)
+            padded_tokens += batch["input_ids"].numel()
+            n_scored = predicted_tokens(batch["labels"])
+            loss = model(**{key: value.to(device) for key, value in batch.items()}).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-            epoch_losses.append(loss.item())
-            window_losses.append(epoch_losses[-1])
+            epoch_loss += loss.item() * n_scored
+            epoch_tokens += n_scored
+            window_losses.append(loss.item())
             if step % log_every == 0 or step == total_steps:
                 curve["steps"].append({"step": step, "epoch": epoch, "loss": sum(window_losses) / len(window_losses)})
                 window_losses = []
                 bar.set_postfix(loss=f"{curve['steps'][-1]['loss']:.4f}")
+        validation_loss = (
+            evaluate_loss(model, validation_sequences, batch_size, device, pad_id)[0]
+            if validation_sequences is not None
+            else None
+        )
         record = {
             "epoch": epoch,
-            "train_loss": sum(epoch_losses) / len(epoch_losses),
-            "validation_loss": (
-                evaluate_loss(model, validation_blocks, batch_size, device) if validation_blocks is not None else None
-            ),
+            "train_loss": epoch_loss / epoch_tokens,
+            "validation_loss": validation_loss,
+            "validation_perplexity": perplexity(validation_loss),
         }
         curve["epochs"].append(record)
         if progress:
-            validation = record["validation_loss"]
             print(
                 f"epoch {epoch}: train loss {record['train_loss']:.4f}"
-                + (f", validation loss {validation:.4f}" if validation is not None else ""),
+                + (
+                    f", validation loss {validation_loss:.4f} (perplexity {record['validation_perplexity']:.2f})"
+                    if validation_loss is not None
+                    else ""
+                ),
                 flush=True,
             )
     model.eval()
@@ -428,15 +568,17 @@ def adapt_generator(
         "lora": lora_settings or None,
         "documents": {"available": len(texts), "used": len(selected), "indices": selected},
         "tokens": {
-            "train": train_tokens,
-            "train_blocks": len(blocks),
-            "training_tokens_per_epoch": len(blocks) * block,
-            "validation": validation_tokens,
+            # One sequence per note: note-start + note + EOS, at most block_size tokens.
+            "train": train_counts,
+            "validation": validation_counts,
+            # Share of the padded batch positions that are padding (all epochs).
+            "padding_share": 1.0 - train_counts["tokens"] * epochs / padded_tokens,
         },
         "vocab_size": len(tokenizer),
         "steps": total_steps,
         "parameters": {"trainable": trainable, "total": total},
         "final": curve["epochs"][-1],
+        "validation_perplexity": curve["epochs"][-1]["validation_perplexity"],
         "versions": _versions(qlora),
     }
     with atomic_path(output_dir) as tmp:

@@ -2,36 +2,35 @@
 
 Modelled on spacy-transformers: the factory only records settings; the weights
 are read in `initialize()` (from a hub id or a local folder) or in `from_disk()`
-(from the pipeline folder, never from the network), and `to_disk()` stores model
-and tokenizer inside the pipeline folder, so a saved or packaged pipeline is
-self-contained.
+/ `from_bytes()` (from the pipeline, never from the network), and
+`to_disk()` / `to_bytes()` store model and tokenizer inside the pipeline, so a
+saved or packaged pipeline is self-contained.
 
     nlp = spacy.blank("es")
     nlp.add_pipe("hf_ner", config={"model": "training/annotator/model"})
     nlp.initialize()
     doc = nlp("Paciente: Ana Ruiz García, ingresa el 12/03/2018 en Valladolid.")
 
-Inference runs the model over the raw text of each doc with the fast
-tokenizer's overflowing windows (`max_length`, `stride`), so texts of any length
-are covered; every sub-token takes its prediction from the window in which it
-sits furthest from an edge (the most context on both sides).
+Inference encodes text exactly as `synthdeid.annotator` trains the model: the
+doc's non-whitespace tokens are the words of `is_split_into_words` input
+(`encode_words`), cut into windows of at most `window_words` words and
+`max_length` sub-tokens that overlap by `stride` words, so texts of any
+length are covered and every word is read from the window in which it sits
+furthest from an edge. Each word takes the scores of its first sub-token (the
+only one supervised in training), and the words' BIO tags are decoded into
+spans of whole tokens, so every entity is token-aligned by construction.
 
-Predictions are read per spaCy token, not per sub-token: each non-whitespace
-token takes the label of the first sub-token that overlaps it, and the BIO tags
-of the tokens are decoded into spans of whole tokens. This is how the annotator
-is trained (`synthdeid.annotator` labels the first sub-token of every word and
-masks the others with -100), so continuation sub-tokens carry outputs that were
-never supervised and decoding them would add noise; reading per token also
-makes every entity token-aligned by construction, with no snapping of
-sub-token offsets (and their off-by-a-character edges) onto spaCy tokens, so
-there is no `alignment_mode` setting. Training encodes words, inference raw
-text: on MEDDOCAN only 0.07% of tokens (units glued to numbers, `25mm`) start
-inside one of the encoder's pre-tokens and so get a continuation sub-token.
-`synthdeid.annotator` selects its best epoch with this very component.
+Two additions to the encoder, both stored in the model folder when the
+annotator was trained with them: word-shape embeddings (`WORD_FEATURES_FILE`),
+added to the sub-token embeddings, give an uncased encoder back the case,
+digits and accents of each word (`word_shape`); and `decoding = "viterbi"`
+picks the best tag sequence that is valid BIO (no I-X after O or another
+label) instead of each word's best tag.
 """
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -47,25 +46,22 @@ from spacy.util import filter_spans, minibatch
 OUTSIDE = "O"
 MODEL_DIR = "model"
 CFG_FILE = "cfg.json"
+WORD_FEATURES_FILE = "word_shape_embeddings.safetensors"
+DECODINGS = ("viterbi", "greedy")
 # Prefixes understood when decoding tags: BIO, plus BIOES/BILOU's end and
 # single-token tags. A tag without a known prefix is a plain label (IO scheme).
 _BEGIN, _INSIDE, _END, _SINGLE = ("B",), ("I",), ("E", "L"), ("S", "U")
-_SETTINGS = (
-    "model",
-    "batch_size",
-    "max_length",
-    "stride",
-    "label_map",
-    "ignore_labels",
-    "device",
-    "overwrite_ents",
-)
+# Word shapes (`word_shape`): 0 marks special and padding sub-tokens.
+_CASES = ("none", "lower", "title", "upper", "mixed")
+N_WORD_SHAPES = 1 + len(_CASES) * 4
 
 DEFAULT_CONFIG = {
     "model": "",
     "batch_size": 8,
+    "window_words": 128,
     "max_length": 512,
-    "stride": 64,
+    "stride": 32,
+    "decoding": "viterbi",
     "label_map": {},
     "ignore_labels": [],
     "device": "cpu",
@@ -84,8 +80,10 @@ def make_hf_ner(
     name: str,
     model: str = "",
     batch_size: int = 8,
+    window_words: int = 128,
     max_length: int = 512,
-    stride: int = 64,
+    stride: int = 32,
+    decoding: str = "viterbi",
     label_map: Dict[str, str] = {},  # noqa: B006 (spaCy passes the config's value)
     ignore_labels: List[str] = [],  # noqa: B006
     device: str = "cpu",
@@ -97,10 +95,14 @@ def make_hf_ner(
         folder with the model and its (fast) tokenizer. Read by `initialize()`
         only; a pipeline loaded from disk uses the copy in its own folder.
     batch_size (int): model windows (sequences) per forward pass.
-    max_length (int): sub-tokens per window, special tokens included (capped
-        at the tokenizer's `model_max_length`).
-    stride (int): sub-tokens shared by consecutive windows of a long text; each
-        sub-token is predicted by the window where it is furthest from an edge.
+    window_words (int): most words (non-whitespace tokens) per window; use the
+        annotator's training window (a model never saw later positions).
+    max_length (int): most sub-tokens per window, special tokens included
+        (capped at the tokenizer's `model_max_length`).
+    stride (int): words shared by consecutive windows of a long text; each
+        word is predicted by the window where it is furthest from an edge.
+    decoding (str): "viterbi" (the best valid BIO sequence) or "greedy" (each
+        word's best tag).
     label_map (Dict[str, str]): model label -> entity label to assign, applied
         to the label part of a tag ("B-PER" -> "PER" -> label_map["PER"]);
         labels not listed are kept; mapping to "O" or "" drops a label.
@@ -115,8 +117,10 @@ def make_hf_ner(
         vocab=nlp.vocab,
         model=model,
         batch_size=batch_size,
+        window_words=window_words,
         max_length=max_length,
         stride=stride,
+        decoding=decoding,
         label_map=label_map,
         ignore_labels=ignore_labels,
         device=device,
@@ -134,24 +138,30 @@ class HFNER:
         vocab: Any = None,
         model: str = "",
         batch_size: int = 8,
+        window_words: int = 128,
         max_length: int = 512,
-        stride: int = 64,
+        stride: int = 32,
+        decoding: str = "viterbi",
         label_map: Optional[Dict[str, str]] = None,
         ignore_labels: Optional[Sequence[str]] = None,
         device: str = "cpu",
         overwrite_ents: bool = True,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"hf_ner: batch_size must be at least 1, not {batch_size}")
-        if stride < 0:
-            raise ValueError(f"hf_ner: stride must not be negative, not {stride}")
+        if batch_size < 1 or window_words < 1:
+            raise ValueError(f"hf_ner: batch_size and window_words must be at least 1, not {batch_size}, {window_words}")
+        if not 0 <= stride < window_words:
+            raise ValueError(f"hf_ner: stride must be in [0, window_words={window_words}), not {stride}")
+        if decoding not in DECODINGS:
+            raise ValueError(f"hf_ner: decoding must be one of {DECODINGS}, not {decoding!r}")
         self.name = name
         self.vocab = vocab
         self.cfg: Dict[str, Any] = {
             "model": model,
             "batch_size": batch_size,
+            "window_words": window_words,
             "max_length": max_length,
             "stride": stride,
+            "decoding": decoding,
             "label_map": dict(label_map or {}),
             "ignore_labels": list(ignore_labels or []),
             "device": device,
@@ -160,8 +170,12 @@ class HFNER:
         }
         self.model: Any = None
         self.tokenizer: Any = None
+        self.word_features: Any = None  # torch Embedding of word shapes, or None
         self._tag_info: List[Tuple[str, str]] = []  # model id -> (prefix, entity label or "")
-        self._window_length = 0
+        self._outside_id = 0
+        self._transitions: Any = None  # BIO-valid (previous id, id) pairs, for Viterbi
+        self._start_allowed: Any = None
+        self._max_length = self._content_length = 0
 
     # ------------------------------------------------------------------ setup
 
@@ -190,35 +204,36 @@ class HFNER:
             )
         hf_model, tokenizer = load_token_classifier(str(source))
         self.cfg["model"] = str(source)
-        self.set_model(hf_model, tokenizer)
+        folder = Path(str(source))
+        self.set_model(hf_model, tokenizer, load_word_features(folder) if folder.is_dir() else None)
 
-    def set_model(self, model: Any, tokenizer: Any) -> None:
-        """Use an already loaded model and fast tokenizer (e.g. during training)."""
+    def set_model(self, model: Any, tokenizer: Any, word_features: Any = None) -> None:
+        """Use an already loaded model, fast tokenizer and word-shape embeddings
+        (None: the model was trained without them), e.g. during training."""
         if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(
-                f"hf_ner component '{self.name}': a fast tokenizer is required (offset mapping)"
-            )
+            raise ValueError(f"hf_ner component '{self.name}': a fast tokenizer is required (word ids)")
         import torch
 
-        self.model = model.to(torch.device(self.cfg["device"]))
+        device = torch.device(self.cfg["device"])
+        self.model = model.to(device)
         self.model.eval()
+        self.word_features = word_features.to(device) if word_features is not None else None
         self.tokenizer = tokenizer
         limit = getattr(tokenizer, "model_max_length", None) or self.cfg["max_length"]
-        self._window_length = min(self.cfg["max_length"], limit)
-        content = self._window_length - tokenizer.num_special_tokens_to_add()
-        if not 0 <= self.cfg["stride"] < content:
-            raise ValueError(
-                f"hf_ner component '{self.name}': stride {self.cfg['stride']} must be smaller "
-                f"than the {content} text sub-tokens a window of {self._window_length} holds"
-            )
+        self._max_length = min(self.cfg["max_length"], limit)
+        self._content_length = self._max_length - tokenizer.num_special_tokens_to_add()
+        if self._content_length < 1:
+            raise ValueError(f"hf_ner component '{self.name}': max_length {self.cfg['max_length']} leaves no room for text")
         self._set_tag_info({int(i): label for i, label in model.config.id2label.items()})
 
     def _set_tag_info(self, id2label: Dict[int, str]) -> None:
+        import numpy
+
         label_map, ignore = self.cfg["label_map"], set(self.cfg["ignore_labels"])
         info: List[Tuple[str, str]] = []
         labels = set()
-        for i in range(len(id2label)):
-            prefix, label = split_tag(id2label[i])
+        model_tags = [split_tag(id2label[i]) for i in range(len(id2label))]
+        for prefix, label in model_tags:
             mapped = label_map.get(label, label) if label else ""
             if not mapped or mapped == OUTSIDE or label in ignore or mapped in ignore:
                 prefix, mapped = OUTSIDE, ""
@@ -231,7 +246,19 @@ class HFNER:
                 "it seems to have no trained token-classification head"
             )
         self._tag_info = info
+        self._outside_id = next((i for i, (prefix, _) in enumerate(model_tags) if prefix == OUTSIDE), 0)
         self.cfg["labels"] = sorted(labels)
+        # Viterbi constraints in the model's own tag space (BIO models only):
+        # I-X may follow only B-X or I-X, and may not start a text.
+        self._transitions = self._start_allowed = None
+        if {prefix for prefix, _ in model_tags} <= {OUTSIDE, "B", "I"}:
+            n = len(model_tags)
+            allowed = numpy.ones((n, n), dtype=bool)
+            for j, (prefix, label) in enumerate(model_tags):
+                if prefix == "I":
+                    allowed[:, j] = [p in ("B", "I") and l == label for p, l in model_tags]
+            self._transitions = allowed
+            self._start_allowed = numpy.array([prefix != "I" for prefix, _ in model_tags])
 
     # -------------------------------------------------------------- inference
 
@@ -254,74 +281,81 @@ class HFNER:
 
     def predict_token_tags(self, docs: Sequence[Doc]) -> List[List[Optional[Tuple[str, str]]]]:
         """Per doc and token, the (prefix, label) predicted for it, None for
-        whitespace tokens (prefix "O" with label "" for outside)."""
+        whitespace tokens (prefix "O" with label "" for outside).
+
+        Each doc's non-whitespace tokens are encoded as words
+        (`encode_words`), exactly as `synthdeid.annotator` encodes its training
+        windows, and cut into windows of at most `window_words` words and
+        `max_length` sub-tokens that overlap by `stride` words; every word takes
+        the scores of its first sub-token from the window where it sits
+        furthest from an edge."""
         import torch
 
         if not docs:
             return []
-        texts = [doc.text for doc in docs]
-        enc = self.tokenizer(
-            texts,
-            truncation=True,
-            max_length=self._window_length,
-            stride=self.cfg["stride"],
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-        )
-        n_windows = len(enc["input_ids"])
+        words_of = [[t.text for t in doc if not t.text.isspace()] for doc in docs]
+        # (doc, first word, input ids, shape ids, per word: its first sub-token or -1)
+        windows: List[Tuple[int, int, List[int], List[int], List[int]]] = []
+        for d, words in enumerate(words_of):
+            pieces = encode_words(self.tokenizer, words)
+            for first, last in word_windows(
+                [len(p) for p in pieces], self.cfg["window_words"], self._content_length, self.cfg["stride"]
+            ):
+                ids, shapes, heads = window_inputs(self.tokenizer, words[first:last], self._max_length)
+                windows.append((d, first, ids, shapes, heads))
         pad_id = self.tokenizer.pad_token_id or 0
         device = next(self.model.parameters()).device
+        # Per doc and word: (distance to the window edge, scores of its first sub-token).
+        best: List[Dict[int, Tuple[int, Any]]] = [{} for _ in docs]
         # Longest windows first, so each forward pass pads as little as possible.
-        order = sorted(range(n_windows), key=lambda w: -len(enc["input_ids"][w]))
-        predictions: List[List[int]] = [[] for _ in range(n_windows)]
+        order = sorted(range(len(windows)), key=lambda w: -len(windows[w][2]))
         with torch.inference_mode():
-            for start in range(0, n_windows, self.cfg["batch_size"]):
-                batch = order[start : start + self.cfg["batch_size"]]
-                width = max(len(enc["input_ids"][w]) for w in batch)
+            for start in range(0, len(order), self.cfg["batch_size"]):
+                batch = [windows[w] for w in order[start : start + self.cfg["batch_size"]]]
+                width = max(len(w[2]) for w in batch)
                 ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                shapes = torch.zeros((len(batch), width), dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, w in enumerate(batch):
-                    n = len(enc["input_ids"][w])
-                    ids[row, :n] = torch.tensor(enc["input_ids"][w])
-                    mask[row, :n] = 1
-                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-                best = logits.argmax(-1).cpu().tolist()
-                for row, w in enumerate(batch):
-                    predictions[w] = best[row][: len(enc["input_ids"][w])]
-        # Per doc: sub-token (start, end) -> (distance to the window edge, model id).
-        per_doc: List[Dict[Tuple[int, int], Tuple[int, int]]] = [{} for _ in docs]
-        for w in range(n_windows):
-            best_of = per_doc[enc["overflow_to_sample_mapping"][w]]
-            offsets = enc["offset_mapping"][w]
-            content = [i for i, seq in enumerate(enc.sequence_ids(w)) if seq == 0]
-            last = len(content) - 1
-            for j, i in enumerate(content):
-                start_char, end_char = offsets[i]
-                if end_char <= start_char:
-                    continue
-                distance = min(j, last - j)
-                key = (start_char, end_char)
-                if key not in best_of or distance > best_of[key][0]:
-                    best_of[key] = (distance, predictions[w][i])
-        return [self._token_tags(doc, best_of) for doc, best_of in zip(docs, per_doc)]
+                for row, (_, _, window_ids, window_shapes, _) in enumerate(batch):
+                    ids[row, : len(window_ids)] = torch.tensor(window_ids)
+                    shapes[row, : len(window_ids)] = torch.tensor(window_shapes)
+                    mask[row, : len(window_ids)] = 1
+                logits = forward(self.model, self.word_features, ids.to(device), mask.to(device), shapes.to(device)).logits
+                scores = torch.log_softmax(logits.float(), -1).cpu().numpy()
+                for row, (d, first, _, _, heads) in enumerate(batch):
+                    last = len(heads) - 1
+                    for j, head in enumerate(heads):
+                        if head < 0:
+                            continue
+                        distance = min(j, last - j)
+                        word = first + j
+                        if word not in best[d] or distance > best[d][word][0]:
+                            best[d][word] = (distance, scores[row, head])
+        return [self._token_tags(doc, n, best_of) for doc, n, best_of in zip(docs, map(len, words_of), best)]
 
-    def _token_tags(
-        self, doc: Doc, subtokens: Dict[Tuple[int, int], Tuple[int, int]]
-    ) -> List[Optional[Tuple[str, str]]]:
-        keys = sorted(subtokens)
+    def _token_tags(self, doc: Doc, n_words: int, scores: Dict[int, Tuple[int, Any]]) -> List[Optional[Tuple[str, str]]]:
+        import numpy
+
+        n_tags = len(self._tag_info)
+        matrix = numpy.full((n_words, n_tags), -1e9, dtype="float32")
+        outside = self._outside_id
+        for word in range(n_words):
+            if word in scores:
+                matrix[word] = scores[word][1]
+            else:  # a word the windows could not hold (sub-token budget): outside
+                matrix[word, outside] = 0.0
+        if self.cfg["decoding"] == "viterbi" and self._transitions is not None:
+            ids = viterbi(matrix, self._transitions, self._start_allowed)
+        else:
+            ids = matrix.argmax(-1).tolist() if n_words else []
         tags: List[Optional[Tuple[str, str]]] = []
-        p = 0
+        word = 0
         for token in doc:
             if token.text.isspace():  # not token.is_space: a bare Vocab leaves it False
                 tags.append(None)
-                continue
-            start, end = token.idx, token.idx + len(token.text)
-            while p < len(keys) and keys[p][1] <= start:
-                p += 1
-            if p < len(keys) and keys[p][0] < end:
-                tags.append(self._tag_info[subtokens[keys[p]][1]])
-            else:  # the tokenizer dropped this token's characters
-                tags.append((OUTSIDE, ""))
+            else:
+                tags.append(self._tag_info[ids[word]])
+                word += 1
         return tags
 
     def _set_ents(self, doc: Doc, spans: List[Span]) -> None:
@@ -341,30 +375,198 @@ class HFNER:
     # ---------------------------------------------------------- serialisation
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
+        """Write `cfg.json` and `model/` (weights, tokenizer, word-shape
+        embeddings) to `path`; "cfg" or "model" in `exclude` leaves one out."""
         if not self.is_initialized:
             raise ValueError(Errors.E109.format(name=self.name))
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / CFG_FILE, self.cfg)
-        self.model.save_pretrained(path / MODEL_DIR)
-        self.tokenizer.save_pretrained(path / MODEL_DIR)
+        if "cfg" not in exclude:
+            srsly.write_json(path / CFG_FILE, self.cfg)
+        if "model" not in exclude:
+            self.model.save_pretrained(path / MODEL_DIR)
+            self.tokenizer.save_pretrained(path / MODEL_DIR)
+            if self.word_features is not None:
+                save_word_features(self.word_features, path / MODEL_DIR)
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> "HFNER":
         path = Path(path)
+        if "cfg" not in exclude and (path / CFG_FILE).exists():
+            # Settings come from the pipeline config (so they can be overridden
+            # at load time); only where the weights came from is restored.
+            saved = srsly.read_json(path / CFG_FILE)
+            if saved.get("model"):
+                self.cfg["model"] = saved["model"]
+        if "model" in exclude:
+            return self
         model_dir = path / MODEL_DIR
         if not (model_dir / "config.json").exists():
             raise FileNotFoundError(
                 f"{path}: not a saved hf_ner component (no {MODEL_DIR}/config.json); "
                 "save the pipeline with nlp.to_disk() after initialize()"
             )
-        saved = srsly.read_json(path / CFG_FILE) if (path / CFG_FILE).exists() else {}
-        # Settings come from the pipeline config (so they can be overridden at
-        # load time); only where the weights came from is restored.
-        if saved.get("model"):
-            self.cfg["model"] = saved["model"]
         hf_model, tokenizer = load_token_classifier(model_dir, local_files_only=True)
-        self.set_model(hf_model, tokenizer)
+        self.set_model(hf_model, tokenizer, load_word_features(model_dir))
         return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        """The component as bytes: its settings and the files of `to_disk`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.to_disk(tmp, exclude=exclude)
+            files = {
+                str(f.relative_to(tmp)): f.read_bytes() for f in sorted(Path(tmp).rglob("*")) if f.is_file()
+            }
+        return srsly.msgpack_dumps({"files": files})
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "HFNER":
+        files = srsly.msgpack_loads(bytes_data)["files"]
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in files.items():
+                target = Path(tmp) / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            return self.from_disk(tmp, exclude=exclude)
+
+
+# ------------------------------------------------------------ word encoding
+
+
+def word_shape(word: str) -> int:
+    """A word's shape id in [1, N_WORD_SHAPES): its case pattern (no letters,
+    lower, Title, UPPER, mixed), whether it has a digit and whether it has a
+    non-ASCII letter (accents, ñ), which an uncased encoder loses."""
+    letters = [c for c in word if c.isalpha()]
+    if not letters:
+        case = 0
+    elif all(c.islower() for c in letters):
+        case = 1
+    elif letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        case = 3 if len(letters) == 1 and word.isupper() else 2
+    elif all(c.isupper() for c in letters):
+        case = 3
+    else:
+        case = 4
+    digit = any(c.isdigit() for c in word)
+    accent = any(ord(c) > 127 for c in letters)
+    return 1 + case * 4 + 2 * digit + accent
+
+
+def encode_words(tokenizer: Any, words: Sequence[str]) -> List[List[int]]:
+    """Per word, its sub-token ids as `is_split_into_words` input gives them
+    (no special tokens); a word the tokenizer drops gets none."""
+    if not words:
+        return []
+    # verbose=False: a whole document is longer than the model's window by design.
+    enc = tokenizer(list(words), is_split_into_words=True, add_special_tokens=False, verbose=False)
+    pieces: List[List[int]] = [[] for _ in words]
+    for token_id, word in zip(enc["input_ids"], enc.word_ids()):
+        if word is not None:
+            pieces[word].append(token_id)
+    return pieces
+
+
+def word_windows(lengths: Sequence[int], window_words: int, budget: int, stride: int = 0) -> List[Tuple[int, int]]:
+    """(first, end) word ranges covering all words: at most `window_words`
+    words and `budget` sub-tokens each (a single longer word is kept alone
+    and truncated), consecutive windows sharing `stride` words where the
+    budget allows."""
+    windows: List[Tuple[int, int]] = []
+    n, start = len(lengths), 0
+    while start < n:
+        end, used = start, 0
+        while end < n and end - start < window_words and (used + lengths[end] <= budget or end == start):
+            used += lengths[end]
+            end += 1
+        windows.append((start, end))
+        if end == n:
+            break
+        start = max(start + 1, end - stride)
+    return windows
+
+
+def window_inputs(tokenizer: Any, words: Sequence[str], max_length: int) -> Tuple[List[int], List[int], List[int]]:
+    """(input ids with special tokens, word-shape id per id, per word the
+    position of its first sub-token or -1 when truncation at `max_length`
+    dropped it) of one window of words."""
+    enc = tokenizer(list(words), is_split_into_words=True, truncation=True, max_length=max_length)
+    ids = list(enc["input_ids"])
+    shapes = [0] * len(ids)
+    firsts = [-1] * len(words)
+    for position, word in enumerate(enc.word_ids()):
+        if word is None:
+            continue
+        shapes[position] = word_shape(words[word])
+        if firsts[word] < 0:
+            firsts[word] = position
+    return ids, shapes, firsts
+
+
+def new_word_features(model: Any) -> Any:
+    """Word-shape embeddings sized to the encoder's input embeddings, zero at
+    the start so training begins from the encoder's own behaviour."""
+    import torch
+
+    size = model.get_input_embeddings().embedding_dim
+    embedding = torch.nn.Embedding(N_WORD_SHAPES, size, padding_idx=0)
+    torch.nn.init.zeros_(embedding.weight)
+    return embedding
+
+
+def save_word_features(embedding: Any, folder: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"weight": embedding.weight.detach().cpu().contiguous()}, str(Path(folder) / WORD_FEATURES_FILE))
+
+
+def load_word_features(folder: str | Path) -> Any:
+    """The word-shape embeddings saved in a model folder, or None."""
+    path = Path(folder) / WORD_FEATURES_FILE
+    if not path.exists():
+        return None
+    import torch
+    from safetensors.torch import load_file
+
+    weight = load_file(str(path))["weight"]
+    if weight.shape[0] != N_WORD_SHAPES:
+        raise ValueError(f"{path}: {weight.shape[0]} word shapes, this version of hf_ner has {N_WORD_SHAPES}")
+    embedding = torch.nn.Embedding(N_WORD_SHAPES, weight.shape[1], padding_idx=0)
+    embedding.weight.data.copy_(weight)
+    embedding.eval()
+    return embedding
+
+
+def forward(model: Any, word_features: Any, input_ids: Any, attention_mask: Any, shape_ids: Any, labels: Any = None) -> Any:
+    """The token classifier's output. With word-shape embeddings, they are
+    added to the sub-token embeddings (`inputs_embeds`). Only ids (or
+    embeddings), mask and labels reach the model: token type ids keep the
+    model's default, as in training."""
+    inputs = {"attention_mask": attention_mask}
+    if labels is not None:
+        inputs["labels"] = labels
+    if word_features is None:
+        return model(input_ids=input_ids, **inputs)
+    return model(inputs_embeds=model.get_input_embeddings()(input_ids) + word_features(shape_ids), **inputs)
+
+
+def viterbi(scores: Any, allowed: Any, start_allowed: Any) -> List[int]:
+    """The highest-scoring tag sequence (sum of per-word log-probabilities)
+    that uses only `allowed` (previous, next) transitions."""
+    import numpy
+
+    n, k = scores.shape
+    if n == 0:
+        return []
+    penalty = numpy.where(allowed, 0.0, -numpy.inf)
+    best = numpy.where(start_allowed, scores[0], -numpy.inf)
+    back = numpy.zeros((n, k), dtype=numpy.int64)
+    for i in range(1, n):
+        total = best[:, None] + penalty
+        back[i] = total.argmax(0)
+        best = total.max(0) + scores[i]
+    path = [int(best.argmax())]
+    for i in range(n - 1, 0, -1):
+        path.append(int(back[i, path[-1]]))
+    return path[::-1]
 
 
 def split_tag(tag: str) -> Tuple[str, str]:

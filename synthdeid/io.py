@@ -1,4 +1,5 @@
-"""Atomic output helpers: a step either leaves a complete output or none."""
+"""File helpers: the one DocBin reader, and atomic output (a step either
+leaves a complete output or none)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,25 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, List, Optional
+
+import spacy
+from spacy.tokens import Doc, DocBin
+from spacy.vocab import Vocab
+
+
+def read_docs(path: str | Path, vocab: Optional[Vocab] = None) -> List[Doc]:
+    """The docs of a `.spacy` DocBin, with a blank multilingual vocab unless
+    `vocab` is given. A missing file raises FileNotFoundError, anything else
+    that is not a DocBin ValueError, both naming the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such DocBin")
+    try:
+        docbin = DocBin().from_disk(path)
+    except Exception as err:  # noqa: BLE001 (any failure means "not a DocBin")
+        raise ValueError(f"{path}: not a readable spaCy DocBin ({err})") from err
+    return list(docbin.get_docs(vocab or spacy.blank("xx").vocab))
 
 
 @contextmanager

@@ -2,11 +2,13 @@
 
 A span is `(doc_index, start_char, end_char, label)`. Measures:
 - entity-level strict: a predicted span counts only if offsets and label match;
-- token-level (the paper's measure): every gold token carries the label of the
-  entity that covers it, or "O"; micro P/R/F1 over tokens whose label is not "O";
+- token-level (the paper's measure): every non-whitespace gold token carries
+  the label of the entity that covers it, or "O"; micro P/R/F1 over tokens
+  whose label is not "O" (whitespace tokens are not counted at all);
 - MEDDOCAN's official span measures: subtrack 1 (offsets and type, the same as
   entity-level strict), subtrack 2 strict (offsets only) and subtrack 2 merged
-  (offsets only, after merging spans separated by non-alphanumeric characters).
+  (offsets only, crediting spans that match after merging spans separated by
+  non-alphanumeric characters; see `meddocan_merged_scores`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def merge_spans(spans: Iterable[Tuple[int, int, int]], text_of: Sequence[str]) -
         for start, end in offsets[1:]:
             gap = text[cur_end:start] if start > cur_end else ""
             if not any(ch.isalnum() for ch in gap):
+                # max, not the official script's `end`: that would shrink a span
+                # containing the next one (never the case for doc.ents)
                 cur_end = max(cur_end, end)
             else:
                 merged.add((doc_i, cur_start, cur_end))
@@ -88,22 +92,41 @@ def merge_spans(spans: Iterable[Tuple[int, int, int]], text_of: Sequence[str]) -
     return merged
 
 
+def meddocan_merged_scores(
+    gold: Set[Tuple[int, int, int]], pred: Set[Tuple[int, int, int]], texts: Sequence[str]
+) -> Dict[str, float]:
+    """MEDDOCAN subtrack 2 "merged", as the official script computes it
+    (`EvaluateSubtrack2merged`), with counts summed over documents.
+
+    TP are the spans matching strictly plus the merged spans matching after
+    merging; strict FP and FN are forgiven when a TP span contains them. TP can
+    only grow and FP and FN only shrink relative to the strict measure, so
+    merged F1 is never below strict F1.
+    """
+    tp = (gold & pred) | (merge_spans(gold, texts) & merge_spans(pred, texts))
+    tp_offsets: Dict[int, List[Tuple[int, int]]] = defaultdict(list)
+    for doc_i, start, end in tp:
+        tp_offsets[doc_i].append((start, end))
+
+    def in_tp(span: Tuple[int, int, int]) -> bool:
+        doc_i, start, end = span
+        return any(s <= start and end <= e for s, e in tp_offsets[doc_i])
+
+    fp = [s for s in pred - gold if not in_tp(s)]
+    fn = [s for s in gold - pred if not in_tp(s)]
+    return prf(len(tp), len(fp), len(fn))
+
+
 def meddocan_scores(gold: Iterable[Span], pred: Iterable[Span], texts: Sequence[str]) -> Dict:
     """MEDDOCAN's official measures (micro-averaged over the test set)."""
     gold, pred = list(gold), list(pred)
     unlabelled_gold = {s[:3] for s in gold}
     unlabelled_pred = {s[:3] for s in pred}
-
-    def overlap(g: Set, p: Set) -> Dict[str, float]:
-        tp = len(g & p)
-        return prf(tp, len(p) - tp, len(g) - tp)
-
+    tp = len(unlabelled_gold & unlabelled_pred)
     return {
         "subtrack1": entity_scores(gold, pred)["micro"],
-        "subtrack2_strict": overlap(unlabelled_gold, unlabelled_pred),
-        "subtrack2_merged": overlap(
-            merge_spans(unlabelled_gold, texts), merge_spans(unlabelled_pred, texts)
-        ),
+        "subtrack2_strict": prf(tp, len(unlabelled_pred) - tp, len(unlabelled_gold) - tp),
+        "subtrack2_merged": meddocan_merged_scores(unlabelled_gold, unlabelled_pred, texts),
     }
 
 
@@ -116,20 +139,25 @@ def doc_spans(docs: Iterable[Doc]) -> List[Span]:
 
 
 def token_tags(reference: Doc, predicted: Doc) -> Tuple[List[str], List[str]]:
-    """Tags of the reference doc's tokens under gold and predicted entities.
+    """Tags of the reference doc's non-whitespace tokens under gold and
+    predicted entities.
 
     Predicted entities are projected by character offsets, so the two docs may
-    be tokenised differently as long as their texts are identical.
+    be tokenised differently as long as their texts are identical. Whitespace
+    is tested on the token text: `is_space` is a lexical attribute, always
+    False for docs read with a bare `Vocab()`.
     """
     if reference.text != predicted.text:
         raise ValueError("reference and predicted docs have different texts")
-    gold = [tok.ent_type_ or OUTSIDE for tok in reference]
-    pred = [OUTSIDE] * len(reference)
+    tokens = [tok for tok in reference if not tok.text.isspace()]
+    position = {tok.i: n for n, tok in enumerate(tokens)}
+    gold = [tok.ent_type_ or OUTSIDE for tok in tokens]
+    pred = [OUTSIDE] * len(tokens)
     for ent in predicted.ents:
         covered = reference.char_span(ent.start_char, ent.end_char, alignment_mode="expand")
         for tok in covered or ():
-            if not tok.is_space:
-                pred[tok.i] = ent.label_
+            if tok.i in position:
+                pred[position[tok.i]] = ent.label_
     return gold, pred
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import spacy
 from conftest import cli, make_docs, write_docbin
-from spacy.tokens import Doc, DocBin, Span
+from spacy.tokens import Doc, Span
 from typer.testing import CliRunner
 
 from synthdeid.annotate import (
@@ -20,6 +20,7 @@ from synthdeid.annotate import (
 )
 from synthdeid.annotator import build_annotator_pipeline
 from synthdeid.corpus import split_train_validation
+from synthdeid.io import read_docs
 from synthdeid.tokenizer import make_nlp
 
 NOMBRE, TERRITORIO = "NOMBRE_SUJETO_ASISTENCIA", "TERRITORIO"
@@ -63,7 +64,7 @@ def gold(tmp_path_factory):
 
 
 def read_out(path):
-    return list(DocBin().from_disk(path).get_docs(spacy.blank("es").vocab))
+    return read_docs(path, spacy.blank("es").vocab)
 
 
 def test_annotate_cli_end_to_end(tmp_path, pipeline, gold):
@@ -167,7 +168,7 @@ def test_bad_inputs_write_nothing(tmp_path, pipeline, gold):
         annotate_generated(generated, tmp_path / "tokenizer-only", gold, out)
     with pytest.raises(AnnotateError, match="nowhere: not a saved spaCy pipeline"):
         annotate_generated(generated, tmp_path / "nowhere", gold, out)
-    with pytest.raises(AnnotateError, match="no-gold.spacy: no such gold DocBin"):
+    with pytest.raises(AnnotateError, match="no-gold.spacy: no such DocBin"):
         annotate_generated(generated, pipeline, tmp_path / "no-gold.spacy", out)
     (tmp_path / "junk.spacy").write_bytes(b"junk")
     with pytest.raises(AnnotateError, match="junk.spacy: not a readable spaCy DocBin"):

@@ -18,9 +18,10 @@ from synthdeid.annotator import (
     bio_labels,
     doc_windows,
     encode_windows,
-    inference_window_length,
+    load_base_model,
     train_annotator,
 )
+from synthdeid.hf_ner import WORD_FEATURES_FILE, word_shape
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,6 +89,11 @@ def test_encode_labels_first_subtoken_only(tiny_model_dir):
     ]
     assert feature["labels"][0] == feature["labels"][-1] == IGNORE_INDEX  # [CLS], [SEP]
     assert len(feature["labels"]) == len(feature["input_ids"]) == len(feature["attention_mask"])
+    # Every sub-token carries its word's shape; special tokens 0.
+    shapes = feature["shape_ids"]
+    assert shapes[0] == shapes[-1] == 0
+    assert shapes[1] == word_shape("Ingresa") != word_shape("ingresa") != word_shape("INGRESA")
+    assert word_shape("García") != word_shape("Garcia") and word_shape("12/03") != word_shape("ab/cd")
     # Truncation is counted.
     _, truncated = encode_windows(tokenizer, [window], label2id, max_length=6)
     assert truncated == 1
@@ -106,16 +112,82 @@ def test_training_learns_and_writes_the_model(trained):
     assert model.config.id2label[0] == "O" and set(model.config.label2id) == set(BIO)
     assert AutoTokenizer.from_pretrained(out).is_fast
     assert not list(out.parent.glob(".model.*")), "temporary output left behind"
-    # Validation windows about as long as training sequences, and logged.
-    assert 130 <= saved["inference"]["max_length"] < 512 and saved["inference"]["stride"] == 64
+    # Validation windows as in training, logged, and word-shape embeddings saved.
+    assert saved["inference"] == {"window_words": 32, "max_length": 512, "stride": 31}
+    assert (out / WORD_FEATURES_FILE).exists()
+    assert {"validation_greedy"} <= set(saved["epochs"][0])
 
 
-def test_inference_window_length_follows_training_lengths(tiny_model_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    features = [{"input_ids": [0] * n} for n in [10] * 18 + [101, 300]]
-    assert inference_window_length(features, tokenizer, stride=0, max_length=512) == 104  # p95, rounded up
-    assert inference_window_length(features, tokenizer, stride=64, max_length=512) == 130  # room for the stride
-    assert inference_window_length(features, tokenizer, stride=0, max_length=64) == 64
+def roberta_dir(root):
+    """A tiny RoBERTa token classifier with a byte-level BPE tokenizer (words
+    need a prefix space: `add_prefix_space=True`) fitted on the test notes."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaForTokenClassification, RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    texts = [doc.text for doc in make_docs(40, seed=11)]
+    bpe.train_from_iterator(texts, vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    root.mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(root))
+    tokenizer = RobertaTokenizerFast(str(root / "vocab.json"), str(root / "merges.txt"), add_prefix_space=True)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id,
+        num_labels=len(BIO), id2label=dict(enumerate(BIO)), label2id={label: i for i, label in enumerate(BIO)},
+    )
+    path = root / "model"
+    RobertaForTokenClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+class Recorder:
+    """Wraps a model and records the input ids of every forward pass."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["model"], name)
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def __call__(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
+        self.seen.extend(ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask))
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_inference_encodes_text_exactly_as_training(tmp_path, tiny_model_dir, kind):
+    from synthdeid.hf_ner import HFNER
+
+    base = tiny_model_dir if kind == "bert" else roberta_dir(tmp_path / "roberta")
+    model, tokenizer = load_base_model(base, BIO)
+    doc = make_docs(1, seed=4)[0]
+    windows = doc_windows(doc, window_words=1000)
+    features, _ = encode_windows(tokenizer, windows, {label: i for i, label in enumerate(BIO)}, max_length=512)
+    component = HFNER(window_words=1000, max_length=512, stride=0)
+    recorder = Recorder(model)
+    component.set_model(recorder, tokenizer)
+    component.predict_token_tags([doc])
+    assert recorder.seen == [features[0]["input_ids"]]
+    if kind == "roberta":  # mid-sentence words carry the prefix space, as in training
+        pieces = tokenizer.convert_ids_to_tokens(features[0]["input_ids"])
+        assert pieces[0] == "<s>" and pieces[1].startswith("\u0120") and pieces[-1] == "</s>"
+
+
+def test_windows_of_a_long_doc_cover_every_word_within_the_budget():
+    from synthdeid.hf_ner import word_windows
+
+    lengths = [1, 3, 2, 9, 1, 1, 2, 2, 1]
+    windows = word_windows(lengths, window_words=3, budget=5, stride=1)
+    assert windows[0] == (0, 2) and windows[-1][1] == len(lengths)
+    covered = {w for first, end in windows for w in range(first, end)}
+    assert covered == set(range(len(lengths)))
+    for first, end in windows:  # a word over the budget stands alone
+        assert end - first <= 3 and (sum(lengths[first:end]) <= 5 or end - first == 1)
 
 
 def test_seeded_training_is_reproducible_and_the_cli_runs_it(tmp_path, tiny_model_dir):

@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import random
+import statistics
 from pathlib import Path
 from typing import Iterable, List
 
@@ -28,10 +29,12 @@ from synthdeid.generation import (
     glued_loop,
     load_generation_config,
     max_line_repeats,
+    model_of,
     normalise,
     prompt_of,
     read_prompts,
     repeated_ngram_share,
+    stats_markdown,
     target_size,
 )
 from synthdeid.llm import MODEL_NAME, hf_causal_lm
@@ -41,7 +44,9 @@ CONFIG = REPO / "configs" / "generate.cfg"
 EOS = "<|endoftext|>"
 # Small enough for speed, long enough that most random samples have 5+ words.
 OPTIONS = {"max_new_tokens": 40, "batch_size": 3, "seed": 7}
-RECORD_FIELDS = {"id", "text", "prompt", "prompt_doc", "round", "sample", "seed", "sampling", "generator"}
+RECORD_FIELDS = {
+    "id", "text", "prompt", "prompt_doc", "round", "sample", "seed", "sampling", "generator", "end_reason", "new_tokens"
+}
 
 
 def save_gpt2(path: Path, eos_bias: float = 0.0) -> Path:
@@ -130,7 +135,8 @@ def test_empty_or_missing_validation_set_is_an_error_naming_the_file(tmp_path):
         read_prompts(tmp_path / "nope.spacy")
 
 
-def test_target_size_is_a_ceiled_multiple_of_the_gold_corpus():
+def test_target_size_is_a_ceiled_multiple_of_the_gold_words():
+    assert target_size(2.0, 186_651) == 373_302
     assert target_size(4.0, 450) == 1800
     assert target_size(0.3, 10) == 3  # not 4 from 3.0000000000000004
     assert target_size(0.1, 15) == 2
@@ -209,16 +215,68 @@ def test_model_keeps_the_nesting_of_prompts_per_doc(generator_dir):
 def test_model_stops_at_eos(tmp_path):
     model = hf_causal_lm(str(save_gpt2(tmp_path / "eos", eos_bias=1e4)), max_new_tokens=20, batch_size=4)
     assert model([["Nombre: Ana"], ["Datos del paciente."]]) == [[""], [""]]
+    assert model.last_details == [{"end_reason": "eos", "new_tokens": 0}] * 2
 
 
 def test_generation_stops_at_the_model_window(tmp_path):
     # This model never samples EOS: 200 new tokens would index past its 96
     # positions (an IndexError in GPT-2) unless generation stops at the window.
     path = save_gpt2(tmp_path / "no_eos", eos_bias=-1e4)
-    with pytest.warns(UserWarning, match="window"):
-        nlp = build_pipeline(load_generation_config(CONFIG, path, {"max_new_tokens": 200}))
+    nlp = build_pipeline(load_generation_config(CONFIG, path, {"max_new_tokens": 200}))
     docs = list(nlp.pipe(["Nombre: Ana", "Datos del paciente."]))
     assert all(isinstance(doc._.llm_reply, str) for doc in docs)
+    model = model_of(nlp)
+    prompt_width = len(model._tokenizer("Datos del paciente.")["input_ids"]) + 1  # the longer prompt + BOS
+    assert model.last_details == [{"end_reason": "length", "new_tokens": 96 - prompt_width}] * 2
+
+
+def test_end_reasons_in_a_batch_where_some_notes_end_and_some_hit_the_cap(tmp_path):
+    # EOS has a fixed probability of about 0.2 at every step, whatever came before.
+    model = hf_causal_lm(str(save_gpt2(tmp_path / "some_eos", eos_bias=400)), max_new_tokens=6, batch_size=8, seed=1)
+    prompts = [[f"Paciente de {age} años"] for age in range(30, 38)]
+    model(prompts)
+    details = model.last_details
+    assert len(details) == 8 and {d["end_reason"] for d in details} == {"eos", "length"}
+    for detail in details:
+        # "length": all 6 tokens, no EOS; "eos": the note stopped before the cap.
+        assert (detail["new_tokens"] == 6) == (detail["end_reason"] == "length")
+
+
+class TokenTypeIdsTokenizer:
+    """The real tokenizer, but every encoding also carries token_type_ids of
+    all 1s (as some tokenizers return); everything else is delegated."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+
+    def __call__(self, *args, **kwargs):
+        encoding = self._tokenizer(*args, **kwargs)
+        encoding["token_type_ids"] = (
+            [[1] * len(ids) for ids in encoding["input_ids"]]
+            if isinstance(encoding["input_ids"], list)
+            else encoding["input_ids"] * 0 + 1
+        )
+        return encoding
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+def test_token_type_ids_from_the_tokenizer_do_not_change_generation(generator_dir):
+    import torch
+
+    prompts = [["Nombre: Ana"], ["Datos del paciente."], ["Paciente de 40 años"]]
+    plain = hf_causal_lm(str(generator_dir), max_new_tokens=12, batch_size=3, seed=5)
+    typed = hf_causal_lm(str(generator_dir), max_new_tokens=12, batch_size=3, seed=5)
+    typed._tokenizer = TokenTypeIdsTokenizer(typed._tokenizer)
+    assert "token_type_ids" in typed._tokenizer(["Nombre: Ana"])
+    # GPT-2 adds token-type ids as token embeddings: passed on, they would change the output.
+    ids = plain._tokenizer("Nombre: Ana", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        model = plain._model
+        assert not torch.allclose(model(input_ids=ids).logits, model(input_ids=ids, token_type_ids=ids * 0 + 1).logits)
+    assert typed(prompts) == plain(prompts)
+    assert typed.last_details == plain.last_details
 
 
 def test_missing_generator_folder_is_an_error_naming_it(tmp_path):
@@ -249,8 +307,8 @@ def test_bad_configs_are_errors_naming_the_file(tmp_path, generator_dir):
 def test_records_name_the_seed_that_reproduces_their_batch(generator_dir, docbins):
     prompts = read_prompts(docbins["validation"])
     config = gpt2_config(generator_dir)
-    records, counts = generate_corpus(config, prompts, target=8, samples_per_prompt=2, progress=False)
-    assert len(records) == 8 and counts["kept"] == 8
+    records, counts = generate_corpus(config, prompts, target_words=150, samples_per_prompt=2, progress=False)
+    assert counts["kept"] == len(records) >= 2 and counts["words_kept"] >= 150
     # Item k * len(prompts) + p of a round is sample k of prompt p; batches of 3
     # never cross rounds, so a round of 8 items takes 3 batches.
     items = [(k, i, prompt) for k in range(2) for i, prompt in prompts]
@@ -264,9 +322,10 @@ def test_records_name_the_seed_that_reproduces_their_batch(generator_dir, docbin
         chunk = items[first : first + 3]
         replies = [doc[0] for doc in fresh([[prompt] for _, _, prompt in chunk])]
         assert record["text"] == record["prompt"] + replies[index % 3]
+        assert fresh.last_details[index % 3] == {k: record[k] for k in ("end_reason", "new_tokens")}
 
 
-def test_generate_writes_exactly_the_target_reproducibly(tmp_path, generator_dir, docbins):
+def test_generate_reaches_the_word_target_reproducibly(tmp_path, generator_dir, docbins):
     def run(name, **options):
         return generate(
             docbins["validation"],
@@ -275,7 +334,7 @@ def test_generate_writes_exactly_the_target_reproducibly(tmp_path, generator_dir
             config_path=CONFIG,
             generator=generator_dir,
             model_options={**OPTIONS, **options},
-            size_multiple=1.5,
+            size_multiple=0.5,
             samples_per_prompt=2,
             stats_path=tmp_path / f"{name}.json",
             progress=False,
@@ -289,9 +348,14 @@ def test_generate_writes_exactly_the_target_reproducibly(tmp_path, generator_dir
     assert (tmp_path / "c.jsonl").read_bytes() != a
 
     records = [json.loads(line) for line in a.decode("utf-8").splitlines()]
-    assert stats["target"] == math.ceil(1.5 * 10) == len(records) == stats["kept"]
-    assert stats["rounds"] >= 2  # one round is 4 prompts x 2 samples = 8 < 15
-    assert [r["id"] for r in records] == [f"syn-{i:06d}" for i in range(1, 16)]
+    gold_words = sum(len(doc.text.split()) for doc in make_docs(10, seed=1))
+    # The target is in words: half the gold train words; the last note kept crosses it.
+    assert stats["words_target"] == stats["target"] == math.ceil(0.5 * gold_words)
+    words = [len(r["text"].split()) for r in records]
+    assert sum(words[:-1]) < stats["words_target"] <= sum(words) == stats["words_kept"]
+    assert stats["words_ratio"] == pytest.approx(sum(words) / gold_words)
+    assert stats["kept"] == len(records) and stats["rounds"] >= 2  # a round keeps at most 8 notes
+    assert [r["id"] for r in records] == [f"syn-{i:06d}" for i in range(1, len(records) + 1)]
     prompts = dict(read_prompts(docbins["validation"]))
     for record in records:
         assert set(record) == RECORD_FIELDS
@@ -300,6 +364,8 @@ def test_generate_writes_exactly_the_target_reproducibly(tmp_path, generator_dir
         assert record["sampling"] == {"top_p": 0.95, "temperature": 1.0, "max_new_tokens": 40}
         assert record["generator"] == str(generator_dir)
         assert record["seed"] >= OPTIONS["seed"]
+        assert record["end_reason"] in ("eos", "length") and 0 < record["new_tokens"] <= 40
+        assert (record["end_reason"] == "length") == (record["new_tokens"] == 40)
     assert len({normalise(r["text"]) for r in records}) == len(records)
 
     assert json.loads((tmp_path / "a.json").read_text()) == stats
@@ -311,6 +377,26 @@ def test_generate_writes_exactly_the_target_reproducibly(tmp_path, generator_dir
     tokenizer = AutoTokenizer.from_pretrained(generator_dir / "model")
     assert stats["tokens_kept"] == sum(len(tokenizer.encode(r["text"])) for r in records) > 0
     assert stats["tokens_kept_per_second"] == pytest.approx(stats["tokens_kept"] / stats["seconds"])
+    # End reasons: shares over the kept notes and over all generated outputs.
+    kept_reasons = stats["end_reasons"]["kept"]
+    assert set(kept_reasons) == {"eos", "length"}
+    for reason in ("eos", "length"):
+        count = sum(r["end_reason"] == reason for r in records)
+        assert kept_reasons[reason] == {"count": count, "share": pytest.approx(count / len(records))}
+    assert sum(r["count"] for r in stats["end_reasons"]["generated"].values()) == stats["generated"]
+    assert stats["tokens_generated"] >= sum(r["new_tokens"] for r in records)
+    # Words per note, synthetic against gold, with a shared histogram.
+    synthetic, gold = stats["words_per_note"]["synthetic"], stats["words_per_note"]["gold_train"]
+    assert synthetic["notes"] == len(records) and synthetic["mean"] == pytest.approx(sum(words) / len(words))
+    assert synthetic["median"] == pytest.approx(statistics.median(words))
+    assert synthetic["min"] <= synthetic["p10"] <= synthetic["median"] <= synthetic["p90"] <= synthetic["max"]
+    assert gold["notes"] == 10 and gold["mean"] == pytest.approx(gold_words / 10)
+    histogram = stats["words_histogram"]
+    assert sum(histogram["counts"]["synthetic"]) == len(records) and sum(histogram["counts"]["gold_train"]) == 10
+    assert len(histogram["edges"]) == len(histogram["counts"]["gold_train"]) + 1
+    assert histogram["edges"][-1] > max(gold["max"], synthetic["max"])
+    report = (tmp_path / "a.md").read_text()
+    assert report == stats_markdown(stats) and "| kept / gold train |" in report and "| eos |" in report
 
 
 def test_tokens_are_not_counted_for_a_backend_without_a_local_model():
@@ -325,11 +411,15 @@ def test_cli_runs_the_generation(tmp_path, generator_dir, docbins):
     app.command()(module.main)
     out, stats = tmp_path / "out.jsonl", tmp_path / "stats.json"
     args = [str(docbins["validation"]), str(docbins["train"]), str(generator_dir), str(out)]
-    options = ["--size-multiple=0.5", "--samples-per-prompt=1", "--max-new-tokens=40", "--batch-size=4"]
+    options = ["--size-multiple=0.2", "--samples-per-prompt=1", "--max-new-tokens=40", "--batch-size=4"]
     result = CliRunner().invoke(app, [*args, f"--config={CONFIG}", *options, f"--stats={stats}"])
     assert result.exit_code == 0, result.output
-    assert "Kept 5 of" in result.output
-    assert len(out.read_text().splitlines()) == 5 == json.loads(stats.read_text())["kept"]
+    written = json.loads(stats.read_text())
+    gold_words = sum(len(doc.text.split()) for doc in make_docs(10, seed=1))
+    assert written["words_target"] == math.ceil(0.2 * gold_words) <= written["words_kept"]
+    assert f"Kept {written['kept']} of" in result.output and f"target of {written['words_target']}" in result.output
+    assert len(out.read_text().splitlines()) == written["kept"]
+    assert stats.with_suffix(".md").exists()
 
 
 # ---------------------------------------- a canned backend swapped in the config
@@ -369,21 +459,48 @@ def canned_config(tmp_path):
 def test_any_backend_can_replace_the_model_and_drops_are_counted(canned_config):
     prompts = [(0, "Datos del paciente."), (3, "Nombre: Ana")]
     config = load_generation_config(canned_config)
-    # Round 0: P0 "" (empty), P3 GOOD (kept), P0 GOOD (kept), P3 LOOP (repetition).
-    records, counts = generate_corpus(config, prompts, target=2, samples_per_prompt=2, progress=False)
+    # Round 0: P0 "" (empty), P3 GOOD (kept, 13 words), P0 GOOD (kept, 14
+    # words), P3 LOOP (repetition).
+    records, counts = generate_corpus(config, prompts, target_words=27, samples_per_prompt=2, progress=False)
     assert [(r["prompt_doc"], r["sample"], r["text"]) for r in records] == [
         (3, 0, "Nombre: Ana" + GOOD),
         (0, 1, "Datos del paciente." + GOOD),
     ]
     assert all(r["seed"] is None and r["generator"] == "test.Canned.v1" for r in records)
+    # A backend that does not say why a note ended leaves the end reason unknown.
+    assert all(r["end_reason"] is None and r["new_tokens"] is None for r in records)
+    assert counts["end_reasons_generated"] == {"unknown": 4} and counts["tokens_generated"] is None
     # The target is reached at the third output: the fourth is over target, unchecked.
-    assert counts["rounds"] == 1 and counts["generated"] == 4
+    assert counts["rounds"] == 1 and counts["generated"] == 4 and counts["words_kept"] == 27
     assert counts["dropped"] == {"empty": 1, "repetition": 0, "duplicate": 0, "over_target": 1}
     # Rounds 1 and 2 give P0 "" (empty), P3 GOOD and P0 GOOD (duplicates),
     # P3 LOOP (repetition): nothing new, so the run gives up after two.
-    expected = "2 of 3 kept, 12 generated, dropped {'empty': 3, 'repetition': 3, 'duplicate': 4, 'over_target': 0}"
+    expected = (
+        "27 of 28 words kept in 2 documents, 12 generated, "
+        "dropped {'empty': 3, 'repetition': 3, 'duplicate': 4, 'over_target': 0}"
+    )
     with pytest.raises(RuntimeError, match="gave up: 2 rounds in a row") as error:
-        generate_corpus(config, prompts, target=3, samples_per_prompt=2, max_idle_rounds=2, progress=False)
+        generate_corpus(config, prompts, target_words=28, samples_per_prompt=2, max_idle_rounds=2, progress=False)
     assert expected in str(error.value)
     with pytest.raises(ValueError, match="canned.cfg.*'top_p'"):
         load_generation_config(canned_config, model_options={"top_p": 0.9})
+
+
+@pytest.mark.filterwarnings("ignore:Task supports sharding")
+@pytest.mark.parametrize(
+    "target_words, kept, over_target",
+    [
+        (1, 1, 2),  # the first note kept (13 words) crosses any target up to 13
+        (13, 1, 2),  # ... reaching it exactly stops there too
+        (14, 2, 1),  # one word more: the next kept note (14 words) crosses it
+        (27, 2, 1),
+    ],
+)
+def test_word_target_stops_at_the_note_that_crosses_it(canned_config, target_words, kept, over_target):
+    prompts = [(0, "Datos del paciente."), (3, "Nombre: Ana")]
+    config = load_generation_config(canned_config)
+    records, counts = generate_corpus(
+        config, prompts, target_words=target_words, samples_per_prompt=2, progress=False
+    )
+    assert len(records) == kept and counts["words_kept"] == [13, 27][kept - 1]
+    assert counts["dropped"]["over_target"] == over_target and counts["generated"] == 4

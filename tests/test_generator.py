@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -17,22 +18,28 @@ from synthdeid.generator import (
     MODEL_DIR,
     adapt_generator,
     evaluate_loss,
-    lm_blocks,
+    length_batches,
     load_generator,
+    note_sequences,
+    note_start_id,
+    pad_batch,
+    prompt_batch,
     read_texts,
     select_documents,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 # A scratch GPT-2 small enough to train in a second or two on 2 CPU cores.
+# Its tokenizer makes the 10 train notes 48-59 tokens long (note-start + note
+# + EOS), so a block of 56 truncates three of them.
 TINY = {
     "n_layer": 1,
     "n_embd": 32,
     "n_head": 2,
     "n_positions": 64,
-    "vocab_size": 300,
-    "block_size": 32,
-    "batch_size": 4,
+    "vocab_size": 500,
+    "block_size": 56,
+    "batch_size": 2,
     "learning_rate": 5e-3,
     "log_every": 2,
     "seed": 3,
@@ -100,15 +107,112 @@ def test_scratch_training_writes_model_curve_and_config(scratch_run):
     assert saved["arguments"]["n_layer"] == 1 and saved["learning_rate"] == 5e-3
     assert saved["documents"] == {"available": 10, "used": 10, "indices": list(range(10))}
     assert saved["parameters"]["trainable"] == saved["parameters"]["total"] > 0
-    assert saved["tokens"]["train_blocks"] * 32 == saved["tokens"]["training_tokens_per_epoch"]
+    # One sequence per note, truncated to the block; the truncated ones are counted.
+    train = saved["tokens"]["train"]
+    assert train["notes"] == 10 and train["max_length"] == saved["block_size"] == 56
+    assert 0 < train["truncated"] < 10 and train["longest"] > 56
+    assert train["tokens"] < train["tokens_untruncated"]
+    assert saved["tokens"]["validation"]["notes"] == 3
+    assert 0.0 <= saved["tokens"]["padding_share"] < 0.5
     assert saved["wall_seconds"] > 0 and saved["versions"]["peft"]
     curve = json.loads((out / LOSS_FILE).read_text())
     assert [e["epoch"] for e in curve["epochs"]] == [1, 2, 3]
     assert all(math.isfinite(e["train_loss"]) and math.isfinite(e["validation_loss"]) for e in curve["epochs"])
+    for epoch in curve["epochs"]:
+        assert epoch["validation_perplexity"] == pytest.approx(math.exp(epoch["validation_loss"]))
+    assert saved["validation_perplexity"] == curve["epochs"][-1]["validation_perplexity"]
     assert curve["epochs"][-1]["train_loss"] < curve["epochs"][0]["train_loss"]
     assert curve["epochs"][-1]["validation_loss"] < curve["epochs"][0]["validation_loss"]
     steps = [s["step"] for s in curve["steps"]]
     assert steps == sorted(steps) and steps[-1] == saved["steps"]
+
+
+def test_training_sequences_are_one_note_each_opened_by_bos(tmp_path, texts_corpus, monkeypatch):
+    import synthdeid.generator as generator
+
+    seen = []
+
+    def spy(sequences, pad_id):
+        seen.append([list(sequence) for sequence in sequences])
+        return pad_batch(sequences, pad_id)
+
+    monkeypatch.setattr(generator, "pad_batch", spy)
+    config = adapt_generator(texts_corpus["train"], tmp_path / "spy", epochs=1, device="cpu", progress=False, **TINY)
+    _, tokenizer = load_generator(tmp_path / "spy")
+    bos = eos = tokenizer.eos_token_id
+    assert note_start_id(tokenizer) == tokenizer.bos_token_id == bos  # the scratch BOS is its EOS
+    texts = read_texts(texts_corpus["train"])
+    # Training saw every note once per epoch, each as its own sequence, in batches of 2.
+    assert [len(batch) for batch in seen] == [2] * 5
+    trained = [sequence for batch in seen for sequence in batch]
+    assert len(trained) == len(texts) == config["tokens"]["train"]["notes"]
+    for sequence in trained:
+        assert sequence[0] == bos and len(sequence) <= TINY["block_size"]
+        body = sequence[1:]
+        if body[-1] == eos:  # a whole note: BOS + note + EOS, no other boundary inside
+            body = body[:-1]
+        else:  # truncated to the block: it keeps its opening
+            assert len(sequence) == TINY["block_size"]
+        assert eos not in body
+    # Each sequence is one note's BOS + tokens + EOS, cut to the block; every note once.
+    block = TINY["block_size"]
+    assert sorted(trained) == sorted([bos, *tokenizer(text)["input_ids"], eos][:block] for text in texts)
+    truncated = sum(len(s) == TINY["block_size"] and s[-1] != eos for s in trained)
+    assert truncated == config["tokens"]["train"]["truncated"] == 3
+
+
+def test_note_sequences_pad_batch_and_length_batches(scratch_run):
+    _, tokenizer = load_generator(scratch_run[0])
+    eos = tokenizer.eos_token_id
+    texts = ["  Nombre: Ana.", "Paciente de 40 años que acude a urgencias por dolor.", " \n "]
+    sequences, counts = note_sequences(tokenizer, texts, 12)
+    # Leading whitespace is dropped (prompts start at the first word); blank notes are skipped.
+    assert counts["notes"] == 2 and counts["skipped_blank"] == 1 and counts["truncated"] == 1
+    assert sequences[0] == [eos, *tokenizer("Nombre: Ana.")["input_ids"], eos]
+    assert len(sequences[1]) == 12 and sequences[1][0] == eos and eos not in sequences[1][1:]
+    batch = pad_batch(sequences, tokenizer.pad_token_id)
+    short = len(sequences[0])
+    assert batch["input_ids"].shape == (2, 12)
+    assert batch["attention_mask"][0].tolist() == [1] * short + [0] * (12 - short)
+    assert batch["labels"][0].tolist() == sequences[0] + [-100] * (12 - short)
+    assert batch["labels"][1].tolist() == sequences[1]
+    # Batches of similar length, every index once, reproducible for a seed.
+    lengths = [random.Random(i).randint(10, 500) for i in range(40)]
+    batches = length_batches(lengths, 4, random.Random(1))
+    assert sorted(i for b in batches for i in b) == list(range(40))
+    assert batches == length_batches(lengths, 4, random.Random(1))
+    assert batches != length_batches(lengths, 4, random.Random(2))
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    shuffled = list(range(40))
+    random.Random(1).shuffle(shuffled)
+    assert padding(batches) < padding([shuffled[i : i + 4] for i in range(0, 40, 4)]) / 4
+
+
+def test_prompts_are_encoded_as_note_openings_in_training(scratch_run):
+    from synthdeid.generation import prompt_of
+
+    _, tokenizer = load_generator(scratch_run[0])
+    notes = ["Nombre: Ana Ruiz García.\nFecha de ingreso: 01/02/2003.", "Datos del\npaciente.\nNombre: Luis."]
+    prompts = [prompt_of(note) for note in notes]
+    encoded = prompt_batch(tokenizer, prompts)
+    assert set(encoded) == {"input_ids", "attention_mask"}
+    sequences, _ = note_sequences(tokenizer, notes, 64)
+    for ids, mask, sequence in zip(encoded["input_ids"], encoded["attention_mask"], sequences):
+        opening = ids[mask.bool()].tolist()
+        assert opening[0] == tokenizer.eos_token_id  # BOS: the scratch tokenizer's BOS is its EOS
+        assert sequence[: len(opening)] == opening  # the prompt is the opening of its training sequence
+        assert mask.tolist()[-len(opening) :] == [1] * len(opening)  # left padding
+
+    class Stub:
+        def __init__(self, bos, eos):
+            self.bos_token_id, self.eos_token_id = bos, eos
+
+    assert note_start_id(Stub(5, 7)) == 5 and note_start_id(Stub(None, 7)) == 7
+    with pytest.raises(ValueError, match="neither"):
+        note_start_id(Stub(None, None))
 
 
 def test_scratch_generator_loads_and_generates_in_batches(scratch_run):
@@ -195,14 +299,16 @@ def test_lora_trains_only_the_adapter_and_reloads_to_the_same_model(tmp_path, te
     model, tokenizer = load_generator(out)
     assert type(model).__name__ == "PeftModelForCausalLM" and not model.training
     # The reloaded adapter is the trained model: it gives the final validation loss again.
-    blocks, _ = lm_blocks(tokenizer, read_texts(texts_corpus["validation"]), 64)
-    assert evaluate_loss(model, blocks, 4, "cpu") == pytest.approx(epochs[-1]["validation_loss"], rel=1e-5)
+    sequences, _ = note_sequences(tokenizer, read_texts(texts_corpus["validation"]), 64)
+    loss, _ = evaluate_loss(model, sequences, 4, "cpu", tokenizer.pad_token_id)
+    assert loss == pytest.approx(epochs[-1]["validation_loss"], rel=1e-5)
     again, _ = load_generator(out)
     base.eval()
+    inputs = pad_batch(sequences[:2], tokenizer.pad_token_id)["input_ids"]
     with torch.no_grad():
-        logits = model(input_ids=blocks[:2]).logits
-        assert torch.equal(logits, again(input_ids=blocks[:2]).logits)
-        assert not torch.allclose(logits, base(input_ids=blocks[:2]).logits), "the adapter changed nothing"
+        logits = model(input_ids=inputs).logits
+        assert torch.equal(logits, again(input_ids=inputs).logits)
+        assert not torch.allclose(logits, base(input_ids=inputs).logits), "the adapter changed nothing"
     inputs = tokenizer(["Nombre:"], return_tensors="pt")
     generated = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, pad_token_id=tokenizer.pad_token_id)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 3

@@ -29,7 +29,7 @@ def hf_nlp(model_dir, **config):
 
 
 def test_add_pipe_initialize_and_predict(rule_model_dir):
-    nlp = hf_nlp(rule_model_dir)
+    nlp = hf_nlp(rule_model_dir, decoding="greedy")
     component = nlp.get_pipe("hf_ner")
     assert component.labels == ("NOMBRE_SUJETO_ASISTENCIA", "TERRITORIO")
     assert nlp.meta["labels"]["hf_ner"] == ["NOMBRE_SUJETO_ASISTENCIA", "TERRITORIO"]
@@ -125,15 +125,15 @@ class EdgeShy(torch.nn.Module):
         return SimpleNamespace(logits=logits)
 
 
-def test_each_subtoken_is_predicted_where_it_is_furthest_from_a_window_edge(rule_model_dir):
+def test_each_word_is_predicted_where_it_is_furthest_from_a_window_edge(rule_model_dir):
     from transformers import AutoTokenizer
 
-    component = HFNER(max_length=12, stride=5, batch_size=3)
+    component = HFNER(window_words=10, stride=5, batch_size=3)
     component.set_model(EdgeShy(), AutoTokenizer.from_pretrained(rule_model_dir))
     doc = spacy.blank("es")(" ".join("abcdefghijklmnopqrstuvwxy"))
     tags = component.predict_token_tags([doc])[0]
-    # Windows hold 10 sub-tokens and advance by 5: every sub-token except the
-    # first and last two of the text is >= 2 from the edges of some window.
+    # Windows hold 10 words (one sub-token each) and advance by 5: every word
+    # except the first and last two of the text is >= 2 from the edges of some window.
     assert [t[0] for t in tags] == ["O", "O"] + ["B"] * 21 + ["O", "O"]
 
 
@@ -204,7 +204,11 @@ def test_built_pipeline_round_trip_offline(tmp_path, trained):
     assert "validation entity F1" in nlp.meta["description"]
     # The windows the model was validated with.
     cfg = nlp.get_pipe("hf_ner").cfg
-    assert (cfg["max_length"], cfg["stride"]) == (trained[1]["inference"]["max_length"], 64)
+    inference = trained[1]["inference"]
+    assert (cfg["window_words"], cfg["max_length"], cfg["stride"]) == (
+        inference["window_words"], inference["max_length"], inference["stride"]
+    )
+    assert nlp.get_pipe("hf_ner").word_features is not None
     assert [t.text for t in nlp.make_doc("NºCol")] == ["Nº", "Col"]
     texts = [make_note(__import__("random").Random(100 + i))[0] for i in range(4)]
     here = [ents(doc) for doc in nlp.pipe(texts)]
@@ -236,3 +240,38 @@ def test_build_errors_name_the_path(tmp_path, trained):
     with pytest.raises(FileNotFoundError, match="no-tokenizer"):
         build_annotator_pipeline(trained[0], tmp_path / "no-tokenizer", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_to_bytes_from_bytes_round_trip_and_exclude(trained):
+    nlp = hf_nlp(trained[0])
+    component = nlp.get_pipe("hf_ner")
+    texts = [make_note(__import__("random").Random(200 + i))[0] for i in range(3)]
+    before = [ents(doc) for doc in nlp.pipe(texts)]
+    data = nlp.to_bytes()
+    restored = spacy.blank("es")
+    restored.add_pipe("hf_ner", config={"model": "/nowhere"})  # the bytes carry the model
+    restored.from_bytes(data)
+    assert [ents(doc) for doc in restored.pipe(texts)] == before
+    assert restored.get_pipe("hf_ner").word_features is not None
+    # Excluding the model leaves the component uninitialized; excluding cfg keeps the model.
+    fresh = HFNER(model="unchanged").from_bytes(component.to_bytes(exclude=["model"]), exclude=["model"])
+    assert not fresh.is_initialized and fresh.cfg["model"] == trained[0].as_posix()
+    only_model = HFNER(model="unchanged").from_bytes(component.to_bytes(exclude=["cfg"]))
+    assert only_model.is_initialized and only_model.cfg["model"] == "unchanged"
+
+
+def test_viterbi_decoding_never_continues_an_entity_that_was_not_begun(rule_model_dir):
+    text = "Ana vive en Madrid García. García y Valladolid."
+    greedy = hf_nlp(rule_model_dir, decoding="greedy")(text)
+    viterbi = hf_nlp(rule_model_dir)(text)
+    # The lone "García" is I-TERRITORIO after O: greedy makes it an entity,
+    # Viterbi finds the best valid sequence, in which it is outside.
+    assert ("García", "TERRITORIO") in [(e.text, e.label_) for e in greedy.ents]
+    assert [(e.text, e.label_) for e in viterbi.ents] == [
+        ("Ana", "NOMBRE_SUJETO_ASISTENCIA"), ("Madrid García", "TERRITORIO")
+    ]
+
+
+def test_unknown_decoding_is_a_clear_error():
+    with pytest.raises(ValueError, match="hf_ner: decoding must be one of.*'beam'"):
+        HFNER(decoding="beam")

@@ -1,6 +1,7 @@
 import pytest
 import spacy
-from spacy.tokens import Span
+from spacy.tokens import Doc, Span
+from spacy.vocab import Vocab
 
 from synthdeid.evaluate import markdown_report, synthetic_gold_ratio
 from synthdeid.metrics import entity_scores, merge_spans, meddocan_scores, prf, score_docs, token_scores
@@ -55,8 +56,28 @@ def test_meddocan_measures():
     # offsets only: Madrid matches, the street does not
     assert scores["subtrack2_strict"]["tp"] == 1
     assert scores["subtrack2_strict"]["fn"] == 2
-    # merged: "Calle Mayor" + "5" become one span equal to the prediction
-    assert scores["subtrack2_merged"]["f"] == pytest.approx(1.0)
+    # merged: "Calle Mayor" + "5" become one span equal to the prediction, a TP
+    # that contains (and so forgives) the strict FN and FP of the street
+    merged = scores["subtrack2_merged"]
+    assert (merged["tp"], merged["fp"], merged["fn"]) == (2, 0, 0)
+    assert merged["f"] == pytest.approx(1.0)
+
+
+def test_meddocan_merged_follows_the_official_script():
+    texts = ["Ana Ruiz, Madrid y Luis", "Calle Mayor, 5"]
+    gold = [(0, 0, 8, "N"), (0, 10, 16, "T"), (0, 19, 23, "N"), (1, 0, 11, "C"), (1, 13, 14, "C")]
+    pred = [(0, 0, 8, "N"), (0, 19, 23, "N"), (1, 0, 14, "C")]
+    scores = meddocan_scores(gold, pred, texts)
+    strict, merged = scores["subtrack2_strict"], scores["subtrack2_merged"]
+    assert (strict["tp"], strict["fp"], strict["fn"]) == (2, 1, 3)
+    # TP: "Ana Ruiz" and "Luis" (strict), "Calle Mayor, 5" (merged); the strict
+    # misses inside "Calle Mayor, 5" are forgiven; "Madrid" stays a FN. Comparing
+    # sets of merged spans instead would give TP 2, FP 1 ("Ana Ruiz"), FN 1
+    # ("Ana Ruiz, Madrid"), and F1 0.5 instead of 0.8 on the first document alone.
+    assert (merged["tp"], merged["fp"], merged["fn"]) == (3, 0, 1)
+    assert merged["p"] == pytest.approx(1.0)
+    assert merged["r"] == pytest.approx(0.75)
+    assert merged["f"] >= strict["f"]
 
 
 def test_score_docs_projects_predictions_onto_reference_tokens():
@@ -73,6 +94,18 @@ def test_score_docs_projects_predictions_onto_reference_tokens():
     assert scores["token"]["micro"]["fn"] == 1  # Pérez
     with pytest.raises(ValueError):
         score_docs([ref], [nlp("otro texto")])
+
+
+@pytest.mark.parametrize("vocab", [Vocab(), spacy.blank("es").vocab], ids=["bare", "blank-es"])
+def test_whitespace_tokens_are_not_counted(vocab):
+    # "Juan\nPérez vive": the entity covers a newline token on both sides
+    words, spaces = ["Juan", "\n", "Pérez", "vive"], [False, False, True, False]
+    ref, pred = Doc(vocab, words=words, spaces=spaces), Doc(vocab, words=words, spaces=spaces)
+    ref.ents = [Span(ref, 0, 3, "NOMBRE")]
+    pred.ents = [Span(pred, 0, 3, "NOMBRE")]
+    token = score_docs([ref], [pred])["token"]["micro"]
+    assert (token["tp"], token["fp"], token["fn"]) == (2, 0, 0)
+    assert token["p"] == token["r"] == token["f"] == pytest.approx(1.0)
 
 
 def test_synthetic_gold_ratio_and_report():

@@ -7,6 +7,7 @@ that its wheel works and says what it was trained on; that a packaged pipeline
 finds PII is checked on a wheel of the gold pipeline built by the same script."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -46,7 +47,6 @@ SMOKE_VARS = {
     "generator_block_size": 128,
     "size_multiple": 0.5,
     "samples_per_prompt": 4,
-    "max_new_tokens": 100,
 }
 STEPS = 12
 
@@ -81,12 +81,14 @@ def test_workflow_writes_every_output(project):
     adapt = json.loads((project / "training/generator/adapt_config.json").read_text())
     assert adapt["mode"] == "scratch"
     assert json.loads((project / "training/generator/loss.json").read_text())["epochs"]
-    # Generation reached its target exactly: ceil(0.5 x gold train docs).
+    # Generation stopped at the note that reached its target: 0.5 x the gold train words.
     generation = json.loads((project / "corpus/synthetic/generation_stats.json").read_text())
-    gold_train_docs = corpus_stats["splits"]["train"]["documents"]
-    assert generation["kept"] == generation["target"] == -(-gold_train_docs // 2)
-    records = (project / "corpus/synthetic/generated.jsonl").read_text().splitlines()
+    assert generation["words_target"] == math.ceil(0.5 * generation["gold_train_words"])
+    records = [json.loads(line) for line in (project / "corpus/synthetic/generated.jsonl").read_text().splitlines()]
     assert len(records) == generation["kept"]
+    words = [len(record["text"].split()) for record in records]
+    assert sum(words) == generation["words_kept"] and sum(words[:-1]) < generation["words_target"] <= sum(words)
+    assert {record["end_reason"] for record in records} <= {"eos", "length"}
     synthetic = json.loads((project / "corpus/synthetic/stats.json").read_text())
     assert synthetic["splits"]["train"]["documents"] + synthetic["splits"]["validation"]["documents"] == len(records)
     evaluation = json.loads((project / "training/evaluation/evaluation.json").read_text())

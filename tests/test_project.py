@@ -1,0 +1,79 @@
+"""project.yml hygiene: a command's `deps` name every file its script runs on,
+so that weasel reruns the command when one of them changes."""
+
+import ast
+import re
+from pathlib import Path
+from typing import Set
+
+from conftest import REPO
+from weasel.util import load_project_config
+
+PACKAGE = "synthdeid"
+SCRIPT = re.compile(r"\bpython\s+(scripts/\S+\.py)\b")
+SPACY_TRAIN = re.compile(r"\bpython\s+-m\s+spacy\s+train\s+(\S+)")
+
+
+def package_module(name: str) -> Set[str]:
+    """`{name}` if synthdeid/<name>.py exists (not a class or function imported
+    with `from synthdeid import x`)."""
+    return {name} if (REPO / PACKAGE / f"{name}.py").is_file() else set()
+
+
+def imported_modules(path: Path) -> Set[str]:
+    """Names of the synthdeid modules a file imports directly (anywhere in it,
+    lazy imports included); relative imports count inside the package only."""
+    in_package = path.parent == REPO / PACKAGE
+    found: Set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == PACKAGE and len(parts) > 1:
+                    found |= package_module(parts[1])
+        elif isinstance(node, ast.ImportFrom):
+            parts = (node.module or "").split(".") if node.module else []
+            if node.level == 0 and parts[:1] == [PACKAGE]:
+                parts = parts[1:]
+            elif not (node.level == 1 and in_package):
+                continue
+            if parts:  # from synthdeid.m import x / from .m import x
+                found |= package_module(parts[0])
+            else:  # from synthdeid import m / from . import m
+                for alias in node.names:
+                    found |= package_module(alias.name)
+    return found
+
+
+def module_closure(script: Path) -> Set[str]:
+    """Every synthdeid module a script imports, directly or through others."""
+    todo, seen = list(imported_modules(script)), set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(imported_modules(REPO / PACKAGE / f"{name}.py"))
+    return seen
+
+
+def test_module_closure_follows_every_import_form(tmp_path):
+    # privacy imports annotate and corpus, which import tokenizer, io, hf_ner
+    assert {"privacy", "annotate", "corpus", "tokenizer", "io", "hf_ner"} <= module_closure(
+        REPO / "scripts" / "privacy_report.py"
+    )
+    script = tmp_path / "x.py"
+    script.write_text("import synthdeid.redact\nfrom synthdeid import tokenizer, __version__\n")
+    assert imported_modules(script) == {"redact", "tokenizer"}
+
+
+def test_commands_depend_on_their_scripts_modules_and_configs():
+    project = load_project_config(REPO)
+    missing = []
+    for command in project["commands"]:
+        deps = set(command.get("deps", []))
+        for line in command.get("script", []):
+            for script in SCRIPT.findall(line):
+                needed = {script} | {f"{PACKAGE}/{m}.py" for m in module_closure(REPO / script)}
+                missing += [f"{command['name']}: {dep}" for dep in sorted(needed - deps)]
+            missing += [f"{command['name']}: {cfg}" for cfg in SPACY_TRAIN.findall(line) if cfg not in deps]
+    assert not missing, "deps missing from project.yml:\n" + "\n".join(missing)
