@@ -145,9 +145,9 @@ def main(
         "generation": optional_json(project_dir / "corpus/synthetic/generation_stats.json"),
         "annotation": optional_json(project_dir / "corpus/synthetic/stats.json"),
         "privacy": optional_json(project_dir / "training/privacy/privacy.json"),
-        "gap": optional_json(project_dir / "training/gap/evaluation.json") and (
-            project_dir / "training/gap/gap.md"
-        ).read_text(encoding="utf-8"),
+        "gap": (project_dir / "training/gap/gap.md").read_text(encoding="utf-8")
+        if (project_dir / "training/gap/gap.md").exists()
+        else None,
         "packaged_pipeline_speed": packaged_pipeline_speed(
             package_dir, project_dir / "corpus/test.spacy"
         ),

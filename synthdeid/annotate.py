@@ -35,6 +35,7 @@ from wasabi import msg
 from . import hf_ner  # noqa: F401 (registers the hf_ner factory without the entry point)
 from .corpus import split_train_validation
 from .io import atomic_path, read_docs, write_json, write_text
+from .metrics import doc_spans, entity_scores
 
 ID_KEY = "synthdeid_id"
 
@@ -266,8 +267,6 @@ def relabel_docbin(
     entities in place of the hand-made ones: the gap decomposition's middle
     corpus (real text, machine labels). Returns how the machine labels
     compare with the hand labels (strict entity scores) and label counts."""
-    from .metrics import doc_spans, entity_scores
-
     gold = _read_gold(gold_path)
     nlp = load_annotator(pipeline_dir)
     relabelled: List[Doc] = []

@@ -21,12 +21,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import spacy
 from spacy.tokens import Doc
 
-from .hf_ner import HFNER, forward, load_token_classifier, new_word_features, save_word_features, window_inputs
+from .hf_ner import IGNORE_INDEX, HFNER, forward, load_token_classifier, pad_windows, new_word_features, save_word_features, window_inputs
 from .io import atomic_path, read_docs
 from .metrics import entity_scores
 
 OUTSIDE = "O"
-IGNORE_INDEX = -100
 LOG_FILE = "training_log.json"
 DEFAULT_HUB_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -95,7 +94,7 @@ def encode_windows(
     tokenizer: Any, windows: Sequence[Window], label2id: Dict[str, int], max_length: int = 512
 ) -> Tuple[List[Dict[str, List[int]]], int]:
     """Token-classification features, encoded as `hf_ner` encodes text at
-    inference (`encode_words`, `window_inputs`): input ids, attention mask,
+    inference (`window_inputs`): input ids, attention mask,
     word-shape ids and labels (the first sub-token of each word labelled, -100
     elsewhere). Also returns how many windows lost words to the `max_length`
     sub-token budget. Tags whose label the model does not know are trained as "O"."""
@@ -112,27 +111,6 @@ def encode_windows(
             truncated += 1
         features.append({"input_ids": ids, "attention_mask": [1] * len(ids), "shape_ids": shapes, "labels": labels})
     return features, truncated
-
-
-def _chunks(items: List[Any], size: int) -> List[List[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _collate(features: Sequence[Dict[str, List[int]]], pad_id: int) -> Dict[str, Any]:
-    import torch
-
-    width = max(len(f["input_ids"]) for f in features)
-    batch = {
-        "input_ids": torch.full((len(features), width), pad_id, dtype=torch.long),
-        "attention_mask": torch.zeros((len(features), width), dtype=torch.long),
-        "shape_ids": torch.zeros((len(features), width), dtype=torch.long),
-        "labels": torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long),
-    }
-    for row, f in enumerate(features):
-        n = len(f["input_ids"])
-        for key in batch:
-            batch[key][row, :n] = torch.tensor(f[key])
-    return batch
 
 
 # ------------------------------------------------------------ evaluation
@@ -327,7 +305,7 @@ def train_annotator(
                 disable=not progress,
             )
             for first in bar:
-                batch = _collate([features[i] for i in order[first : first + batch_size]], pad_id)
+                batch = pad_windows([features[i] for i in order[first : first + batch_size]], pad_id)
                 batch = {k: v.to(torch_device) for k, v in batch.items()}
                 loss = forward(model, shapes, batch["input_ids"], batch["attention_mask"], batch["shape_ids"], batch["labels"]).loss
                 loss.backward()

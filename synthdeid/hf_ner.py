@@ -47,6 +47,7 @@ OUTSIDE = "O"
 MODEL_DIR = "model"
 CFG_FILE = "cfg.json"
 WORD_FEATURES_FILE = "word_shape_embeddings.safetensors"
+IGNORE_INDEX = -100  # label of sub-tokens without a loss (all but a word's first)
 DECODINGS = ("viterbi", "greedy")
 # Prefixes understood when decoding tags: BIO, plus BIOES/BILOU's end and
 # single-token tags. A tag without a known prefix is a plain label (IO scheme).
@@ -294,35 +295,28 @@ class HFNER:
         if not docs:
             return []
         words_of = [[t.text for t in doc if not t.text.isspace()] for doc in docs]
-        # (doc, first word, input ids, shape ids, per word: its first sub-token or -1)
-        windows: List[Tuple[int, int, List[int], List[int], List[int]]] = []
+        # (doc, first word, per word: its first sub-token or -1, model inputs)
+        windows: List[Tuple[int, int, List[int], Dict[str, List[int]]]] = []
         for d, words in enumerate(words_of):
             pieces = encode_words(self.tokenizer, words)
             for first, last in word_windows(
                 [len(p) for p in pieces], self.cfg["window_words"], self._content_length, self.cfg["stride"]
             ):
                 ids, shapes, heads = window_inputs(self.tokenizer, words[first:last], self._max_length)
-                windows.append((d, first, ids, shapes, heads))
+                windows.append((d, first, heads, {"input_ids": ids, "attention_mask": [1] * len(ids), "shape_ids": shapes}))
         pad_id = self.tokenizer.pad_token_id or 0
         device = next(self.model.parameters()).device
         # Per doc and word: (distance to the window edge, scores of its first sub-token).
         best: List[Dict[int, Tuple[int, Any]]] = [{} for _ in docs]
         # Longest windows first, so each forward pass pads as little as possible.
-        order = sorted(range(len(windows)), key=lambda w: -len(windows[w][2]))
+        order = sorted(range(len(windows)), key=lambda w: -len(windows[w][3]["input_ids"]))
         with torch.inference_mode():
             for start in range(0, len(order), self.cfg["batch_size"]):
                 batch = [windows[w] for w in order[start : start + self.cfg["batch_size"]]]
-                width = max(len(w[2]) for w in batch)
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                shapes = torch.zeros((len(batch), width), dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, (_, _, window_ids, window_shapes, _) in enumerate(batch):
-                    ids[row, : len(window_ids)] = torch.tensor(window_ids)
-                    shapes[row, : len(window_ids)] = torch.tensor(window_shapes)
-                    mask[row, : len(window_ids)] = 1
-                logits = forward(self.model, self.word_features, ids.to(device), mask.to(device), shapes.to(device)).logits
+                inputs = {k: v.to(device) for k, v in pad_windows([w[3] for w in batch], pad_id).items()}
+                logits = forward(self.model, self.word_features, inputs["input_ids"], inputs["attention_mask"], inputs["shape_ids"]).logits
                 scores = torch.log_softmax(logits.float(), -1).cpu().numpy()
-                for row, (d, first, _, _, heads) in enumerate(batch):
+                for row, (d, first, heads, _) in enumerate(batch):
                     last = len(heads) - 1
                     for j, head in enumerate(heads):
                         if head < 0:
@@ -449,6 +443,21 @@ def word_shape(word: str) -> int:
     digit = any(c.isdigit() for c in word)
     accent = any(ord(c) > 127 for c in letters)
     return 1 + case * 4 + 2 * digit + accent
+
+
+def pad_windows(features: Sequence[Dict[str, List[int]]], pad_id: int) -> Dict[str, Any]:
+    """LongTensors of the windows' inputs, padded on the right to the longest:
+    input ids with `pad_id`, labels with IGNORE_INDEX (no loss), the rest
+    (attention mask, shape ids) with 0."""
+    import torch
+
+    width = max(len(f["input_ids"]) for f in features)
+    fill = {"input_ids": pad_id, "labels": IGNORE_INDEX}
+    batch = {key: torch.full((len(features), width), fill.get(key, 0), dtype=torch.long) for key in features[0]}
+    for row, feature in enumerate(features):
+        for key, values in feature.items():
+            batch[key][row, : len(values)] = torch.tensor(values)
+    return batch
 
 
 def encode_words(tokenizer: Any, words: Sequence[str]) -> List[List[int]]:
