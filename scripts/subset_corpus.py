@@ -21,7 +21,14 @@ def main(
 ):
     if not 0 < fraction <= 1:
         raise typer.BadParameter(f"must be in (0, 1], not {fraction}", param_hint="--fraction")
-    docs = read_docs(docbin)
+    try:
+        docs = read_docs(docbin)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    if not docs:
+        typer.echo(f"error: {docbin}: the DocBin holds no documents", err=True)
+        raise typer.Exit(1)
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
     words = [sum(not token.text.isspace() for token in doc) for doc in docs]
