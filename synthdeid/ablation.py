@@ -1,0 +1,585 @@
+"""The ablation study of Vakili et al. (2025), Tables 1-5, as one resumable run.
+
+A study file (YAML, see configs/ablation.yml) names axes; each axis is a list
+of values, and each value overrides some settings of the defaults. A
+condition is the defaults with one axis value applied, repeated for every
+seed; conditions that end up with the same settings (the default condition
+sits on every axis) run once.
+
+A condition runs the project's own scripts, as the main workflow does, with
+its settings: a nested seeded subset of the gold train split (in words: the
+same documents teach the annotator and adapt the generator), the annotator
+and a gold pipeline on that subset, the generator, generation, machine
+annotation, the synthetic pipeline, evaluation on the gold test set and the
+privacy report. Every artifact lives under `shared/<kind>/<key>/`, where the
+key holds exactly the settings it depends on, so conditions reuse what they
+share (one annotator per gold fraction, one generator per adaptation
+fraction and size). A generator generates once, the largest corpus any
+condition asks of it; smaller corpora are its prefixes, which is what a
+smaller run would have generated because generation is seeded per batch and
+keeps notes in order (synthdeid.generation).
+
+Resuming: an artifact is finished when its `done.json` exists (written last,
+atomically); an unfinished folder is removed and built again. A condition is
+finished when its `result.json` exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import yaml
+
+from .io import atomic_path, write_json
+
+# Settings a study may set, with the project.yml variable that gives the
+# default (same name) and their types.
+SETTINGS: Dict[str, type] = {
+    "annotator_base": str,
+    "annotator_epochs": int,
+    "annotator_batch_size": int,
+    "annotator_learning_rate": float,
+    "annotator_window_words": int,
+    "annotator_word_features": str,
+    "deid_config": str,
+    "gpu_id": int,
+    "train_max_steps": int,
+    "train_eval_frequency": int,
+    "generator_base": str,
+    "generator_epochs": int,
+    "generator_learning_rate": float,
+    "generator_batch_size": int,
+    "generator_block_size": int,
+    "generator_layers": int,
+    "generator_width": int,
+    "generator_heads": int,
+    "generator_vocab_size": int,
+    "lora_r": int,
+    "lora_alpha": int,
+    "lora_dropout": float,
+    "lora_target_modules": str,
+    "qlora": str,
+    "generate_config": str,
+    "size_multiple": float,
+    "samples_per_prompt": int,
+    "top_p": float,
+    "temperature": float,
+    "generate_batch_size": int,
+    "device": str,
+    "synthetic_validation_fraction": float,
+}
+# Settings that only exist in a study: the share of gold train words the
+# annotator (and the gold pipeline) and the generator learn from.
+STUDY_SETTINGS: Dict[str, type] = {"annotator_fraction": float, "generator_fraction": float}
+STUDY_DEFAULTS = {"annotator_fraction": 1.0, "generator_fraction": 1.0}
+
+ANNOTATOR_KEYS = (
+    "annotator_fraction", "annotator_base", "annotator_epochs", "annotator_batch_size",
+    "annotator_learning_rate", "annotator_window_words", "annotator_word_features", "device",
+)
+GOLD_PIPELINE_KEYS = ("annotator_fraction", "deid_config", "train_max_steps", "train_eval_frequency", "gpu_id")
+GENERATOR_KEYS = (
+    "generator_fraction", "generator_base", "generator_epochs", "generator_learning_rate",
+    "generator_batch_size", "generator_block_size", "generator_layers", "generator_width",
+    "generator_heads", "generator_vocab_size", "lora_r", "lora_alpha", "lora_dropout",
+    "lora_target_modules", "qlora", "device",
+)
+GENERATION_KEYS = ("generate_config", "samples_per_prompt", "top_p", "temperature", "generate_batch_size")
+SYNTHETIC_KEYS = ("size_multiple", "synthetic_validation_fraction", "deid_config", "train_max_steps",
+                  "train_eval_frequency", "gpu_id")
+
+
+class StudyError(ValueError):
+    """A study file that cannot be run (names the file and the bad value)."""
+
+
+@dataclass(frozen=True)
+class AxisValue:
+    label: str
+    settings: Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    title: str
+    parameter: str  # what the plot's x axis shows
+    values: List[AxisValue]
+    # Published figures to print beside ours: {"synthetic"|"gold"|"ngram5_recall": {value label: figure}, "note": str}
+    paper: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Condition:
+    key: str
+    seed: int
+    settings: Dict[str, Any]
+    axes: List[Dict[str, str]] = field(default_factory=list)  # [{"axis", "value"}]
+
+
+@dataclass(frozen=True)
+class Study:
+    path: Path
+    seeds: List[int]
+    defaults: Dict[str, Any]
+    axes: List[Axis]
+
+
+def _typed(name: str, value: Any, where: str) -> Any:
+    kinds = {**SETTINGS, **STUDY_SETTINGS}
+    if name not in kinds:
+        raise StudyError(f"{where}: unknown setting {name!r} (known: {', '.join(sorted(kinds))})")
+    kind = kinds[name]
+    try:
+        if kind is int and (isinstance(value, bool) or float(value) != int(value)):
+            raise ValueError
+        return kind(value) if value is not None else ""
+    except (TypeError, ValueError):
+        raise StudyError(f"{where}: {name} must be {kind.__name__}, not {value!r}") from None
+
+
+def project_defaults(project_file: str | Path) -> Dict[str, Any]:
+    """The study's base settings: project.yml's vars (the main workflow's defaults)."""
+    project_vars = yaml.safe_load(Path(project_file).read_text(encoding="utf-8")).get("vars", {})
+    missing = sorted(set(SETTINGS) - set(project_vars))
+    if missing:
+        raise StudyError(f"{project_file}: vars lacks {', '.join(missing)}")
+    defaults = {name: _typed(name, project_vars[name], str(project_file)) for name in SETTINGS}
+    return {**defaults, **STUDY_DEFAULTS}
+
+
+def load_study(path: str | Path, project_file: str | Path = "project.yml") -> Study:
+    """Read and check a study file; every error names the file and the value."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: no such study file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise StudyError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("axes"), dict) or not data["axes"]:
+        raise StudyError(f"{path}: expected a mapping with a non-empty 'axes' mapping")
+    unknown = set(data) - {"seeds", "defaults", "axes", "description"}
+    if unknown:
+        raise StudyError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise StudyError(f"{path}: seeds must be a non-empty list of integers, not {seeds!r}")
+    defaults = project_defaults(project_file)
+    for name, value in (data.get("defaults") or {}).items():
+        defaults[name] = _typed(name, value, f"{path}: defaults")
+    axes = []
+    for name, spec in data["axes"].items():
+        where = f"{path}: axis {name}"
+        if not isinstance(spec, dict) or not isinstance(spec.get("values"), list) or not spec["values"]:
+            raise StudyError(f"{where}: expected a mapping with a non-empty 'values' list")
+        sets = spec.get("sets", [])
+        sets = [sets] if isinstance(sets, str) else list(sets)
+        values = []
+        for raw in spec["values"]:
+            if isinstance(raw, dict):
+                raw = dict(raw)
+                label = str(raw.pop("label", "")) or ", ".join(f"{k}={v}" for k, v in raw.items())
+                settings = {k: _typed(k, v, where) for k, v in raw.items()}
+            else:
+                if not sets:
+                    raise StudyError(f"{where}: a plain value ({raw!r}) needs 'sets' (the settings it gives)")
+                settings = {k: _typed(k, raw, where) for k in sets}
+                label = str(raw)
+            values.append(AxisValue(label, settings))
+        unknown = set(spec) - {"title", "parameter", "sets", "values", "paper"}
+        if unknown:
+            raise StudyError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        paper = {
+            series: figures if series == "note" else {str(value): float(f) for value, f in figures.items()}
+            for series, figures in (spec.get("paper") or {}).items()
+        }
+        axes.append(Axis(name, str(spec.get("title", name)), str(spec.get("parameter", ", ".join(sets))), values, paper))
+    return Study(path, seeds, defaults, axes)
+
+
+def _fmt(value: Any) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:40] or "none"
+
+
+def condition_key(settings: Mapping[str, Any], defaults: Mapping[str, Any], seed: int) -> str:
+    """A readable folder name: the settings that differ from the defaults."""
+    changed = [f"{name}={_fmt(settings[name])}" for name in sorted(settings) if settings[name] != defaults[name]]
+    return ("-".join(changed) or "default") + f"-seed{seed}"
+
+
+def expand(study: Study) -> List[Condition]:
+    """Every (axis value, seed) as a condition; equal settings run once."""
+    by_key: Dict[str, Condition] = {}
+    for axis in study.axes:
+        for value in axis.values:
+            settings = {**study.defaults, **value.settings}
+            for seed in study.seeds:
+                key = condition_key(settings, study.defaults, seed)
+                condition = by_key.setdefault(key, Condition(key, seed, settings))
+                condition.axes.append({"axis": axis.name, "value": value.label})
+    return list(by_key.values())
+
+
+def skip_reason(settings: Mapping[str, Any]) -> Optional[str]:
+    if settings["generator_fraction"] == 0 and not settings["generator_base"]:
+        return "no adaptation data: a generator trained from scratch on nothing cannot generate"
+    return None
+
+
+def artifact_key(label: str, settings: Mapping[str, Any], names: Sequence[str], seed: int, *upstream: str) -> str:
+    """`label-seedN-hash`: the label for people, the hash of every setting
+    (and upstream artifact) the artifact depends on for uniqueness."""
+    content = json.dumps([{name: settings[name] for name in names}, seed, upstream], sort_keys=True)
+    return f"{label}-seed{seed}-{hashlib.sha1(content.encode('utf-8')).hexdigest()[:10]}"
+
+
+def generator_label(s: Mapping[str, Any]) -> str:
+    base = Path(s["generator_base"]).name if s["generator_base"] else f"scratch{s['generator_layers']}x{s['generator_width']}"
+    return f"{_fmt(base)}-f{_fmt(s['generator_fraction'])}-e{s['generator_epochs']}"
+
+
+@dataclass
+class Paths:
+    """The main workflow's corpus (the study's input) and the study folder."""
+
+    corpus: Path
+    study_dir: Path
+    python: str = sys.executable
+
+    @property
+    def train(self) -> Path:
+        return self.corpus / "train.spacy"
+
+    @property
+    def validation(self) -> Path:
+        return self.corpus / "validation.spacy"
+
+    @property
+    def test(self) -> Path:
+        return self.corpus / "test.spacy"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.corpus / "tokenizer"
+
+    def shared(self, kind: str, key: str) -> Path:
+        return self.study_dir / "shared" / kind / key
+
+
+Runner = Callable[[List[str]], None]
+
+
+def run_command(command: List[str]) -> None:
+    """Run one step's command (its output shows as it runs); fail loudly."""
+    print("$ " + " ".join(command), flush=True)
+    completed = subprocess.run(command)
+    if completed.returncode:
+        raise RuntimeError(f"command failed with exit status {completed.returncode}: {' '.join(command)}")
+
+
+class Artifacts:
+    """Builds (or reuses) the study's artifacts; records each one's wall time."""
+
+    def __init__(self, paths: Paths, run: Runner = run_command):
+        self.paths = paths
+        self.run = run
+
+    def _build(self, kind: str, key: str, commands: Callable[[Path], List[List[str]]],
+               steps: List[Dict[str, Any]]) -> Path:
+        folder = self.paths.shared(kind, key)
+        done = folder / "done.json"
+        if done.is_file():
+            record = json.loads(done.read_text(encoding="utf-8"))
+            steps.append({"step": kind, "key": key, "seconds": record["seconds"], "reused": True})
+            return folder
+        if folder.exists():
+            shutil.rmtree(folder)  # left by an interrupted run: start it again
+        folder.mkdir(parents=True)
+        start = time.perf_counter()
+        planned = commands(folder)
+        for command in planned:
+            self.run(command)
+        seconds = time.perf_counter() - start
+        write_json(done, {"step": kind, "key": key, "seconds": round(seconds, 1), "commands": planned})
+        steps.append({"step": kind, "key": key, "seconds": round(seconds, 1), "reused": False})
+        return folder
+
+    def script(self, name: str, *args: Any) -> List[str]:
+        return [self.paths.python, f"scripts/{name}.py", *[str(a) for a in args]]
+
+    def spacy_train(self, s: Mapping[str, Any], seed: int, output: Path, train: Path, dev: Path) -> List[str]:
+        return [
+            self.paths.python, "-m", "spacy", "train", s["deid_config"], "--output", str(output),
+            "--paths.train", str(train), "--paths.dev", str(dev), "--paths.tokenizer", str(self.paths.tokenizer),
+            "--gpu-id", str(s["gpu_id"]), "--system.seed", str(seed),
+            "--training.max_steps", str(s["train_max_steps"]),
+            "--training.eval_frequency", str(s["train_eval_frequency"]),
+        ]
+
+    def gold_subset(self, fraction: float, seed: int, steps: List[Dict[str, Any]]) -> Path:
+        """Nested: one seeded document order, each fraction a prefix of it."""
+        if fraction == 1.0:
+            return self.paths.train
+        folder = self._build(
+            "gold_subset", f"{_fmt(fraction)}-seed{seed}",
+            lambda out: [self.script("subset_corpus", self.paths.train, out / "train.spacy",
+                                     "--fraction", fraction, "--seed", seed)],
+            steps,
+        )
+        return folder / "train.spacy"
+
+    def annotator(self, s: Mapping[str, Any], seed: int, steps: List[Dict[str, Any]]) -> Path:
+        train = self.gold_subset(s["annotator_fraction"], seed, steps)
+        folder = self._build(
+            "annotator",
+            artifact_key(f"f{_fmt(s['annotator_fraction'])}-e{s['annotator_epochs']}", s, ANNOTATOR_KEYS, seed),
+            lambda out: [
+                self.script(
+                    "train_annotator", train, self.paths.validation, out / "model",
+                    "--base-model", s["annotator_base"], "--epochs", s["annotator_epochs"],
+                    "--batch-size", s["annotator_batch_size"], "--learning-rate", s["annotator_learning_rate"],
+                    "--window-words", s["annotator_window_words"], s["annotator_word_features"],
+                    "--seed", seed, "--device", s["device"],
+                ),
+                self.script("build_annotator_pipeline", out / "model", self.paths.tokenizer, out / "pipeline"),
+            ],
+            steps,
+        )
+        return folder / "pipeline"
+
+    def gold_pipeline(self, s: Mapping[str, Any], seed: int, steps: List[Dict[str, Any]]) -> Path:
+        train = self.gold_subset(s["annotator_fraction"], seed, steps)
+        folder = self._build(
+            "gold_pipeline", artifact_key(f"f{_fmt(s['annotator_fraction'])}", s, GOLD_PIPELINE_KEYS, seed),
+            lambda out: [self.spacy_train(s, seed, out, train, self.paths.validation)],
+            steps,
+        )
+        return folder / "model-best"
+
+    def generator(self, s: Mapping[str, Any], seed: int, steps: List[Dict[str, Any]]) -> str:
+        if s["generator_fraction"] == 0:
+            return s["generator_base"]  # no adaptation: the pretrained base as it is
+        train = self.gold_subset(s["generator_fraction"], seed, steps)
+        folder = self._build(
+            "generator", artifact_key(generator_label(s), s, GENERATOR_KEYS, seed),
+            lambda out: [
+                self.script(
+                    "adapt_generator", train, out, "--base-model", s["generator_base"],
+                    "--validation", self.paths.validation, "--epochs", s["generator_epochs"],
+                    "--learning-rate", s["generator_learning_rate"], "--batch-size", s["generator_batch_size"],
+                    "--block-size", s["generator_block_size"], "--n-positions", s["generator_block_size"],
+                    "--n-layer", s["generator_layers"], "--n-embd", s["generator_width"],
+                    "--n-head", s["generator_heads"], "--vocab-size", s["generator_vocab_size"],
+                    "--lora-r", s["lora_r"], "--lora-alpha", s["lora_alpha"], "--lora-dropout", s["lora_dropout"],
+                    "--target-modules", s["lora_target_modules"], s["qlora"], "--seed", seed, "--device", s["device"],
+                )
+            ],
+            steps,
+        )
+        return str(folder)
+
+    def generation(self, s: Mapping[str, Any], seed: int, size_multiple: float, steps: List[Dict[str, Any]]) -> Path:
+        generator = self.generator(s, seed, steps)
+        key = artifact_key(f"{generator_label(s)}-x{_fmt(size_multiple)}", s, GENERATOR_KEYS + GENERATION_KEYS,
+                           seed, str(size_multiple))
+        folder = self._build(
+            "generation", key,
+            lambda out: [
+                self.script(
+                    "generate", self.paths.validation, self.paths.train, generator, out / "generated.jsonl",
+                    "--config", s["generate_config"], "--size-multiple", size_multiple,
+                    "--samples-per-prompt", s["samples_per_prompt"], "--top-p", s["top_p"],
+                    "--temperature", s["temperature"], "--batch-size", s["generate_batch_size"],
+                    "--seed", seed, "--device", s["device"], "--stats", out / "generation_stats.json",
+                )
+            ],
+            steps,
+        )
+        return folder / "generated.jsonl"
+
+    def synthetic_corpus(self, s: Mapping[str, Any], seed: int, generation: Path, annotator: Path,
+                         steps: List[Dict[str, Any]]) -> Path:
+        """The prefix of `generation` holding size_multiple x gold train words, annotated."""
+        key = artifact_key(
+            f"x{_fmt(s['size_multiple'])}-annotator-f{_fmt(s['annotator_fraction'])}-{generator_label(s)}",
+            s, ("size_multiple", "synthetic_validation_fraction"), seed, generation.parent.name, annotator.parent.name,
+        )
+
+        def commands(out: Path) -> List[List[str]]:
+            write_prefix(generation, out / "generated.jsonl", s["size_multiple"], self.paths.train)
+            return [self.script(
+                "annotate", out / "generated.jsonl", annotator, self.paths.train, out,
+                "--validation-fraction", s["synthetic_validation_fraction"], "--seed", seed,
+            )]
+
+        return self._build("synthetic_corpus", key, commands, steps)
+
+    def synthetic_pipeline(self, s: Mapping[str, Any], seed: int, corpus: Path, steps: List[Dict[str, Any]]) -> Path:
+        key = artifact_key(corpus.name.split("-seed")[0], s, SYNTHETIC_KEYS, seed, corpus.name)
+        folder = self._build(
+            "synthetic_pipeline", key,
+            lambda out: [self.spacy_train(s, seed, out, corpus / "train.spacy", corpus / "validation.spacy")],
+            steps,
+        )
+        return folder / "model-best"
+
+    def scores(self, pipeline: Path, steps: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """The pipeline's scores on the gold test set (computed once per pipeline)."""
+        folder = self._build(
+            "evaluation", f"{pipeline.parent.parent.name}-{pipeline.parent.name}",
+            lambda out: [self.script("evaluate", self.paths.test, out, "--pipeline", f"model={pipeline}")],
+            steps,
+        )
+        return json.loads((folder / "evaluation.json").read_text(encoding="utf-8"))["pipelines"]["model"]
+
+    def privacy(self, s: Mapping[str, Any], seed: int, corpus: Path, steps: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """Against the gold text the generator learnt from."""
+        gold = self.gold_subset(s["generator_fraction"], seed, steps) if s["generator_fraction"] else self.paths.train
+        folder = self._build(
+            "privacy", corpus.name,
+            lambda out: [self.script("privacy_report", gold, corpus / "generated.jsonl", out, "--ngram", 5, "--ngram", 8)],
+            steps,
+        )
+        return json.loads((folder / "privacy.json").read_text(encoding="utf-8"))
+
+
+def write_prefix(generation: Path, output: Path, size_multiple: float, gold_train: Path) -> int:
+    """Copy the notes of `generation` up to the one that reaches the target
+    word count (exactly what generating that size would have kept)."""
+    from .generation import corpus_size, target_size, word_count
+
+    target = target_size(size_multiple, corpus_size(gold_train)[1])
+    kept, words = [], 0
+    with generation.open(encoding="utf-8") as lines:
+        for line in lines:
+            if words >= target:
+                break
+            kept.append(line)
+            words += word_count(json.loads(line)["text"])
+    if words < target:
+        raise RuntimeError(f"{generation}: holds {words} words, fewer than the {target} asked for")
+    with atomic_path(output) as tmp:
+        tmp.write_text("".join(kept), encoding="utf-8")
+    return len(kept)
+
+
+def generation_group(settings: Mapping[str, Any], seed: int) -> str:
+    return artifact_key("", settings, GENERATOR_KEYS + GENERATION_KEYS, seed)
+
+
+def largest_multiples(conditions: Sequence[Condition]) -> Dict[str, float]:
+    """Per generator and generation settings: the largest corpus asked of it."""
+    largest: Dict[str, float] = {}
+    for c in conditions:
+        key = generation_group(c.settings, c.seed)
+        largest[key] = max(largest.get(key, 0.0), c.settings["size_multiple"])
+    return largest
+
+
+def headline(scores: Mapping[str, Any]) -> Dict[str, Any]:
+    """The figures a study keeps of an evaluation."""
+    return {
+        "entity": scores["entity"]["micro"],
+        "token": scores["token"]["micro"],
+        "meddocan": {name: scores["meddocan"][name]["f"] for name in scores["meddocan"]},
+        "per_label": {label: s["f"] for label, s in scores["entity"]["per_label"].items()},
+    }
+
+
+def privacy_figures(report: Mapping[str, Any]) -> Dict[str, Any]:
+    total = report["pii_reuse"]["total"]
+    return {
+        "ngram_recall": {n: figures["recall"] for n, figures in report["ngram_recall"].items()},
+        "distinctive_pii_reused": total["distinctive_reappearing"],
+        "distinctive_pii": total["distinctive"],
+        "distinctive_pii_share": total["distinctive_share"],
+    }
+
+
+def run_condition(condition: Condition, artifacts: Artifacts, multiple: float) -> Dict[str, Any]:
+    s, seed = condition.settings, condition.seed
+    steps: List[Dict[str, Any]] = []
+    annotator = artifacts.annotator(s, seed, steps)
+    gold = artifacts.gold_pipeline(s, seed, steps)
+    generation = artifacts.generation(s, seed, multiple, steps)
+    corpus = artifacts.synthetic_corpus(s, seed, generation, annotator, steps)
+    synthetic = artifacts.synthetic_pipeline(s, seed, corpus, steps)
+    annotated = json.loads((corpus / "stats.json").read_text(encoding="utf-8"))
+    return {
+        "status": "finished",
+        "scores": {
+            "synthetic": headline(artifacts.scores(synthetic, steps)),
+            "gold": headline(artifacts.scores(gold, steps)),
+            "annotator": headline(artifacts.scores(annotator, steps)),
+        },
+        "privacy": privacy_figures(artifacts.privacy(s, seed, corpus, steps)),
+        "synthetic_corpus": {"path": str(corpus), **annotated["splits"]},
+        "steps": steps,
+        "seconds_built": round(sum(step["seconds"] for step in steps if not step["reused"]), 1),
+    }
+
+
+def condition_result_path(paths: Paths, condition: Condition) -> Path:
+    return paths.study_dir / "conditions" / condition.key / "result.json"
+
+
+def collect_results(study: Study, paths: Paths) -> List[Dict[str, Any]]:
+    """Every condition of the study: its result if finished, else its status."""
+    results = []
+    for condition in expand(study):
+        target = condition_result_path(paths, condition)
+        if target.is_file():
+            results.append(json.loads(target.read_text(encoding="utf-8")))
+            continue
+        reason = skip_reason(condition.settings)
+        results.append({"key": condition.key, "seed": condition.seed, "axes": condition.axes,
+                        "settings": condition.settings, "status": "skipped" if reason else "not run",
+                        "reason": reason or "not run yet"})
+    return results
+
+
+def run_study(study: Study, paths: Paths, *, axes: Optional[Sequence[str]] = None, run: Runner = run_command,
+              log: Callable[[str], None] = print,
+              on_result: Optional[Callable[[List[Dict[str, Any]]], Any]] = None) -> List[Dict[str, Any]]:
+    """Run (or resume) every condition (of `axes` only, if given); after each
+    one `on_result` gets all results so far. Returns all the study's results."""
+    for needed in (paths.train, paths.validation, paths.test, paths.tokenizer):
+        if not needed.exists():
+            raise FileNotFoundError(f"{needed}: missing; run the main workflow's `corpus` step first")
+    conditions = expand(study)
+    # Generation sizes come from the whole study, so a later run of other
+    # axes reuses the same (largest) generation instead of making another.
+    multiples = largest_multiples(conditions)
+    todo = [c for c in conditions if axes is None or any(a["axis"] in axes for a in c.axes)]
+    artifacts = Artifacts(paths, run)
+    start = time.perf_counter()
+    for number, condition in enumerate(todo, 1):
+        target = condition_result_path(paths, condition)
+        elapsed = (time.perf_counter() - start) / 60
+        if target.is_file():
+            log(f"[{number}/{len(todo)}] {condition.key}: finished before, reused ({elapsed:.1f} min so far)")
+            continue
+        log(f"[{number}/{len(todo)}] {condition.key}: running ({elapsed:.1f} min so far)")
+        result = {"key": condition.key, "seed": condition.seed, "axes": condition.axes, "settings": condition.settings}
+        reason = skip_reason(condition.settings)
+        if reason:
+            result.update(status="skipped", reason=reason)
+        else:
+            began = time.perf_counter()
+            result.update(run_condition(condition, artifacts, multiples[generation_group(condition.settings, condition.seed)]))
+            result["seconds"] = round(time.perf_counter() - began, 1)
+        write_json(target, result)
+        if on_result:
+            on_result(collect_results(study, paths))
+    log(f"{len(todo)} condition(s) done in {(time.perf_counter() - start) / 60:.1f} min")
+    return collect_results(study, paths)

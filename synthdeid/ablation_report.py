@@ -1,0 +1,286 @@
+"""Aggregate an ablation study's condition results into report.md, report.json
+and PNG plots (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from .ablation import Study
+from .io import atomic_path, write_json, write_text
+
+MEASURES = {
+    "synthetic_entity": ("synthetic", "entity"),
+    "synthetic_token": ("synthetic", "token"),
+    "gold_entity": ("gold", "entity"),
+    "gold_token": ("gold", "token"),
+    "annotator_entity": ("annotator", "entity"),
+    "annotator_token": ("annotator", "token"),
+}
+
+
+def mean_sd(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    """Mean and sample standard deviation (None for a single value)."""
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    return {"mean": mean, "sd": sd, "n": len(values)}
+
+
+def condition_figures(result: Mapping[str, Any]) -> Dict[str, float]:
+    scores = result["scores"]
+    figures = {name: scores[model][measure]["f"] for name, (model, measure) in MEASURES.items()}
+    gold_entity = figures["gold_entity"]
+    figures["ratio_entity"] = figures["synthetic_entity"] / gold_entity if gold_entity else 0.0
+    figures["ngram5_recall"] = result["privacy"]["ngram_recall"]["5"]
+    figures["distinctive_pii_reused"] = result["privacy"]["distinctive_pii_reused"]
+    return figures
+
+
+def aggregate(study: Study, results: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Per axis, per value: mean/sd of every figure over the finished seeds."""
+    axes = []
+    for axis in study.axes:
+        rows = []
+        for value in axis.values:
+            members = [r for r in results if {"axis": axis.name, "value": value.label} in r["axes"]]
+            finished = [r for r in members if r["status"] == "finished"]
+            row: Dict[str, Any] = {"value": value.label, "settings": value.settings,
+                                   "conditions": [r["key"] for r in members]}
+            if finished:
+                per_seed = [condition_figures(r) for r in finished]
+                row["figures"] = {name: mean_sd([f[name] for f in per_seed]) for name in per_seed[0]}
+                row["seconds"] = sum(r.get("seconds", 0.0) for r in finished)
+            else:
+                row["status"] = members[0].get("reason", "not run yet") if members else "not run yet"
+            rows.append(row)
+        axes.append({"name": axis.name, "title": axis.title, "parameter": axis.parameter,
+                     "paper": axis.paper, "rows": rows})
+    return axes
+
+
+def _cell(stat: Optional[Mapping[str, Any]]) -> str:
+    if not stat:
+        return "-"
+    if stat["sd"] is None:
+        return f"{stat['mean']:.3f}"
+    return f"{stat['mean']:.3f} ± {stat['sd']:.3f}"
+
+
+def _paper_cell(paper: Mapping[str, Any], series: str, value: str) -> str:
+    figure = (paper.get(series) or {}).get(value)
+    return f"{figure:.3f}" if isinstance(figure, (int, float)) else "-"
+
+
+def markdown(study: Study, axes: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]],
+             plots: Mapping[str, str]) -> str:
+    finished = [r for r in results if r["status"] == "finished"]
+    built = sum(step["seconds"] for r in finished for step in r["steps"] if not step["reused"])
+    lines = [
+        "# Ablation study",
+        "",
+        f"Study file `{study.path}`; seeds {study.seeds}; {len(finished)} of {len(results)} conditions finished, "
+        f"{len(results) - len(finished)} skipped or not run; {built / 3600:.2f} h of step time spent on them "
+        "(each shared artifact counted once).",
+        "",
+        "F1 on the gold test set: entity = strict entity-level micro F1, token = token-level micro F1 (as in "
+        "the paper). Gold = the same spaCy config trained on the gold train data the annotator saw. "
+        "Mean ± sample standard deviation where a condition ran with several seeds. Paper = token F1 on "
+        "MEDDOCAN from a secondary summary of Vakili et al. (2025), not from the paper itself.",
+        "",
+    ]
+    for axis in axes:
+        paper = axis["paper"] or {}
+        lines += [f"## {axis['title']}", "", f"Varies: {axis['parameter']}.", ""]
+        header = ("| value | synthetic entity F1 | synthetic token F1 | gold entity F1 | gold token F1 | "
+                  "annotator entity F1 | synthetic/gold (entity) | 5-gram recall | distinctive PII reused | "
+                  "paper synthetic token F1 | paper gold token F1 |")
+        lines += [header, "|" + "---|" * (header.count("|") - 1)]
+        for row in axis["rows"]:
+            paper_cells = [_paper_cell(paper, "synthetic", row["value"]), _paper_cell(paper, "gold", row["value"])]
+            if "figures" not in row:
+                lines.append(f"| {row['value']} | {row['status']} |" + " |" * 8 + " " + " | ".join(paper_cells) + " |")
+                continue
+            f = row["figures"]
+            cells = [_cell(f[name]) for name in ("synthetic_entity", "synthetic_token", "gold_entity", "gold_token",
+                                                 "annotator_entity", "ratio_entity", "ngram5_recall")]
+            reused = f["distinctive_pii_reused"]
+            cells.append(f"{reused['mean']:.0f}" if reused["sd"] is None else _cell(reused))
+            lines.append(f"| {row['value']} | " + " | ".join(cells + paper_cells) + " |")
+        if paper.get("note"):
+            lines += ["", f"Paper: {paper['note']}"]
+        if axis["name"] in plots:
+            lines += ["", f"![{axis['title']}]({plots[axis['name']]})"]
+        lines.append("")
+    for name, title in (("annotator_vs_synthetic", "Synthetic F1 against the annotator's F1"),
+                        ("privacy", "Privacy against adaptation data"),
+                        ("per_label", "Per-label entity F1 of the default condition")):
+        if name in plots:
+            lines += [f"## {title}", "", f"![{title}]({plots[name]})", ""]
+    lines += ["## Conditions", "", "| condition | status | wall time (s) | built here (s) | settings changed |",
+              "|---|---|---|---|---|"]
+    for r in results:
+        changed = r["key"].rsplit("-seed", 1)[0]
+        lines.append(f"| {r['key']} | {r['status']} | {r.get('seconds', '-')} | {r.get('seconds_built', '-')} | "
+                     f"{changed if changed != 'default' else '(defaults)'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _x_positions(rows: Sequence[Mapping[str, Any]]):
+    """Numeric axis values where every value is a number; categories otherwise."""
+    try:
+        return [float(row["value"]) for row in rows], None
+    except ValueError:
+        return list(range(len(rows))), [row["value"] for row in rows]
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def plot_axis(axis: Mapping[str, Any], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in axis["rows"] if "figures" in row]
+    if not rows:
+        return False
+    xs, categories = _x_positions(axis["rows"])
+    position = {row["value"]: x for row, x in zip(axis["rows"], xs)}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"synthetic_entity": ("tab:blue", "-", "o"), "synthetic_token": ("tab:blue", "--", "s"),
+              "gold_entity": ("tab:orange", "-", "o"), "gold_token": ("tab:orange", "--", "s")}
+    for name, (color, line, marker) in styles.items():
+        x = [position[row["value"]] for row in rows]
+        y = [row["figures"][name]["mean"] for row in rows]
+        err = [row["figures"][name]["sd"] or 0.0 for row in rows]
+        ax.errorbar(x, y, yerr=err, color=color, linestyle=line, marker=marker, capsize=3,
+                    label=name.replace("_", " ") + " F1 (ours)")
+    paper = axis["paper"] or {}
+    for series, color in (("synthetic", "tab:blue"), ("gold", "tab:orange")):
+        points = [(position[v], f) for v, f in (paper.get(series) or {}).items() if v in position]
+        if points:
+            ax.plot(*zip(*sorted(points)), color=color, linestyle=":", marker="x", markersize=8,
+                    label=f"{series} token F1 (paper, secondary summary)")
+    if categories:
+        ax.set_xticks(xs, categories)
+    ax.set_xlabel(axis["parameter"])
+    ax.set_ylabel("F1 on the gold test set")
+    ax.set_title(axis["title"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_annotator_vs_synthetic(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finished = [r for r in results if r["status"] == "finished"]
+    if not finished:
+        return False
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for measure, marker in (("entity", "o"), ("token", "s")):
+        xs = [r["scores"]["annotator"][measure]["f"] for r in finished]
+        ys = [r["scores"]["synthetic"][measure]["f"] for r in finished]
+        ax.scatter(xs, ys, marker=marker, label=f"{measure} F1, one point per condition")
+    values = [r["scores"][m][k]["f"] for r in finished for m in ("annotator", "synthetic") for k in ("entity", "token")]
+    low, high = min(values) - 0.02, min(1.0, max(values) + 0.02)
+    ax.plot([low, high], [low, high], color="grey", linestyle="--", label="synthetic = annotator")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("annotator F1 on the gold test set")
+    ax.set_ylabel("synthetic pipeline F1 on the gold test set")
+    ax.set_title("Synthetic pipeline against its annotator")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_privacy(axes: Sequence[Mapping[str, Any]], path: Path) -> bool:
+    """5-gram recall against the generator's adaptation fraction (axes that set it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for axis in axes:
+        rows = [row for row in axis["rows"] if "figures" in row and "generator_fraction" in row["settings"]]
+        if not rows:
+            continue
+        xs = [row["settings"]["generator_fraction"] for row in rows]
+        ax.errorbar(xs, [row["figures"]["ngram5_recall"]["mean"] for row in rows],
+                    yerr=[row["figures"]["ngram5_recall"]["sd"] or 0.0 for row in rows],
+                    marker="o", capsize=3, label=f"ours: {axis['title']}")
+        paper = (axis["paper"] or {}).get("ngram5_recall") or {}
+        if paper:
+            ax.plot([float(v) for v in paper], list(paper.values()), linestyle=":", marker="x",
+                    label=f"paper (secondary summary): {axis['title']}")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xlabel("share of gold train words the generator was adapted on")
+    ax.set_ylabel("5-gram recall of the gold text in the synthetic corpus")
+    ax.set_title("Privacy: how much gold text the synthetic corpus repeats")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_per_label(result: Mapping[str, Any], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = result["scores"]
+    labels = sorted(scores["gold"]["per_label"], key=lambda label: -scores["gold"]["per_label"][label])
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    width = 0.27
+    for i, model in enumerate(("gold", "annotator", "synthetic")):
+        values = [scores[model]["per_label"].get(label, 0.0) for label in labels]
+        ax.bar([j + (i - 1) * width for j in range(len(labels))], values, width, label=model)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("entity F1 on the gold test set")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"Per-label entity F1 ({result['key']})")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def write_report(study: Study, results: Sequence[Mapping[str, Any]], output_dir: Path) -> Dict[str, str]:
+    """report.md, report.json and the plots; returns {plot name: file name}."""
+    axes = aggregate(study, results)
+    plots: Dict[str, str] = {}
+    for axis in axes:
+        name = f"axis_{axis['name']}.png"
+        if plot_axis(axis, output_dir / name):
+            plots[axis["name"]] = name
+    if plot_annotator_vs_synthetic(results, output_dir / "annotator_vs_synthetic.png"):
+        plots["annotator_vs_synthetic"] = "annotator_vs_synthetic.png"
+    if plot_privacy(axes, output_dir / "privacy.png"):
+        plots["privacy"] = "privacy.png"
+    default = next((r for r in results if r["key"].startswith("default-") and r["status"] == "finished"), None)
+    if default and plot_per_label(default, output_dir / "per_label.png"):
+        plots["per_label"] = "per_label.png"
+    write_json(output_dir / "report.json", {"study": str(study.path), "seeds": study.seeds,
+                                            "defaults": study.defaults, "axes": axes, "conditions": list(results)})
+    write_text(output_dir / "report.md", markdown(study, axes, results, plots))
+    return plots

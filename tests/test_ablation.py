@@ -1,0 +1,251 @@
+"""The ablation study: study files, conditions, resume, aggregation and plots
+(on hand-made results), and a tiny real study end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from synthdeid.ablation import (
+    Paths,
+    StudyError,
+    collect_results,
+    expand,
+    load_study,
+    run_command,
+    run_study,
+    write_prefix,
+)
+from synthdeid.ablation_report import aggregate, mean_sd, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+MEDDOCAN = REPO.parent / "shared" / "meddocan"
+LABELS = ["FECHAS", "TERRITORIO"]
+
+
+def study_file(tmp_path, text):
+    path = tmp_path / "study.yml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_committed_studies_load():
+    for name in ("configs/ablation.yml", "configs/ablation_cpu.yml"):
+        study = load_study(REPO / name, REPO / "project.yml")
+        names = [axis.name for axis in study.axes]
+        assert names == ["gold_fraction", "adaptation_fraction", "annotator_quality", "corpus_size", "generator_size"]
+        assert expand(study)
+
+
+def test_default_condition_runs_once_and_scratch_without_data_is_skipped(tmp_path):
+    study = load_study(study_file(tmp_path, """
+seeds: [0, 1]
+axes:
+  adaptation:
+    sets: [generator_fraction]
+    values: [0, 0.5, 1.0]
+  size:
+    sets: [size_multiple]
+    values: [1.0, 2.0]
+"""), REPO / "project.yml")
+    conditions = expand(study)
+    keys = [c.key for c in conditions]
+    # (3 + 2 values) x 2 seeds, the default (fraction 1.0 = size 1.0) shared by both axes
+    assert len(conditions) == 8 and len(set(keys)) == 8
+    default = [c for c in conditions if c.key == "default-seed0"][0]
+    assert default.axes == [{"axis": "adaptation", "value": "1.0"}, {"axis": "size", "value": "1.0"}]
+    results = collect_results(study, Paths(tmp_path / "corpus", tmp_path / "study"))
+    skipped = [r for r in results if r["status"] == "skipped"]
+    assert {r["key"] for r in skipped} == {"generator_fraction=0-seed0", "generator_fraction=0-seed1"}
+    assert "scratch" in skipped[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("axes:\n  a:\n    sets: [generator_fractoin]\n    values: [0.5]\n", "unknown setting 'generator_fractoin'"),
+        ("axes:\n  a:\n    values: [0.5]\n", "needs 'sets'"),
+        ("axes:\n  a:\n    sets: [annotator_epochs]\n    values: [1.5]\n", "annotator_epochs must be int"),
+        ("seeds: []\naxes:\n  a:\n    sets: [size_multiple]\n    values: [1]\n", "seeds must be"),
+        ("axes: {}\n", "non-empty 'axes'"),
+        ("axes:\n  a:\n    sets: [size_multiple]\n    values: [1]\n    colour: red\n", "unknown key(s) colour"),
+        ("axes: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_study_files_name_the_file_and_the_value(tmp_path, text, message):
+    path = study_file(tmp_path, text)
+    with pytest.raises(StudyError) as err:
+        load_study(path, REPO / "project.yml")
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_prefix_is_what_a_smaller_generation_keeps(tmp_path):
+    from spacy.tokens import DocBin
+    import spacy
+
+    nlp = spacy.blank("es")
+    DocBin(docs=[nlp("uno dos tres cuatro cinco seis siete ocho nueve diez")]).to_disk(tmp_path / "gold.spacy")
+    generation = tmp_path / "generated.jsonl"
+    generation.write_text("".join(json.dumps({"id": i, "text": "a b c"}) + "\n" for i in range(6)), encoding="utf-8")
+    # target ceil(0.7 * 10) = 7 words: notes of 3 words until reached -> 3 notes
+    assert write_prefix(generation, tmp_path / "out.jsonl", 0.7, tmp_path / "gold.spacy") == 3
+    assert [json.loads(line)["id"] for line in (tmp_path / "out.jsonl").open()] == [0, 1, 2]
+    with pytest.raises(RuntimeError, match="fewer than"):
+        write_prefix(generation, tmp_path / "too_big.jsonl", 2.0, tmp_path / "gold.spacy")
+    assert not (tmp_path / "too_big.jsonl").exists()
+
+
+def fake_result(key, axis, value, settings, synthetic, gold, annotator, recall, seed=0):
+    def scores(f):
+        return {"entity": {"f": f}, "token": {"f": f + 0.01}, "meddocan": {},
+                "per_label": {label: f - 0.1 * i for i, label in enumerate(LABELS)}}
+
+    return {
+        "key": key, "seed": seed, "axes": [{"axis": axis, "value": value}], "settings": settings,
+        "status": "finished", "seconds": 10.0, "seconds_built": 5.0,
+        "scores": {"synthetic": scores(synthetic), "gold": scores(gold), "annotator": scores(annotator)},
+        "privacy": {"ngram_recall": {"5": recall, "8": recall / 2}, "distinctive_pii_reused": 3,
+                    "distinctive_pii": 100, "distinctive_pii_share": 0.03},
+        "steps": [{"step": "annotator", "key": "a", "seconds": 5.0, "reused": False}],
+    }
+
+
+def test_report_aggregates_seeds_and_draws_every_plot(tmp_path):
+    study = load_study(study_file(tmp_path, """
+seeds: [0, 1]
+axes:
+  adaptation:
+    title: Adaptation data
+    sets: [generator_fraction]
+    values: [0.5, 1.0]
+    paper:
+      synthetic: {0.5: 0.97, 1.0: 0.973}
+      ngram5_recall: {0.5: 0.3, 1.0: 0.12}
+"""), REPO / "project.yml")
+    results = [
+        fake_result("generator_fraction=0.5-seed0", "adaptation", "0.5", {"generator_fraction": 0.5}, 0.80, 0.95, 0.93, 0.03),
+        fake_result("generator_fraction=0.5-seed1", "adaptation", "0.5", {"generator_fraction": 0.5}, 0.84, 0.95, 0.93, 0.05, 1),
+        fake_result("default-seed0", "adaptation", "1.0", {"generator_fraction": 1.0}, 0.90, 0.95, 0.94, 0.02),
+        {"key": "default-seed1", "seed": 1, "axes": [{"axis": "adaptation", "value": "1.0"}],
+         "settings": {"generator_fraction": 1.0}, "status": "not run", "reason": "not run yet"},
+    ]
+    rows = aggregate(study, results)[0]["rows"]
+    half = rows[0]["figures"]["synthetic_entity"]
+    assert half["mean"] == pytest.approx(0.82) and half["sd"] == pytest.approx(0.02828, abs=1e-4) and half["n"] == 2
+    assert rows[1]["figures"]["synthetic_entity"] == {"mean": 0.90, "sd": None, "n": 1}
+    assert rows[1]["figures"]["ratio_entity"]["mean"] == pytest.approx(0.90 / 0.95)
+
+    plots = write_report(study, results, tmp_path / "report")
+    assert set(plots) == {"adaptation", "annotator_vs_synthetic", "privacy", "per_label"}
+    for name in plots.values():
+        data = (tmp_path / "report" / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| 0.5 | 0.820 ± 0.028 |" in report
+    assert "| 1.0 | 0.900 |" in report and "0.973" in report
+    assert "3 of 4 conditions finished" in report
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(saved["conditions"]) == 4
+
+
+def test_mean_sd():
+    assert mean_sd([1.0]) == {"mean": 1.0, "sd": None, "n": 1}
+    assert mean_sd([1.0, 3.0])["sd"] == pytest.approx(2 ** 0.5)
+
+
+TINY_STUDY = """
+seeds: [0]
+defaults:
+  annotator_base: "{encoder}"
+  annotator_epochs: 1
+  annotator_batch_size: 8
+  annotator_window_words: 64
+  train_max_steps: 20
+  train_eval_frequency: 10
+  generator_epochs: 1
+  generator_layers: 1
+  generator_width: 32
+  generator_heads: 2
+  generator_vocab_size: 600
+  generator_block_size: 128
+  samples_per_prompt: 2
+  size_multiple: 0.05
+axes:
+  corpus_size:
+    title: Synthetic corpus size
+    sets: [size_multiple]
+    values: [0.05, 0.1]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    assert MEDDOCAN.is_dir(), f"{MEDDOCAN} is missing: the study test needs the shared corpus"
+    corpus = tmp_path_factory.mktemp("ablation") / "corpus"
+    subprocess.run(
+        [sys.executable, "scripts/convert_corpus.py", str(MEDDOCAN / "train"), str(MEDDOCAN / "dev"), str(corpus),
+         "--limit", "12", "--validation-fraction", "0.25"],
+        check=True, cwd=REPO,
+    )
+    return corpus
+
+
+def test_tiny_study_end_to_end_resumes_after_an_interruption(tiny_corpus, minilm_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    study = load_study(study_file(tmp_path, TINY_STUDY.format(encoder=minilm_path)), REPO / "project.yml")
+    paths = Paths(tiny_corpus, tmp_path / "study")
+    commands = []
+
+    def interrupted(command):
+        commands.append(command)
+        # The second condition's synthetic pipeline dies half-way through.
+        if "spacy" in command and "/synthetic_pipeline/x0.1-" in " ".join(command):
+            Path(command[command.index("--output") + 1], "half-written").write_text("x")
+            raise KeyboardInterrupt
+        run_command(command)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, paths, run=interrupted)
+    results = collect_results(study, paths)
+    assert [r["status"] for r in results] == ["finished", "not run"]
+    first_run = len(commands)
+    # the shared artifacts were built once: the generation at the largest size (0.1) serves both
+    assert sum("scripts/train_annotator.py" in c for c in commands) == 1
+    assert sum("scripts/generate.py" in c for c in commands) == 1
+    assert "0.1" in commands[[("scripts/generate.py" in c) for c in commands].index(True)]
+
+    reports = []
+    def recorded(command):
+        commands.append(command)
+        run_command(command)
+
+    results = run_study(study, paths, run=recorded, on_result=reports.append)
+    resumed = commands[first_run:]
+    # only the unfinished condition's own steps ran again: its corpus was kept,
+    # its interrupted pipeline was rebuilt from scratch, then the evaluation
+    assert [Path(c[1]).name if c[1] != "-m" else "spacy train" for c in resumed] == [
+        "spacy train", "evaluate.py", "privacy_report.py"]
+    synthetic = [r for r in (tmp_path / "study" / "shared" / "synthetic_pipeline").iterdir()]
+    assert all(not (folder / "half-written").exists() for folder in synthetic)
+    assert [r["status"] for r in results] == ["finished", "finished"] and len(reports) == 1
+    small, large = results
+    assert large["synthetic_corpus"]["train"]["words"] > small["synthetic_corpus"]["train"]["words"]
+    assert large["privacy"]["ngram_recall"]["5"] >= 0
+    for result in results:
+        assert set(result["scores"]) == {"synthetic", "gold", "annotator"}
+        assert {step["step"] for step in result["steps"]} >= {"annotator", "gold_pipeline", "generator", "generation",
+                                                              "synthetic_corpus", "synthetic_pipeline", "evaluation",
+                                                              "privacy"}
+    # a third run does nothing, and the report with its plots comes from the script
+    subprocess.run(
+        [sys.executable, "scripts/ablation.py", str(study.path), str(paths.study_dir), "--corpus", str(tiny_corpus)],
+        check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    report = (paths.study_dir / "report.md").read_text()
+    assert "2 of 2 conditions finished" in report and "axis_corpus_size.png" in report
+    assert (paths.study_dir / "per_label.png").is_file()  # 0.05 is the default condition
+    assert (paths.study_dir / "axis_corpus_size.png").read_bytes().startswith(b"\x89PNG")
