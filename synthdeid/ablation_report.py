@@ -152,7 +152,8 @@ def plot_axis(axis: Mapping[str, Any], path: Path) -> bool:
     position = {row["value"]: x for row, x in zip(axis["rows"], xs)}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = {"synthetic_entity": ("tab:blue", "-", "o"), "synthetic_token": ("tab:blue", "--", "s"),
-              "gold_entity": ("tab:orange", "-", "o"), "gold_token": ("tab:orange", "--", "s")}
+              "gold_entity": ("tab:orange", "-", "o"), "gold_token": ("tab:orange", "--", "s"),
+              "annotator_entity": ("tab:green", "-.", "^")}
     for name, (color, line, marker) in styles.items():
         x = [position[row["value"]] for row in rows]
         y = [row["figures"][name]["mean"] for row in rows]
@@ -171,7 +172,7 @@ def plot_axis(axis: Mapping[str, Any], path: Path) -> bool:
     ax.set_ylabel("F1 on the gold test set")
     ax.set_title(axis["title"])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     _save(fig, path)
     plt.close(fig)
     return True
@@ -200,7 +201,7 @@ def plot_annotator_vs_synthetic(results: Sequence[Mapping[str, Any]], path: Path
     ax.set_ylabel("synthetic pipeline F1 on the gold test set")
     ax.set_title("Synthetic pipeline against its annotator")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     _save(fig, path)
     plt.close(fig)
     return True
@@ -235,7 +236,7 @@ def plot_privacy(axes: Sequence[Mapping[str, Any]], path: Path) -> bool:
     ax.set_ylabel("5-gram recall of the gold text in the synthetic corpus")
     ax.set_title("Privacy: how much gold text the synthetic corpus repeats")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     _save(fig, path)
     plt.close(fig)
     return True
@@ -259,7 +260,7 @@ def plot_per_label(result: Mapping[str, Any], path: Path) -> bool:
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Per-label entity F1 ({result['key']})")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     _save(fig, path)
     plt.close(fig)
     return True

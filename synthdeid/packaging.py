@@ -12,6 +12,8 @@ from spacy.cli.package import package
 from . import redact
 from .io import atomic_path
 
+FAKER_REQUIREMENT = "faker>=30"
+
 MEDDOCAN_SOURCE = {
     "name": "SPACCC_MEDDOCAN (Spanish Clinical Case Corpus - Medical Document Anonymization)",
     "url": "https://github.com/PlanTL-GOB-ES/SPACCC_MEDDOCAN",
@@ -69,6 +71,9 @@ def package_pipeline(
         url="https://github.com/synthdeid/synthdeid",
     )
     nlp.meta["synthdeid"] = {"trained_on": trained_on}
+    # The shipped redactor's surrogates come from Faker: the wheel installs it.
+    requirements = [r for r in nlp.meta.get("requirements", []) if not r.lower().startswith("faker")]
+    nlp.meta["requirements"] = requirements + [FAKER_REQUIREMENT]
     if performance:
         nlp.meta["performance"] = performance
     package_name = f"{nlp.lang}_{name}-{version}"

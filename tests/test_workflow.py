@@ -9,6 +9,7 @@ finds PII is checked on a wheel of the gold pipeline built by the same script.""
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -131,11 +132,11 @@ def wheel_env(project, tmp_path_factory):
     return python
 
 
-def run_offline(python: Path, package: str, text: str, cwd: Path) -> dict:
+def run_offline(python: Path, package: str, text: str, cwd: Path, config: dict = None) -> dict:
     """Load an installed package in a clean, offline environment and run it on `text`."""
     script = (
         "import json, sys, spacy\n"
-        f"nlp = spacy.load({package!r})\n"
+        f"nlp = spacy.load({package!r}, config={config or {}!r})\n"
         "doc = nlp(sys.stdin.read())\n"
         "print(json.dumps({'ents': [[e.start_char, e.end_char, e.label_] for e in doc.ents],"
         " 'deidentified': doc._.deidentified, 'pipeline': nlp.pipe_names, 'meta': nlp.meta}))\n"
@@ -172,3 +173,14 @@ def test_packaged_pipeline_finds_pii_offline(wheel_env, tmp_path):
         assert pii not in out["deidentified"], out
     assert len(out["ents"]) >= 5, out
     assert out["deidentified"] == redacted(NOTE, out["ents"])
+
+
+def test_packaged_pipeline_writes_surrogates(wheel_env, tmp_path):
+    """The wheel brings Faker: surrogates work where synthdeid is not installed."""
+    out = run_offline(wheel_env, f"{PACKAGE}_gold", NOTE, tmp_path,
+                      config={"components.pii_redactor.strategy": "surrogate"})
+    found = {NOTE[start:end]: label for start, end, label in out["ents"]}
+    assert found.get("12/03/2018") == "FECHAS", out
+    assert "12/03/2018" not in out["deidentified"] and "4829311" not in out["deidentified"]
+    assert re.search(r"Fecha de Ingreso: \d\d/\d\d/\d{4}\.", out["deidentified"]), out["deidentified"]
+

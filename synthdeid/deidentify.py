@@ -1,0 +1,280 @@
+"""De-identify files and folders with a trained pipeline (`synthdeid-deidentify`).
+
+Input: a plain-text file, a folder of `.txt` files (a brat folder: its `.ann`
+files are ignored), or a JSONL file of `{"id", "text"}` records. Output: the
+de-identified text as `.txt` files (`txt`), one JSONL file with the
+replacement spans (`jsonl`), or `.txt` + `.ann` files whose entities mark the
+replacements (`brat`). The reversible mapping (original text per replacement)
+goes to its own JSONL file, only when asked for.
+
+Documents stream through `nlp.pipe` (memory stays flat), with `n_process`
+and `batch_size`. A bad input document (not UTF-8, binary, empty, a broken
+JSONL line) is reported by name and skipped, or stops the run
+(`on_error="stop"`). Outputs are written to temporary paths and moved into
+place only when the run succeeds: a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from contextlib import ExitStack
+from typing import Any, Dict, Iterator, List, Mapping, Optional, TextIO, Tuple
+
+import spacy
+import typer
+from spacy.language import Language
+from tqdm import tqdm
+
+from .io import atomic_path, write_json
+
+INPUT_FORMATS = ("auto", "txt", "jsonl", "brat")
+OUTPUT_FORMATS = ("txt", "jsonl", "brat")
+
+
+class InputError(ValueError):
+    """A document that cannot be read; the message names the file (and line)."""
+
+
+@dataclass
+class Summary:
+    documents: int = 0
+    skipped: List[str] = field(default_factory=list)
+    entities: Counter = field(default_factory=Counter)
+    words: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "documents": self.documents,
+            "skipped": self.skipped,
+            "entities": dict(self.entities.most_common()),
+            "words": self.words,
+            "seconds": round(self.seconds, 2),
+            "words_per_second": round(self.words / self.seconds, 1) if self.seconds else 0.0,
+        }
+
+
+def decode_text(data: bytes, where: str) -> str:
+    if b"\x00" in data:
+        raise InputError(f"{where}: binary data (NUL bytes), not text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise InputError(f"{where}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x})") from None
+    text = text.lstrip("\ufeff")
+    if not text.strip():
+        raise InputError(f"{where}: empty document")
+    return text
+
+
+def read_inputs(path: Path, input_format: str = "auto") -> Iterator[Tuple[str, Any]]:
+    """(document id, text or InputError) in a stable order, lazily."""
+    if input_format == "auto":
+        input_format = "jsonl" if path.suffix.lower() == ".jsonl" else "txt"
+    if input_format == "jsonl":
+        if not path.is_file():
+            raise InputError(f"{path}: no such JSONL file")
+        with path.open("rb") as lines:
+            for number, line in enumerate(lines, 1):
+                where = f"{path}:{number}"
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line.decode("utf-8"))
+                    doc_id, text = str(record["id"]), record["text"]
+                    if not isinstance(text, str):
+                        raise TypeError("'text' is not a string")
+                except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+                    yield where, InputError(f"{where}: not a {{\"id\", \"text\"}} record ({err})")
+                    continue
+                yield doc_id, text if text.strip() else InputError(f"{where}: empty document {doc_id!r}")
+        return
+    if path.is_file():
+        files, root = [path], path.parent
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".txt")
+        root = path
+        if not files:
+            raise InputError(f"{path}: no .txt files in this folder")
+    else:
+        raise InputError(f"{path}: no such file or folder")
+    for file in files:
+        doc_id = str(file.relative_to(root).with_suffix(""))
+        try:
+            yield doc_id, decode_text(file.read_bytes(), str(file))
+        except InputError as err:
+            yield doc_id, err
+
+
+def load_pipeline(model: str, redactor: Mapping[str, Any]) -> Language:
+    """The pipeline with its `pii_redactor` configured (added if missing)."""
+    from . import redact  # noqa: F401  registers pii_redactor for pipelines without it
+
+    try:
+        nlp = spacy.load(model)
+    except OSError as err:
+        raise InputError(f"{model}: cannot load the pipeline ({err})") from None
+    if "pii_redactor" in nlp.pipe_names:
+        config = {**nlp.get_pipe_config("pii_redactor"), **redactor}
+        config.pop("factory", None)
+        nlp.replace_pipe("pii_redactor", "pii_redactor", config=config)
+    else:
+        nlp.add_pipe("pii_redactor", config=dict(redactor))
+    return nlp
+
+
+class Writer:
+    """Writes one output format into (temporary) paths."""
+
+    def __init__(self, output: Path, output_format: str, mapping: Optional[TextIO], single_text: bool):
+        self.output = output
+        self.output_format = output_format
+        self.mapping = mapping
+        self.single_text = single_text and output_format == "txt"
+        self.jsonl = output.open("w", encoding="utf-8") if output_format == "jsonl" else None
+        if output_format != "jsonl" and not self.single_text:
+            output.mkdir()
+
+    def write(self, doc_id: str, doc) -> None:
+        replacements = doc._.pii_replacements
+        if self.mapping:
+            for item in replacements:
+                self.mapping.write(json.dumps({"id": doc_id, **item}, ensure_ascii=False) + "\n")
+        spans = [{"start": r["replacement_start"], "end": r["replacement_end"], "label": r["label"]}
+                 for r in replacements]
+        if self.jsonl:
+            self.jsonl.write(json.dumps({"id": doc_id, "text": doc._.deidentified, "spans": spans},
+                                        ensure_ascii=False) + "\n")
+        elif self.single_text:
+            self.output.write_text(doc._.deidentified, encoding="utf-8")
+        else:
+            target = self.output / doc_id
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Path(f"{target}.txt").write_text(doc._.deidentified, encoding="utf-8")
+            if self.output_format == "brat":
+                text = doc._.deidentified
+                lines = [f"T{i}\t{s['label']} {s['start']} {s['end']}\t{text[s['start']:s['end']]}\n"
+                         for i, s in enumerate(spans, 1)]
+                Path(f"{target}.ann").write_text("".join(lines), encoding="utf-8")
+
+    def close(self) -> None:
+        if self.jsonl:
+            self.jsonl.close()
+
+
+def deidentify_files(
+    nlp: Language,
+    input_path: Path,
+    output: Path,
+    *,
+    input_format: str = "auto",
+    output_format: str = "txt",
+    mapping: Optional[Path] = None,
+    n_process: int = 1,
+    batch_size: int = 32,
+    on_error: str = "skip",
+    progress: bool = True,
+    report=print,
+) -> Summary:
+    """De-identify every document of `input_path` into `output`."""
+    if input_format not in INPUT_FORMATS or output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"formats: input one of {INPUT_FORMATS}, output one of {OUTPUT_FORMATS}")
+    if on_error not in ("skip", "stop"):
+        raise ValueError(f"on_error must be 'skip' or 'stop', not {on_error!r}")
+    if n_process > 1 and nlp.get_pipe_config("pii_redactor").get("consistency") == "corpus":
+        raise ValueError("pii_redactor: consistency 'corpus' keeps one mapping in one process; use n_process 1")
+    if output.exists() and output.is_file() != (output_format == "jsonl" or input_path.is_file()):
+        raise InputError(f"{output}: exists and is a {'file' if output.is_file() else 'folder'}; "
+                         f"{output_format} output of {input_path} needs the other")
+    summary = Summary()
+
+    def good_documents() -> Iterator[Tuple[str, str]]:
+        for doc_id, text in read_inputs(input_path, input_format):
+            if isinstance(text, InputError):
+                if on_error == "stop":
+                    raise text
+                report(f"skipped: {text}")
+                summary.skipped.append(str(text))
+                continue
+            yield text, doc_id
+
+    single_text = input_path.is_file() and input_format != "jsonl" and input_path.suffix.lower() != ".jsonl"
+    start = time.perf_counter()
+    # Everything goes to temporary paths, moved into place only if the run ends well.
+    with ExitStack() as stack:
+        mapping_file = stack.enter_context(atomic_path(mapping)).open("w", encoding="utf-8") if mapping else None
+        writer = Writer(stack.enter_context(atomic_path(output)), output_format, mapping_file, single_text)
+        try:
+            docs = nlp.pipe(good_documents(), as_tuples=True, n_process=n_process, batch_size=batch_size)
+            for doc, doc_id in tqdm(docs, desc="de-identify", unit="doc", disable=not progress):
+                writer.write(doc_id, doc)
+                summary.documents += 1
+                summary.words += sum(not token.is_space for token in doc)
+                summary.entities.update(r["label"] for r in doc._.pii_replacements)
+        finally:
+            writer.close()
+            if mapping_file:
+                mapping_file.close()
+        if not summary.documents:
+            raise InputError(f"{input_path}: no document could be read, nothing written")
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def cli(
+    input_path: Path = typer.Argument(..., help="A .txt file, a folder of .txt files (brat), or a .jsonl file"),
+    output: Path = typer.Argument(..., help="Output file (one text, or .jsonl) or folder (txt, brat)"),
+    model: str = typer.Option(..., help="Pipeline: installed package name or folder"),
+    input_format: str = typer.Option("auto", help="auto (by suffix), txt, jsonl or brat"),
+    output_format: str = typer.Option("txt", help="txt, jsonl (text + replacement spans) or brat (.txt + .ann)"),
+    strategy: str = typer.Option("mask", help="mask, surrogate, hash or keep"),
+    label_strategy: List[str] = typer.Option([], help="LABEL=STRATEGY for one label (repeat)"),
+    labels: List[str] = typer.Option([], help="Replace only these labels (repeat); default all"),
+    seed: int = typer.Option(0, help="Seed of surrogates and date offsets"),
+    consistency: str = typer.Option("document", help="Surrogates per document, or one mapping for the corpus"),
+    mapping: Optional[Path] = typer.Option(None, help="Write the reversible mapping (JSONL) here: keep it apart"),
+    n_process: int = typer.Option(1, help="Processes for nlp.pipe"),
+    batch_size: int = typer.Option(32, help="Documents per batch"),
+    on_error: str = typer.Option("skip", help="A bad input document: skip (reported) or stop (nothing written)"),
+    summary_path: Optional[Path] = typer.Option(None, "--summary", help="Also write the summary as JSON here"),
+):
+    """De-identify text files with a synthdeid pipeline; hash keys come from SYNTHDEID_HASH_KEY."""
+    strategies = {}
+    for item in label_strategy:
+        label, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected LABEL=STRATEGY, got {item!r}", param_hint="--label-strategy")
+        strategies[label] = value
+    redactor = {"strategy": strategy, "strategies": strategies, "labels": list(labels), "seed": seed,
+                "consistency": consistency}
+    try:
+        nlp = load_pipeline(model, redactor)
+        summary = deidentify_files(
+            nlp, input_path, output, input_format=input_format, output_format=output_format, mapping=mapping,
+            n_process=n_process, batch_size=batch_size, on_error=on_error, report=lambda m: typer.echo(m, err=True),
+        )
+    except ValueError as err:  # InputError and the redactor's configuration errors
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    figures = summary.as_dict()
+    entities = ", ".join(f"{label} {n}" for label, n in figures["entities"].items()) or "none"
+    typer.echo(
+        f"De-identified {figures['documents']} document(s) ({len(figures['skipped'])} skipped) in "
+        f"{figures['seconds']} s, {figures['words_per_second']:,.0f} words/s; entities: {entities}. Wrote {output}"
+        + (f" and the mapping to {mapping}" if mapping else "")
+    )
+    if summary_path:
+        write_json(summary_path, figures)
+
+
+def main() -> None:
+    typer.run(cli)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The `synthdeid-deidentify` command line: formats, mapping, bad input,
+nothing half-written; and the redactor copy shipped inside a wheel."""
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import spacy
+
+from synthdeid.deidentify import InputError, deidentify_files, load_pipeline, read_inputs
+from synthdeid.redact import reidentify
+
+TEXTS = {
+    "a": "Paciente Ana Ruiz, ingresa el 12/03/2018 en Valladolid.",
+    "b": "Control de Ana Ruiz el 15/03/2018.",
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """A real pipeline with an entity ruler standing in for the NER (fast, exact)."""
+    nlp = spacy.blank("es")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([
+        {"label": "NOMBRE_SUJETO_ASISTENCIA", "pattern": "Ana Ruiz"},
+        {"label": "FECHAS", "pattern": [{"SHAPE": "dd/dd/dddd"}]},
+        {"label": "TERRITORIO", "pattern": "Valladolid"},
+    ])
+    path = tmp_path_factory.mktemp("pipeline") / "nlp"
+    nlp.to_disk(path)
+    return path
+
+
+def cli(*args, check=True):
+    return subprocess.run([sys.executable, "-m", "synthdeid.deidentify", *map(str, args)],
+                          capture_output=True, text=True, check=check)
+
+
+def write_folder(folder, texts):
+    folder.mkdir()
+    for name, text in texts.items():
+        (folder / f"{name}.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_txt_folder_to_txt_folder_with_a_mapping_that_reverses(pipeline, tmp_path):
+    source = write_folder(tmp_path / "in", TEXTS)
+    result = cli(source, tmp_path / "out", "--model", pipeline, "--strategy", "surrogate",
+                 "--mapping", tmp_path / "map.jsonl", "--summary", tmp_path / "summary.json")
+    assert "De-identified 2 document(s) (0 skipped)" in result.stdout
+    mapping = [json.loads(line) for line in (tmp_path / "map.jsonl").open()]
+    for name, text in TEXTS.items():
+        out = (tmp_path / "out" / f"{name}.txt").read_text()
+        assert "Ana Ruiz" not in out and re.search(r"el \d\d/\d\d/\d{4}", out)
+        assert reidentify(out, [m for m in mapping if m["id"] == name]) == text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["documents"] == 2 and summary["entities"] == {"NOMBRE_SUJETO_ASISTENCIA": 2, "FECHAS": 2,
+                                                                   "TERRITORIO": 1}
+
+
+def test_jsonl_in_jsonl_out_with_spans(pipeline, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in TEXTS.items()))
+    cli(source, tmp_path / "out.jsonl", "--model", pipeline, "--output-format", "jsonl")
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").open()]
+    assert [r["id"] for r in records] == ["a", "b"]
+    first = records[0]
+    assert first["text"] == "Paciente [NOMBRE_SUJETO_ASISTENCIA], ingresa el [FECHAS] en [TERRITORIO]."
+    assert [first["text"][s["start"]:s["end"]] for s in first["spans"]] == [
+        "[NOMBRE_SUJETO_ASISTENCIA]", "[FECHAS]", "[TERRITORIO]"]
+
+
+def test_brat_in_brat_out(pipeline, tmp_path):
+    source = write_folder(tmp_path / "brat", TEXTS)
+    (source / "a.ann").write_text("T1\tNOMBRE_SUJETO_ASISTENCIA 9 17\tAna Ruiz\n")  # ignored on input
+    cli(source, tmp_path / "out", "--model", pipeline, "--input-format", "brat", "--output-format", "brat",
+        "--label-strategy", "TERRITORIO=keep")
+    text = (tmp_path / "out" / "a.txt").read_text()
+    ann = (tmp_path / "out" / "a.ann").read_text().splitlines()
+    assert "Valladolid" in text and len(ann) == 2
+    _, label_offsets, shown = ann[0].split("\t")
+    label, start, end = label_offsets.split()
+    assert label == "NOMBRE_SUJETO_ASISTENCIA" and text[int(start):int(end)] == shown
+
+
+def test_single_text_file_and_two_processes(pipeline, tmp_path):
+    (tmp_path / "note.txt").write_text(TEXTS["a"])
+    cli(tmp_path / "note.txt", tmp_path / "note.deid.txt", "--model", pipeline)
+    assert (tmp_path / "note.deid.txt").read_text().startswith("Paciente [NOMBRE_SUJETO_ASISTENCIA]")
+    source = write_folder(tmp_path / "many", {f"n{i}": TEXTS["a"] for i in range(6)})
+    result = cli(source, tmp_path / "many_out", "--model", pipeline, "--n-process", 2, "--batch-size", 2)
+    assert "De-identified 6 document(s)" in result.stdout
+    assert len(list((tmp_path / "many_out").glob("*.txt"))) == 6
+
+
+BAD = {"latin1.txt": "Ana Ruiz en Cáceres".encode("latin-1"), "binary.txt": b"\x00\x01\x02",
+       "empty.txt": b"  \n"}
+
+
+def test_bad_files_are_skipped_by_name_or_stop_the_run(pipeline, tmp_path):
+    source = write_folder(tmp_path / "in", TEXTS)
+    for name, data in BAD.items():
+        (source / name).write_bytes(data)
+    result = cli(source, tmp_path / "out", "--model", pipeline)
+    for message in ("latin1.txt:1: not valid UTF-8", "binary.txt: binary data", "empty.txt: empty document"):
+        assert message in result.stderr
+    assert "De-identified 2 document(s) (3 skipped)" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.txt", "b.txt"]
+
+    result = cli(source, tmp_path / "stopped", "--model", pipeline, "--mapping", tmp_path / "m.jsonl",
+                 "--on-error", "stop", check=False)
+    assert result.returncode == 1 and "error:" in result.stderr and "binary.txt" in result.stderr
+    assert not (tmp_path / "stopped").exists() and not (tmp_path / "m.jsonl").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_broken_jsonl_line_names_file_and_line(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "text": "hola"}\n{"id": "b"}\nnot json\n')
+    items = list(read_inputs(source))
+    assert items[0] == ("a", "hola")
+    assert isinstance(items[1][1], InputError) and f"{source}:2:" in str(items[1][1])
+    assert f"{source}:3:" in str(items[2][1])
+
+
+def test_loud_errors_before_anything_runs(pipeline, tmp_path):
+    result = cli(tmp_path, tmp_path / "out", "--model", pipeline, "--labels", "NOMBRE", check=False)
+    assert result.returncode == 1 and "pii_redactor" in result.stderr and "'NOMBRE'" in result.stderr
+    result = cli(tmp_path / "missing", tmp_path / "out", "--model", pipeline, check=False)
+    assert result.returncode == 1 and "no such file or folder" in result.stderr
+    result = cli(tmp_path, tmp_path / "out", "--model", tmp_path / "no_model", check=False)
+    assert result.returncode == 1 and "cannot load the pipeline" in result.stderr
+    nlp = load_pipeline(str(pipeline), {"strategy": "surrogate", "consistency": "corpus"})
+    with pytest.raises(ValueError, match="n_process 1"):
+        deidentify_files(nlp, tmp_path, tmp_path / "out", n_process=2)
+
+
+def test_packaged_copy_of_the_redactor_loads_beside_synthdeid(tmp_path):
+    """A wheel ships its own copy of redact.py; importing it after synthdeid.redact
+    must not clash over the factory name."""
+    import synthdeid.redact as redact
+
+    spec = importlib.util.spec_from_file_location("es_deid_copy.redact", redact.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert spacy.blank("es").add_pipe("pii_redactor") is not None
