@@ -1,0 +1,43 @@
+"""Presidio integration: the real presidio-analyzer and presidio-anonymizer
+with a synthdeid pipeline as their Spanish NLP engine."""
+
+import spacy
+
+from synthdeid.presidio import ENTITY_MAPPING, analyzer_engine, nlp_configuration
+from synthdeid.redact import MEDDOCAN_LABELS
+
+NOTE = "Paciente Ana Ruiz García, de 54 años, ingresa el 12/03/2018 en el Hospital Clínico de Valladolid."
+
+
+def test_every_meddocan_label_has_a_presidio_type():
+    assert set(ENTITY_MAPPING) == set(MEDDOCAN_LABELS)
+    config = nlp_configuration("es_deid_meddocan")
+    assert config["models"] == [{"lang_code": "es", "model_name": "es_deid_meddocan"}]
+
+
+def test_presidio_analyzes_and_anonymizes_with_the_pipeline(tmp_path):
+    from presidio_anonymizer import AnonymizerEngine
+    from presidio_anonymizer.entities import OperatorConfig
+
+    # A real pipeline folder (an entity ruler stands in for the trained NER).
+    nlp = spacy.blank("es")
+    nlp.add_pipe("entity_ruler").add_patterns([
+        {"label": "NOMBRE_SUJETO_ASISTENCIA", "pattern": "Ana Ruiz García"},
+        {"label": "EDAD_SUJETO_ASISTENCIA", "pattern": "54"},
+        {"label": "FECHAS", "pattern": "12/03/2018"},
+        {"label": "HOSPITAL", "pattern": "Hospital Clínico de Valladolid"},
+    ])
+    nlp.to_disk(tmp_path / "pipeline")
+
+    analyzer = analyzer_engine(str(tmp_path / "pipeline"))
+    results = sorted(analyzer.analyze(NOTE, language="es"), key=lambda r: r.start)
+    assert [(NOTE[r.start:r.end], r.entity_type) for r in results] == [
+        ("Ana Ruiz García", "PERSON"), ("54", "AGE"), ("12/03/2018", "DATE_TIME"),
+        ("Hospital Clínico de Valladolid", "ORGANIZATION"),
+    ]
+    anonymized = AnonymizerEngine().anonymize(
+        NOTE, results, operators={"PERSON": OperatorConfig("replace", {"new_value": "<PERSONA>"})}
+    )
+    assert anonymized.text == (
+        "Paciente <PERSONA>, de <AGE> años, ingresa el <DATE_TIME> en el <ORGANIZATION>."
+    )
