@@ -31,6 +31,9 @@ def main(
     seed: Optional[int] = typer.Option(None, help="Base seed; batch i samples with seed + i [default: the config's]"),
     device: Optional[str] = typer.Option(None, help="torch device: cpu, cuda, cuda:1, auto [default: the config's]"),
     max_idle_rounds: int = typer.Option(3, help="Give up after this many rounds in a row keep nothing"),
+    resume: bool = typer.Option(
+        True, help="Continue an interrupted run, or grow a finished corpus, when the settings are the same"
+    ),
     stats: Optional[Path] = typer.Option(
         None, help="JSON file for the generation statistics; a Markdown report (.md) is written next to it"
     ),
@@ -53,11 +56,14 @@ def main(
         samples_per_prompt=samples_per_prompt,
         max_idle_rounds=max_idle_rounds,
         stats_path=stats,
+        resume=resume,
     )
     dropped = ", ".join(f"{reason} {n}" for reason, n in result["dropped"].items())
     ended = ", ".join(
         f"{reason} {share['share']:.0%}" for reason, share in result["end_reasons"]["kept"].items() if share["count"]
     )
+    if result["resumed_from"]:
+        typer.echo(f"Resumed after {result['resumed_from']['records']} kept documents")
     typer.echo(
         f"Kept {result['kept']} of {result['generated']} generated documents ({dropped}) in "
         f"{result['rounds']} round(s), {result['seconds']:.1f} s ({result['docs_per_second']:.2f} docs/s); "

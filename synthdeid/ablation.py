@@ -14,14 +14,17 @@ annotation, the synthetic pipeline, evaluation on the gold test set and the
 privacy report. Every artifact lives under `shared/<kind>/<key>/`, where the
 key holds exactly the settings it depends on, so conditions reuse what they
 share (one annotator per gold fraction, one generator per adaptation
-fraction and size). A generator generates once, the largest corpus any
-condition asks of it; smaller corpora are its prefixes, which is what a
-smaller run would have generated because generation is seeded per batch and
-keeps notes in order (synthdeid.generation).
+fraction and size). Each generator has one corpus that grows to the largest
+size a condition asks of it (generation resumes where it stopped); a smaller
+corpus is its prefix, which is what a smaller run would have generated
+because generation is seeded per batch and keeps notes in order
+(synthdeid.generation).
 
 Resuming: an artifact is finished when its `done.json` exists (written last,
-atomically); an unfinished folder is removed and built again. A condition is
-finished when its `result.json` exists.
+atomically); an unfinished folder is removed and built again, except a
+generation, which continues. A condition is finished when its `result.json`
+exists. Artifacts are keyed by settings, not by code: after changing the code
+a step runs, delete `shared/<kind>/` (or the whole study folder) to rebuild.
 """
 
 from __future__ import annotations
@@ -295,22 +298,27 @@ class Artifacts:
         self.run = run
 
     def _build(self, kind: str, key: str, commands: Callable[[Path], List[List[str]]],
-               steps: List[Dict[str, Any]]) -> Path:
+               steps: List[Dict[str, Any]], enough: Callable[[Dict[str, Any]], bool] = lambda record: True,
+               resumable: bool = False, record: Optional[Dict[str, Any]] = None) -> Path:
+        """Build an artifact unless a finished one is `enough`. An unfinished
+        folder is removed first, unless its commands resume by themselves."""
         folder = self.paths.shared(kind, key)
         done = folder / "done.json"
         if done.is_file():
-            record = json.loads(done.read_text(encoding="utf-8"))
-            steps.append({"step": kind, "key": key, "seconds": record["seconds"], "reused": True})
-            return folder
-        if folder.exists():
+            finished = json.loads(done.read_text(encoding="utf-8"))
+            if enough(finished):
+                steps.append({"step": kind, "key": key, "seconds": finished["seconds"], "reused": True})
+                return folder
+            done.unlink()  # to be grown (resumable) or rebuilt
+        if folder.exists() and not resumable:
             shutil.rmtree(folder)  # left by an interrupted run: start it again
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         planned = commands(folder)
         for command in planned:
             self.run(command)
         seconds = time.perf_counter() - start
-        write_json(done, {"step": kind, "key": key, "seconds": round(seconds, 1), "commands": planned})
+        write_json(done, {"step": kind, "key": key, "seconds": round(seconds, 1), "commands": planned, **(record or {})})
         steps.append({"step": kind, "key": key, "seconds": round(seconds, 1), "reused": False})
         return folder
 
@@ -388,10 +396,12 @@ class Artifacts:
         )
         return str(folder)
 
-    def generation(self, s: Mapping[str, Any], seed: int, size_multiple: float, steps: List[Dict[str, Any]]) -> Path:
+    def generation(self, s: Mapping[str, Any], seed: int, steps: List[Dict[str, Any]]) -> Path:
+        """One growing corpus per generator: a condition asking for more than
+        it holds extends it (generate.py resumes), smaller ones take prefixes."""
         generator = self.generator(s, seed, steps)
-        key = artifact_key(f"{generator_label(s)}-x{_fmt(size_multiple)}", s, GENERATOR_KEYS + GENERATION_KEYS,
-                           seed, str(size_multiple))
+        size_multiple = s["size_multiple"]
+        key = artifact_key(generator_label(s), s, GENERATOR_KEYS + GENERATION_KEYS, seed)
         folder = self._build(
             "generation", key,
             lambda out: [
@@ -404,6 +414,9 @@ class Artifacts:
                 )
             ],
             steps,
+            enough=lambda finished: finished["size_multiple"] >= size_multiple,
+            resumable=True,
+            record={"size_multiple": size_multiple},
         )
         return folder / "generated.jsonl"
 
@@ -473,19 +486,6 @@ def write_prefix(generation: Path, output: Path, size_multiple: float, gold_trai
     return len(kept)
 
 
-def generation_group(settings: Mapping[str, Any], seed: int) -> str:
-    return artifact_key("", settings, GENERATOR_KEYS + GENERATION_KEYS, seed)
-
-
-def largest_multiples(conditions: Sequence[Condition]) -> Dict[str, float]:
-    """Per generator and generation settings: the largest corpus asked of it."""
-    largest: Dict[str, float] = {}
-    for c in conditions:
-        key = generation_group(c.settings, c.seed)
-        largest[key] = max(largest.get(key, 0.0), c.settings["size_multiple"])
-    return largest
-
-
 def headline(scores: Mapping[str, Any]) -> Dict[str, Any]:
     """The figures a study keeps of an evaluation."""
     return {
@@ -506,12 +506,12 @@ def privacy_figures(report: Mapping[str, Any]) -> Dict[str, Any]:
     }
 
 
-def run_condition(condition: Condition, artifacts: Artifacts, multiple: float) -> Dict[str, Any]:
+def run_condition(condition: Condition, artifacts: Artifacts) -> Dict[str, Any]:
     s, seed = condition.settings, condition.seed
     steps: List[Dict[str, Any]] = []
     annotator = artifacts.annotator(s, seed, steps)
     gold = artifacts.gold_pipeline(s, seed, steps)
-    generation = artifacts.generation(s, seed, multiple, steps)
+    generation = artifacts.generation(s, seed, steps)
     corpus = artifacts.synthetic_corpus(s, seed, generation, annotator, steps)
     synthetic = artifacts.synthetic_pipeline(s, seed, corpus, steps)
     annotated = json.loads((corpus / "stats.json").read_text(encoding="utf-8"))
@@ -557,9 +557,6 @@ def run_study(study: Study, paths: Paths, *, axes: Optional[Sequence[str]] = Non
         if not needed.exists():
             raise FileNotFoundError(f"{needed}: missing; run the main workflow's `corpus` step first")
     conditions = expand(study)
-    # Generation sizes come from the whole study, so a later run of other
-    # axes reuses the same (largest) generation instead of making another.
-    multiples = largest_multiples(conditions)
     todo = [c for c in conditions if axes is None or any(a["axis"] in axes for a in c.axes)]
     artifacts = Artifacts(paths, run)
     start = time.perf_counter()
@@ -576,7 +573,7 @@ def run_study(study: Study, paths: Paths, *, axes: Optional[Sequence[str]] = Non
             result.update(status="skipped", reason=reason)
         else:
             began = time.perf_counter()
-            result.update(run_condition(condition, artifacts, multiples[generation_group(condition.settings, condition.seed)]))
+            result.update(run_condition(condition, artifacts))
             result["seconds"] = round(time.perf_counter() - began, 1)
         write_json(target, result)
         if on_result:

@@ -36,8 +36,10 @@ import math
 import re
 import time
 from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Container, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Container, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from catalogue import RegistryError
 from confection import Config, ConfigValidationError
@@ -263,6 +265,24 @@ def reply_details(model: Any, n: int) -> List[Dict[str, Any]]:
     return [{"end_reason": d.get("end_reason"), "new_tokens": d.get("new_tokens")} for d in details]
 
 
+@dataclass
+class Checkpoint:
+    """Where a generation stands after a batch that left the target unreached:
+    continuing from here gives exactly the records an uninterrupted run gives
+    (every batch is seeded by its index), for this target or a larger one."""
+
+    records: int = 0
+    batches: int = 0
+    rounds: int = 0
+    position: int = 0  # the next batch's first item in the round's item list
+    round_start_records: int = 0
+    idle: int = 0
+    generated: int = 0
+    dropped: Dict[str, int] = field(default_factory=lambda: {reason: 0 for reason in DROP_REASONS})
+    end_reasons: Dict[str, int] = field(default_factory=dict)
+    new_tokens: Optional[int] = 0
+
+
 def generate_corpus(
     config: Config,
     prompts: Sequence[Tuple[int, str]],
@@ -272,14 +292,18 @@ def generate_corpus(
     max_idle_rounds: int = 3,
     source: str = "the generation config",
     progress: bool = True,
+    resume: Optional[Tuple[List[Dict[str, Any]], Checkpoint]] = None,
+    on_checkpoint: Optional[Callable[[List[Dict[str, Any]], Checkpoint], None]] = None,
 ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """(records, counts): the documents kept until their words reach
     `target_words` (the one that crosses it included), and the counts of
     rounds, batches, generated, kept, words kept, dropped (per reason), end
     reasons of all generated outputs and new tokens generated.
 
-    The pipeline is built here so the model's batch counter, and with it the
-    seed of each batch, starts from 0 on every call."""
+    `resume` (records, checkpoint) continues an earlier run; `on_checkpoint`
+    gets the records and a checkpoint after every batch that leaves the target
+    unreached. The pipeline is built here so the model's batch counter, and
+    with it the seed of each batch, starts from the checkpoint's batch."""
     from tqdm import tqdm
 
     if target_words < 1 or samples_per_prompt < 1 or max_idle_rounds < 1:
@@ -288,21 +312,25 @@ def generate_corpus(
         raise ValueError("no prompts to generate from")
     settings = model_settings(config)
     nlp = build_pipeline(config, source)
-    field = reply_field(nlp)
+    field_name = reply_field(nlp)
     model = model_of(nlp)
     batch_size = settings["batch_size"]
 
-    records: List[Dict[str, Any]] = []
-    kept: set[str] = set()
-    dropped = {reason: 0 for reason in DROP_REASONS}
-    end_reasons: Counter[str] = Counter()
-    generated = batches = rounds = idle = words = 0
-    new_tokens: Optional[int] = 0
-    bar = tqdm(total=target_words, desc="generate", unit="word", disable=not progress)
+    previous, state = resume if resume else ([], Checkpoint())
+    records: List[Dict[str, Any]] = list(previous[: state.records])
+    kept: set[str] = {normalise(record["text"]) for record in records}
+    words = sum(word_count(record["text"]) for record in records)
+    dropped = dict(state.dropped)
+    end_reasons: Counter[str] = Counter(state.end_reasons)
+    generated, batches, rounds, idle, new_tokens = (state.generated, state.batches, state.rounds, state.idle,
+                                                    state.new_tokens)
+    if hasattr(model, "n_batches"):
+        model.n_batches = batches
+    position, round_start = state.position, state.round_start_records
+    bar = tqdm(total=target_words, initial=min(words, target_words), desc="generate", unit="word", disable=not progress)
     while words < target_words:
-        kept_before = len(records)
         items = [(k, i, prompt) for k in range(samples_per_prompt) for i, prompt in prompts]
-        for start in range(0, len(items), batch_size):
+        for start in range(position, len(items), batch_size):
             chunk = items[start : start + batch_size]
             # One pipeline call of batch_size prompts is one model batch, so
             # the records can name the seed the model used for it.
@@ -320,7 +348,7 @@ def generate_corpus(
                 if words >= target_words:
                     dropped["over_target"] += 1
                     continue
-                continuation = getattr(doc._, field) or ""
+                continuation = getattr(doc._, field_name) or ""
                 text = prompt + continuation
                 reason = drop_reason(continuation, text, kept)
                 if reason:
@@ -348,9 +376,23 @@ def generate_corpus(
             bar.set_postfix(round=rounds, notes=len(records), generated=generated, dropped=sum(dropped.values()))
             if words >= target_words:
                 break
+            if on_checkpoint:
+                next_position = start + batch_size
+                next_round = next_position >= len(items)
+                on_checkpoint(records, Checkpoint(
+                    records=len(records), batches=batches, rounds=rounds + next_round,
+                    position=0 if next_round else next_position,
+                    round_start_records=len(records) if next_round else round_start,
+                    idle=(idle + 1 if len(records) == round_start else 0) if next_round else idle,
+                    generated=generated, dropped=dict(dropped), end_reasons=dict(end_reasons),
+                    new_tokens=new_tokens,
+                ))
+        if words >= target_words:
+            break
         rounds += 1
-        idle = idle + 1 if len(records) == kept_before else 0
-        if idle >= max_idle_rounds and words < target_words:
+        idle = idle + 1 if len(records) == round_start else 0
+        position, round_start = 0, len(records)
+        if idle >= max_idle_rounds:
             bar.close()
             raise RuntimeError(
                 f"gave up: {idle} rounds in a row kept no new document ({words} of {target_words} words kept in "
@@ -359,7 +401,7 @@ def generate_corpus(
             )
     bar.close()
     counts = {
-        "rounds": rounds,
+        "rounds": rounds + 1,
         "batches": batches,
         "generated": generated,
         "kept": len(records),
@@ -370,6 +412,67 @@ def generate_corpus(
         "settings": settings,
     }
     return records, counts
+
+
+class ProgressFiles:
+    """Beside OUTPUT, OUTPUT.partial holds the records kept so far (appended
+    after every batch) and OUTPUT.resume.json the last checkpoint with what
+    it depends on (model settings, prompts, samples per prompt). A later run
+    with the same settings resumes from the partial file, or, once OUTPUT is
+    finished, from OUTPUT itself (to grow it); other settings start afresh."""
+
+    def __init__(self, output: Path, fingerprint: Mapping[str, Any]):
+        self.output = output
+        self.partial = output.with_name(output.name + ".partial")
+        self.state = output.with_name(output.name + ".resume.json")
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from JSON
+
+    def load(self) -> Optional[Tuple[List[Dict[str, Any]], Checkpoint]]:
+        if not self.state.is_file():
+            return None
+        saved = json.loads(self.state.read_text(encoding="utf-8"))
+        if saved.get("fingerprint") != self.fingerprint:
+            return None
+        checkpoint = Checkpoint(**saved["checkpoint"])
+        source = self.partial if self.partial.is_file() else self.output
+        if not source.is_file():
+            return None
+        records = []
+        with source.open(encoding="utf-8") as lines:
+            for line in lines:
+                if len(records) == checkpoint.records:
+                    break
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by the interruption
+                    break
+        if len(records) < checkpoint.records:
+            return None
+        return records, checkpoint
+
+    @contextmanager
+    def recording(self, earlier: Optional[Tuple[List[Dict[str, Any]], Checkpoint]]):
+        """Yield the on_checkpoint callback; the partial file goes when the run ends well."""
+        records, checkpoint = earlier if earlier else ([], Checkpoint())
+        written = checkpoint.records
+        self._save(checkpoint)
+        with self.partial.open("w", encoding="utf-8") as partial:
+            for record in records[:written]:
+                partial.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+            def on_checkpoint(current: List[Dict[str, Any]], state: Checkpoint) -> None:
+                nonlocal written
+                for record in current[written : state.records]:
+                    partial.write(json.dumps(record, ensure_ascii=False) + "\n")
+                partial.flush()
+                written = state.records
+                self._save(state)
+
+            yield on_checkpoint
+        self.partial.unlink()
+
+    def _save(self, checkpoint: Checkpoint) -> None:
+        write_json(self.state, {"fingerprint": self.fingerprint, "checkpoint": asdict(checkpoint)})
 
 
 def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
@@ -524,12 +627,17 @@ def generate(
     max_idle_rounds: int = 3,
     stats_path: Optional[str | Path] = None,
     progress: bool = True,
+    resume: bool = True,
 ) -> Dict[str, Any]:
     """Write the synthetic corpus as JSONL to `output_path` (one record per
     document) and return its statistics, also written to `stats_path` if
     given, with a Markdown rendering (`stats_markdown`) next to it (same name,
     .md). The corpus is sized in words: generation stops at the note whose
     words bring the kept total to ceil(size_multiple x gold train words).
+
+    With `resume`, a run that was interrupted continues where it stopped, and
+    a finished corpus grows to a larger size_multiple by generating only the
+    rest (see ProgressFiles); the result equals an uninterrupted run's.
     `generator` and `model_options` (max_new_tokens, top_p, temperature,
     batch_size, seed, device; None keeps the config's value) override the
     config at `config_path`."""
@@ -539,16 +647,24 @@ def generate(
     gold_docs, gold_words = len(gold_counts), sum(gold_counts)
     target = target_size(size_multiple, gold_words)
     config = load_generation_config(config_path, generator, model_options)
-    records, counts = generate_corpus(
-        config,
-        prompts,
-        target_words=target,
-        samples_per_prompt=samples_per_prompt,
-        max_idle_rounds=max_idle_rounds,
-        source=str(config_path),
-        progress=progress,
-    )
-    write_jsonl(output_path, records)
+    output_path = Path(output_path)
+    progress_files = ProgressFiles(output_path, {
+        "model": model_settings(config), "prompts": prompts, "samples_per_prompt": samples_per_prompt,
+    })
+    earlier = progress_files.load() if resume else None
+    with progress_files.recording(earlier) as on_checkpoint:
+        records, counts = generate_corpus(
+            config,
+            prompts,
+            target_words=target,
+            samples_per_prompt=samples_per_prompt,
+            max_idle_rounds=max_idle_rounds,
+            source=str(config_path),
+            progress=progress,
+            resume=earlier,
+            on_checkpoint=on_checkpoint,
+        )
+        write_jsonl(output_path, records)
     seconds = time.perf_counter() - start
     settings = counts.pop("settings")
     generated_reasons = counts.pop("end_reasons_generated")
@@ -557,6 +673,7 @@ def generate(
     kept_reasons = Counter(record["end_reason"] or "unknown" for record in records)
     tokens = generator_token_count(settings["generator"], [record["text"] for record in records])
     stats = {
+        "resumed_from": {"records": earlier[1].records, "batches": earlier[1].batches} if earlier else None,
         "prompts": len(prompts),
         "samples_per_prompt": samples_per_prompt,
         **counts,

@@ -213,10 +213,11 @@ def test_tiny_study_end_to_end_resumes_after_an_interruption(tiny_corpus, minilm
     results = collect_results(study, paths)
     assert [r["status"] for r in results] == ["finished", "not run"]
     first_run = len(commands)
-    # the shared artifacts were built once: the generation at the largest size (0.1) serves both
+    # the shared artifacts were built once; the one generation grew from 0.05 to 0.1 (resumed)
     assert sum("scripts/train_annotator.py" in c for c in commands) == 1
-    assert sum("scripts/generate.py" in c for c in commands) == 1
-    assert "0.1" in commands[[("scripts/generate.py" in c) for c in commands].index(True)]
+    generations = [c for c in commands if "scripts/generate.py" in c]
+    assert [c[c.index("--size-multiple") + 1] for c in generations] == ["0.05", "0.1"]
+    assert len({c[c.index(str(paths.train)) + 2] for c in generations}) == 1  # same generated.jsonl
 
     reports = []
     def recorded(command):

@@ -399,6 +399,49 @@ def test_generate_reaches_the_word_target_reproducibly(tmp_path, generator_dir, 
     assert report == stats_markdown(stats) and "| kept / gold train |" in report and "| eos |" in report
 
 
+def test_generation_resumes_and_grows_to_exactly_what_one_run_gives(tmp_path, generator_dir, docbins, monkeypatch):
+    from synthdeid import generation
+
+    def run(name, size, **options):
+        return generate(
+            docbins["validation"], docbins["train"], tmp_path / f"{name}.jsonl", config_path=CONFIG,
+            generator=generator_dir, model_options={**OPTIONS, **options}, size_multiple=size,
+            samples_per_prompt=2, progress=False,
+        )
+
+    assert run("whole", 0.8)["resumed_from"] is None
+    whole = (tmp_path / "whole.jsonl").read_bytes()
+
+    # Interrupted after its third checkpoint: the partial records and the state stay.
+    save, calls = generation.ProgressFiles._save, []
+
+    def interrupted(self, checkpoint):
+        save(self, checkpoint)
+        calls.append(checkpoint)
+        if len(calls) == 4:  # the first save is the starting point
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation.ProgressFiles, "_save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed", 0.8)
+    monkeypatch.setattr(generation.ProgressFiles, "_save", save)
+    assert not (tmp_path / "resumed.jsonl").exists() and (tmp_path / "resumed.jsonl.partial").is_file()
+    stats = run("resumed", 0.8)
+    assert stats["resumed_from"] == {"records": calls[-1].records, "batches": calls[-1].batches} != {
+        "records": 0, "batches": 0}
+    assert (tmp_path / "resumed.jsonl").read_bytes() == whole
+    assert not (tmp_path / "resumed.jsonl.partial").exists()
+
+    # A finished smaller corpus grows: the same notes first, then the rest.
+    run("grown", 0.3)
+    small = (tmp_path / "grown.jsonl").read_bytes()
+    assert whole.startswith(small) and small != whole
+    assert run("grown", 0.8)["resumed_from"]["records"] > 0
+    assert (tmp_path / "grown.jsonl").read_bytes() == whole
+    # Other settings start afresh.
+    assert run("grown", 0.8, seed=8)["resumed_from"] is None
+
+
 def test_tokens_are_not_counted_for_a_backend_without_a_local_model():
     assert generator_token_count("test.Canned.v1", ["Nombre: Ana"]) is None
 
