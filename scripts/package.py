@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from synthdeid.io import read_docs
 from synthdeid.packaging import package_pipeline, performance_from_evaluation
 
 
@@ -18,6 +19,10 @@ def main(
     description: str = typer.Option("De-identification of Spanish clinical text (MEDDOCAN labels)."),
     evaluation: Optional[Path] = typer.Option(None, exists=True, help="evaluation.json with its scores"),
     evaluation_name: str = typer.Option("", help="The pipeline's name in evaluation.json"),
+    check_docs: Optional[Path] = typer.Option(
+        None, exists=True, help="DocBin whose texts check that pruning the vocabulary changes no prediction"
+    ),
+    check_limit: int = typer.Option(50, help="Check texts used from --check-docs"),
 ):
     performance = None
     if evaluation is not None:
@@ -32,6 +37,7 @@ def main(
         description=description,
         trained_on=trained_on,
         performance=performance,
+        check_texts=[doc.text for doc in read_docs(check_docs)[:check_limit]] if check_docs else [],
     )
     typer.echo(f"Built {wheel}")
 

@@ -2,6 +2,7 @@
 recall, longest copied passages and gold PII strings reappearing verbatim.
 
     python scripts/privacy_report.py GOLD_TRAIN SYNTHETIC OUT_DIR [--ngram 5 --ngram 8] [--top 5] [--examples 5]
+        [--pipeline WHEEL]
 
 GOLD_TRAIN is a DocBin (or brat folder / corpus .jsonl) with the gold
 entities; SYNTHETIC is the generation .jsonl or an annotated .spacy DocBin.
@@ -9,7 +10,7 @@ Writes OUT_DIR/privacy.md and OUT_DIR/privacy.json.
 """
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -29,9 +30,12 @@ def main(
     ngram: List[int] = typer.Option(list(DEFAULT_NGRAMS), help="n-gram size for the recall (repeat the option)"),
     top: int = typer.Option(5, help="Longest copied passages to list"),
     examples: int = typer.Option(5, help="Reappearing PII strings to list per label"),
+    pipeline: Optional[Path] = typer.Option(
+        None, help="Shipped pipeline (wheel, package or pipeline folder): count the gold-only PII tokens it stores"
+    ),
 ):
     try:
-        privacy_report(gold, synthetic, output_dir, ngram, top=top, examples=examples)
+        privacy_report(gold, synthetic, output_dir, ngram, top=top, examples=examples, pipeline=pipeline)
     except ValueError as err:  # CorpusError, AnnotateError (unreadable inputs) and bad option values
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)

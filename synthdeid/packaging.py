@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import spacy
 from spacy.cli.package import package
+from spacy.language import Language
 
 from . import redact
 from .io import atomic_path
@@ -43,6 +45,36 @@ def performance_from_evaluation(evaluation: Dict, pipeline_name: str) -> Dict[st
     return performance
 
 
+def needed_strings(nlp: Language) -> List[str]:
+    """The strings a pipeline needs: its language's defaults (tokenizer
+    exceptions, lexical attributes) and its components' labels. Everything
+    else in a trained pipeline's StringStore is text it met in training
+    (names, towns), which the model does not use: features are hashes
+    computed from the text at run time."""
+    fresh = spacy.util.load_model_from_config(nlp.config, auto_fill=True)
+    needed = set(fresh.vocab.strings)
+    for _, pipe in nlp.pipeline:
+        needed.update(str(label) for label in getattr(pipe, "labels", ()) or ())
+    return sorted(needed)
+
+
+def prune_strings(nlp: Language, pipeline_dir: Path, check_texts: Sequence[str]) -> Dict[str, int]:
+    """Rewrite the saved pipeline's vocab/strings.json with `needed_strings`,
+    then check that the pruned pipeline predicts what `nlp` predicts on
+    `check_texts` (entities and de-identified text); a difference is an error."""
+    strings_path = pipeline_dir / "vocab" / "strings.json"
+    before = json.loads(strings_path.read_text(encoding="utf-8"))
+    kept = needed_strings(nlp)
+    strings_path.write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
+    pruned = spacy.load(pipeline_dir)
+    for i, (old, new) in enumerate(zip(nlp.pipe(check_texts), pruned.pipe(check_texts))):
+        old_ents = [(e.start_char, e.end_char, e.label_) for e in old.ents]
+        new_ents = [(e.start_char, e.end_char, e.label_) for e in new.ents]
+        if old_ents != new_ents or old._.deidentified != new._.deidentified:
+            raise ValueError(f"pruning the vocabulary's strings changed the predictions on check text {i}")
+    return {"strings_before": len(before), "strings_after": len(kept), "checked_texts": len(check_texts)}
+
+
 def package_pipeline(
     pipeline_dir: Path,
     output_dir: Path,
@@ -52,11 +84,13 @@ def package_pipeline(
     description: str,
     trained_on: str,
     performance: Optional[Dict] = None,
+    check_texts: Sequence[str] = (),
 ) -> Path:
     """Add the `pii_redactor` to a trained pipeline and build it as a wheel.
 
-    Returns the wheel's path. The package folder appears in `output_dir` only
-    when the wheel was built.
+    The wheel's StringStore keeps only the strings the pipeline needs
+    (`prune_strings`, checked on `check_texts`). Returns the wheel's path.
+    The package folder appears in `output_dir` only when the wheel was built.
     """
     nlp = spacy.load(pipeline_dir)
     if "pii_redactor" not in nlp.pipe_names:
@@ -79,6 +113,9 @@ def package_pipeline(
     package_name = f"{nlp.lang}_{name}-{version}"
     with tempfile.TemporaryDirectory() as staging, atomic_path(output_dir / package_name) as tmp:
         nlp.to_disk(staging)
+        pruned = prune_strings(nlp, Path(staging), check_texts)
+        print(f"Vocabulary strings: {pruned['strings_before']} -> {pruned['strings_after']} "
+              f"(predictions unchanged on {pruned['checked_texts']} check texts)")
         package(
             Path(staging),
             tmp.parent,

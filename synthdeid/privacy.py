@@ -30,12 +30,14 @@ Measures:
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import unicodedata
+import zipfile
 from bisect import bisect_right
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import spacy
 from tqdm import tqdm
@@ -409,6 +411,53 @@ def privacy_measures(
     }
 
 
+def pii_only_tokens(gold_docs: Sequence[RawDoc]) -> Set[str]:
+    """Tokens (as `tokenize` splits them, with a letter or digit) that occur in
+    the gold texts only inside PII spans: names, towns, identifiers."""
+    inside: Set[str] = set()
+    outside: Set[str] = set()
+    for doc in gold_docs:
+        spans = sorted((start, end) for start, end, _ in doc.spans)
+        starts = [start for start, _ in spans]
+        for start, end in token_offsets(doc.text):
+            i = bisect_right(starts, start) - 1
+            within = i >= 0 and spans[i][0] <= start and end <= spans[i][1]
+            (inside if within else outside).add(doc.text[start:end])
+    return {token for token in inside - outside if any(c.isalnum() for c in token)}
+
+
+def pipeline_strings(path: str | Path) -> List[str]:
+    """The StringStore a pipeline ships: vocab/strings.json of a pipeline
+    folder, or the one inside a wheel (.whl) or `spacy package` folder."""
+    path = Path(path)
+    if path.suffix == ".whl":
+        with zipfile.ZipFile(path) as wheel:
+            names = [n for n in wheel.namelist() if n.endswith("/vocab/strings.json")]
+            if not names:
+                raise CorpusError(f"{path}: no vocab/strings.json in this wheel")
+            return json.loads(wheel.read(names[0]).decode("utf-8"))
+    found = [path / "vocab" / "strings.json"] if (path / "vocab" / "strings.json").is_file() else sorted(
+        path.glob("**/vocab/strings.json"))
+    if not found:
+        raise CorpusError(f"{path}: no vocab/strings.json (not a pipeline, package folder or wheel)")
+    return json.loads(found[0].read_text(encoding="utf-8"))
+
+
+def shipped_pii(gold_docs: Sequence[RawDoc], pipeline: str | Path) -> Dict[str, Any]:
+    """How many gold-only PII tokens a pipeline's strings carry (no examples:
+    the report must not repeat them)."""
+    strings = set(pipeline_strings(pipeline))
+    pii = pii_only_tokens(gold_docs)
+    shipped = pii & strings
+    return {
+        "pipeline": str(pipeline),
+        "strings": len(strings),
+        "gold_pii_only_tokens": len(pii),
+        "shipped": len(shipped),
+        "shipped_alphabetic": sum(token.isalpha() for token in shipped),
+    }
+
+
 def read_synthetic(path: str | Path) -> List[GeneratedDoc]:
     """Synthetic documents from a generation `.jsonl` (`id`, `text` per line)
     or an annotated `.spacy` DocBin (ids from `doc.user_data["name"]`)."""
@@ -440,8 +489,10 @@ def privacy_report(
     *,
     top: int = 5,
     examples: int = 5,
+    pipeline: Optional[str | Path] = None,
 ) -> Dict[str, Any]:
-    """Compute the measures for the corpora at the paths; write
+    """Compute the measures for the corpora at the paths (and, given a
+    `pipeline`, the gold-only PII tokens its strings carry); write
     `output_dir/privacy.md` and `output_dir/privacy.json` (atomically, the
     JSON last) and print the Markdown; returns the report."""
     began = time.perf_counter()
@@ -455,6 +506,8 @@ def privacy_report(
         "inputs": {"gold": str(gold_path), "synthetic": str(synthetic_path)},
         **privacy_measures(gold_docs, synthetic_docs, ngram_sizes, top=top, examples=examples),
     }
+    if pipeline is not None:
+        report["shipped_strings"] = shipped_pii(gold_docs, pipeline)
     markdown = report_markdown(report)
     print(markdown)
     output_dir = Path(output_dir)
@@ -526,4 +579,14 @@ def report_markdown(report: Dict[str, Any]) -> str:
             f"| {label} | {r['unique']} | {r['reappearing']} | {r['share']:.4f} | {r['distinctive']} | "
             f"{r['distinctive_reappearing']} | {r['distinctive_share']:.4f} | {examples} |"
         )
+    shipped = report.get("shipped_strings")
+    if shipped:
+        lines += [
+            "",
+            "## Gold PII tokens in the shipped pipeline",
+            "",
+            f"`{shipped['pipeline']}` stores {shipped['strings']} strings; {shipped['shipped']} of the "
+            f"{shipped['gold_pii_only_tokens']} tokens that occur in the gold train text only inside PII spans are "
+            f"among them ({shipped['shipped_alphabetic']} alphabetic).",
+        ]
     return "\n".join(lines) + "\n"

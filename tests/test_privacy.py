@@ -220,3 +220,19 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(tmp_path):
         assert result.exit_code == 1, result.output
         assert problem in result.output
     assert not out.exists()
+
+
+def test_gold_only_pii_tokens_and_the_ones_a_pipeline_ships(tmp_path):
+    from synthdeid.privacy import pii_only_tokens, shipped_pii
+
+    gold = [
+        RawDoc("a", "Paciente Ana Ruiz de Toledo.", [(9, 17, "NOMBRE_SUJETO_ASISTENCIA"), (21, 27, "TERRITORIO")]),
+        RawDoc("b", "Vive en Toledo, 12.", [(8, 14, "TERRITORIO")]),
+        RawDoc("c", "Ana acude sola.", []),  # "Ana" also outside a span: not PII-only
+    ]
+    assert pii_only_tokens(gold) == {"Ruiz", "Toledo"}
+    pipeline = tmp_path / "pipeline"
+    (pipeline / "vocab").mkdir(parents=True)
+    (pipeline / "vocab" / "strings.json").write_text(json.dumps(["Ruiz", "Ana", "de", "NOMBRE_SUJETO_ASISTENCIA"]))
+    assert shipped_pii(gold, pipeline) == {"pipeline": str(pipeline), "strings": 4, "gold_pii_only_tokens": 2,
+                                           "shipped": 1, "shipped_alphabetic": 1}

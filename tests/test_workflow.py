@@ -99,6 +99,9 @@ def test_workflow_writes_every_output(project):
     assert (project / "training/evaluation/evaluation.md").read_text().startswith("# Evaluation")
     privacy = json.loads((project / "training/privacy/privacy.json").read_text())
     assert 0.0 <= privacy["ngram_recall"]["5"]["recall"] <= 1.0
+    # The wheel stores its language's defaults and labels, not its training text.
+    shipped = privacy["shipped_strings"]
+    assert shipped["pipeline"].endswith(".whl") and shipped["strings"] < 1000
 
 
 def test_rerun_skips_finished_steps(project):

@@ -1,0 +1,32 @@
+"""What a packaged pipeline stores: only the strings it needs, with the same predictions."""
+
+import json
+
+import spacy
+from conftest import APELLIDOS, NOMBRES, make_docs
+from spacy.training import Example
+
+import synthdeid.redact  # noqa: F401  registers pii_redactor
+from synthdeid.packaging import prune_strings
+
+
+def test_pruned_strings_keep_labels_drop_training_text_and_predictions(tmp_path):
+    docs = make_docs(30, seed=3)
+    nlp = spacy.blank("es")
+    nlp.add_pipe("ner")
+    examples = [Example(nlp.make_doc(doc.text), doc) for doc in docs]
+    nlp.initialize(lambda: examples)
+    for _ in range(30):
+        nlp.update(examples, drop=0.0)
+    nlp.add_pipe("pii_redactor")
+    nlp.to_disk(tmp_path)
+    before = set(json.loads((tmp_path / "vocab" / "strings.json").read_text()))
+    assert set(APELLIDOS) & before  # training put surnames into the store
+
+    texts = [doc.text for doc in make_docs(10, seed=4)]
+    assert any(nlp(text).ents for text in texts)  # the check compares real predictions
+    figures = prune_strings(nlp, tmp_path, texts)
+    after = set(json.loads((tmp_path / "vocab" / "strings.json").read_text()))
+    assert figures == {"strings_before": len(before), "strings_after": len(after), "checked_texts": 10}
+    assert not (set(APELLIDOS) | set(NOMBRES)) & after
+    assert set(nlp.get_pipe("ner").labels) <= after
