@@ -460,13 +460,36 @@ def pad_windows(features: Sequence[Dict[str, List[int]]], pad_id: int) -> Dict[s
     return batch
 
 
+def _encode(tokenizer: Any, words: Sequence[str], **options: Any) -> Tuple[List[str], Any]:
+    """(words as the encoder reads them, encoding) of `is_split_into_words`
+    input. A word of several characters whose encoding holds the unknown
+    token is read with spaces around each character the tokenizer does not
+    know, so "Ana🩺Madrid" gives `ana [UNK] madrid`, not one `[UNK]` that
+    hides the name; it stays one word."""
+    # verbose=False: a whole document is longer than the model's window by design.
+    words = list(words)
+    enc = tokenizer(words, is_split_into_words=True, verbose=False, **options)
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return words, enc
+    hidden = {w for t, w in zip(enc["input_ids"], enc.word_ids()) if t == unk and w is not None and len(words[w]) > 1}
+    if not hidden:
+        return words, enc
+
+    def unknown(char: str) -> bool:
+        return tokenizer(char, add_special_tokens=False)["input_ids"] in ([unk], [])
+
+    for w in hidden:
+        words[w] = "".join(f" {c} " if unknown(c) else c for c in words[w]).strip()
+    return words, tokenizer(words, is_split_into_words=True, verbose=False, **options)
+
+
 def encode_words(tokenizer: Any, words: Sequence[str]) -> List[List[int]]:
     """Per word, its sub-token ids as `is_split_into_words` input gives them
-    (no special tokens); a word the tokenizer drops gets none."""
+    (no special tokens; see `_encode`); a word the tokenizer drops gets none."""
     if not words:
         return []
-    # verbose=False: a whole document is longer than the model's window by design.
-    enc = tokenizer(list(words), is_split_into_words=True, add_special_tokens=False, verbose=False)
+    _, enc = _encode(tokenizer, words, add_special_tokens=False)
     pieces: List[List[int]] = [[] for _ in words]
     for token_id, word in zip(enc["input_ids"], enc.word_ids()):
         if word is not None:
@@ -497,7 +520,7 @@ def window_inputs(tokenizer: Any, words: Sequence[str], max_length: int) -> Tupl
     """(input ids with special tokens, word-shape id per id, per word the
     position of its first sub-token or -1 when truncation at `max_length`
     dropped it) of one window of words."""
-    enc = tokenizer(list(words), is_split_into_words=True, truncation=True, max_length=max_length)
+    words, enc = _encode(tokenizer, words, truncation=True, max_length=max_length)
     ids = list(enc["input_ids"])
     shapes = [0] * len(ids)
     firsts = [-1] * len(words)

@@ -275,3 +275,21 @@ def test_viterbi_decoding_never_continues_an_entity_that_was_not_begun(rule_mode
 def test_unknown_decoding_is_a_clear_error():
     with pytest.raises(ValueError, match="hf_ner: decoding must be one of.*'beam'"):
         HFNER(decoding="beam")
+
+
+def test_a_character_the_encoder_does_not_know_does_not_hide_a_glued_name(rule_model_dir):
+    """WordPiece reads "Ana🩺Madrid" as one [UNK]; the encoder must still see ana and madrid."""
+    from transformers import AutoTokenizer
+
+    from synthdeid.hf_ner import encode_words, window_inputs
+
+    tokenizer = AutoTokenizer.from_pretrained(rule_model_dir)
+    assert tokenizer.tokenize("Ana🩺Madrid") == ["[UNK]"]
+    ana, madrid = tokenizer.convert_tokens_to_ids(["ana", "madrid"])
+    pieces = encode_words(tokenizer, ["Vive", "Ana🩺Madrid"])
+    assert pieces[1] == [ana, tokenizer.unk_token_id, madrid]
+    ids, _, firsts = window_inputs(tokenizer, ["Vive", "Ana🩺Madrid"], 512)
+    assert ids[firsts[1]] == ana  # training and inference encode it alike
+    nlp = hf_nlp(rule_model_dir)
+    doc = nlp.get_pipe("hf_ner")(Doc(nlp.vocab, words=["Vive", "Ana🩺Madrid", "hoy"]))
+    assert [(e.text, e.label_) for e in doc.ents] == [("Ana🩺Madrid", "NOMBRE_SUJETO_ASISTENCIA")]
