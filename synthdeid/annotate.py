@@ -20,7 +20,9 @@ project).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -140,6 +142,48 @@ def load_annotator(pipeline_dir: str | Path, device: Optional[str] = None) -> sp
     return nlp
 
 
+class AnnotationCheckpoints:
+    """Annotated documents saved in chunks while a run goes (`folder`), so an
+    interrupted run resumes after the last chunk instead of starting over;
+    chunks of other inputs or settings (`fingerprint`) are discarded."""
+
+    CHUNK = 64
+
+    def __init__(self, folder: Path, fingerprint: Dict[str, Any], vocab: Any):
+        self.folder, self.fingerprint, self.vocab = folder, fingerprint, vocab
+        self.pending: List[Doc] = []
+        self.chunks = 0
+
+    def load(self) -> List[Doc]:
+        state = self.folder / "state.json"
+        if state.is_file() and json.loads(state.read_text(encoding="utf-8")).get("fingerprint") == self.fingerprint:
+            self.chunks = json.loads(state.read_text(encoding="utf-8"))["chunks"]
+            return [doc for i in range(self.chunks) for doc in read_docs(self._chunk(i), self.vocab)]
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return []
+
+    def add(self, doc: Doc) -> None:
+        self.pending.append(doc)
+        if len(self.pending) == self.CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self._chunk(self.chunks)) as tmp:
+            DocBin(store_user_data=True, docs=self.pending).to_disk(tmp)
+        self.chunks += 1
+        self.pending = []
+        write_json(self.folder / "state.json", {"fingerprint": self.fingerprint, "chunks": self.chunks})
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _chunk(self, i: int) -> Path:
+        return self.folder / f"chunk-{i:05d}.spacy"
+
+
 def annotate_generated(
     generated_path: str | Path,
     pipeline_dir: str | Path,
@@ -170,18 +214,27 @@ def annotate_generated(
         train, validation = split_train_validation(generated, validation_fraction, seed)
     except ValueError as err:  # e.g. a single document
         raise AnnotateError(f"{generated_path}: {err}") from None
-    annotated: Dict[str, List[Doc]] = {}
+    records = train + validation
+    fingerprint = {
+        "generated_sha256": hashlib.sha256(Path(generated_path).read_bytes()).hexdigest(),
+        "pipeline": str(pipeline_dir), "validation_fraction": validation_fraction, "seed": seed,
+    }
+    checkpoints = AnnotationCheckpoints(output_dir / ".annotate_partial", fingerprint, nlp.vocab)
+    docs = checkpoints.load()
+    if docs:
+        msg.info(f"Resuming after {len(docs)} annotated documents")
     started = time.perf_counter()
-    with tqdm(total=len(generated), desc="annotate", unit="doc", disable=None) as bar:
-        for split, records in (("train", train), ("validation", validation)):
-            docs = []
-            for record, doc in zip(records, nlp.pipe((r.text for r in records), batch_size=batch_size)):
-                doc.user_data["name"] = record.name
-                doc.user_data[ID_KEY] = record.name
-                docs.append(doc)
-                bar.update()
-            annotated[split] = docs
+    todo = records[len(docs):]
+    with tqdm(total=len(records), initial=len(docs), desc="annotate", unit="doc", disable=None) as bar:
+        for record, doc in zip(todo, nlp.pipe((r.text for r in todo), batch_size=batch_size)):
+            doc.user_data["name"] = record.name
+            doc.user_data[ID_KEY] = record.name
+            docs.append(doc)
+            checkpoints.add(doc)
+            bar.update()
+    checkpoints.flush()
     annotate_seconds = time.perf_counter() - started
+    annotated = {"train": docs[: len(train)], "validation": docs[len(train):]}
 
     synthetic = annotated["train"] + annotated["validation"]
     stats = {
@@ -203,9 +256,14 @@ def annotate_generated(
         "annotate_seconds": round(annotate_seconds, 2),
         "documents_per_second": round(len(synthetic) / annotate_seconds, 2) if annotate_seconds else None,
     }
+    if len(docs) > len(todo):
+        stats["resumed_after"] = len(docs) - len(todo)
     table = stats_markdown(stats)
     print(table)
 
+    # The old stats would say the step finished beside half-replaced outputs.
+    for marker in ("stats.json", "stats.md"):
+        (output_dir / marker).unlink(missing_ok=True)
     for split, docs in annotated.items():
         docbin = DocBin(store_user_data=True, docs=docs)
         with atomic_path(output_dir / f"{split}.spacy") as tmp:
@@ -213,6 +271,7 @@ def annotate_generated(
     write_text(output_dir / "stats.md", table)
     stats["seconds"] = round(time.perf_counter() - began, 2)
     write_json(output_dir / "stats.json", stats)  # last: its presence means the step finished
+    checkpoints.remove()
     msg.good(
         f"Wrote {output_dir}/{{train,validation}}.spacy ({len(train)} + {len(validation)} documents), "
         f"stats.md and stats.json in {stats['seconds']:.1f} s"

@@ -124,21 +124,24 @@ def read_brat(folder: str | Path, report: Optional[ReadReport] = None) -> Iterat
     folder = Path(folder)
     if not folder.is_dir():
         raise CorpusError(f"{folder}: no such folder")
-    files = {
-        path.name: path
-        for path in folder.iterdir()
-        if path.is_file() and not path.name.startswith(".") and path.suffix in (".txt", ".ann")
-    }
-    names = sorted({Path(name).stem for name in files})
+    # (name, ".txt" | ".ann") -> file; suffixes in any case (NAME.TXT pairs with NAME.ann)
+    files: Dict[Tuple[str, str], Path] = {}
+    for path in folder.iterdir():
+        suffix = path.suffix.lower()
+        if path.is_file() and not path.name.startswith(".") and suffix in (".txt", ".ann"):
+            if (path.stem, suffix) in files:
+                raise CorpusError(f"{path}: same document as {files[path.stem, suffix].name} (suffixes differ in case)")
+            files[path.stem, suffix] = path
+    names = sorted({name for name, _ in files})
     if not names:
         raise CorpusError(f"{folder}: no .txt/.ann files")
     for name in names:
         for have, want in ((".txt", ".ann"), (".ann", ".txt")):
-            if name + have in files and name + want not in files:
-                raise CorpusError(f"{folder / (name + have)}: no matching {name + want}")
+            if (name, have) in files and (name, want) not in files:
+                raise CorpusError(f"{files[name, have]}: no matching {name + want}")
     report = report if report is not None else ReadReport()
     for name in names:
-        yield _read_brat_pair(files[name + ".txt"], files[name + ".ann"], report)
+        yield _read_brat_pair(files[name, ".txt"], files[name, ".ann"], report)
 
 
 def _read_brat_pair(txt: Path, ann: Path, report: ReadReport) -> RawDoc:
@@ -188,6 +191,9 @@ def _read_brat_pair(txt: Path, ann: Path, report: ReadReport) -> RawDoc:
         _check_offsets(where, start, end, len(text), txt.name)
         if text[start:end] != covered:
             hint = " (brat counts the .txt file's byte-order mark as a character)" if text.startswith(_BOM) else ""
+            if "\r\n" in text and text.replace("\r\n", "\n")[start:end] == covered:
+                hint = (f" (the offsets fit {txt.name} with LF line endings but it has CRLF: convert it, "
+                        "e.g. with dos2unix, or annotate the CRLF text)")
             raise CorpusError(
                 f"{where}: covered text {_short(covered)} differs from {txt.name}[{start}:{end}] "
                 f"= {_short(text[start:end])}{hint}"
@@ -488,6 +494,11 @@ def convert_corpus(
         raise ValueError(f"limit must be >= 0, got {limit}")
     limit = limit or None
     output_dir = Path(output_dir)
+    if Path(train_path).resolve() == Path(test_path).resolve():
+        raise CorpusError(f"{train_path}: given as both train and test; the test set must be other documents "
+                          "(an evaluation on training data is invalid)")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise CorpusError(f"{output_dir}: is a file; the output must be a folder (give another path)")
     nlp = make_nlp()
     default_nlp = spacy.blank("es")
 
@@ -501,6 +512,9 @@ def convert_corpus(
         raw[key] = docs
         inputs[key] = {"path": str(path), "documents": len(docs), **report.as_dict()}
         msg.info(f"Read {len(docs)} documents from {path}")
+    if len(raw["train"]) < 2:
+        raise CorpusError(f"{train_path}: {len(raw['train'])} document; a validation split needs at least 2 "
+                          "(add documents, or raise --limit)")
     train_docs, validation_docs = split_train_validation(raw["train"], validation_fraction, seed)
     splits = {"train": train_docs, "validation": validation_docs, "test": raw["test"]}
 
@@ -542,6 +556,9 @@ def convert_corpus(
     }
     _print_summary(stats)
 
+    # The old stats.json would say a run finished while new and old outputs
+    # sit side by side: remove it before writing anything.
+    (output_dir / "stats.json").unlink(missing_ok=True)
     with atomic_path(output_dir / "tokenizer") as tmp:
         nlp.to_disk(tmp)
     for split, docbin in docbins.items():

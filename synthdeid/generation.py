@@ -664,6 +664,9 @@ def generate(
             resume=earlier,
             on_checkpoint=on_checkpoint,
         )
+        if stats_path:  # the old stats would describe the old corpus beside the new one
+            for marker in (Path(stats_path), Path(stats_path).with_suffix(".md")):
+                marker.unlink(missing_ok=True)
         write_jsonl(output_path, records)
     seconds = time.perf_counter() - start
     settings = counts.pop("settings")

@@ -205,3 +205,56 @@ def test_corpus_stats_counts_words_without_whitespace():
     assert stats["labels"] == {NOMBRE: 1, TERRITORIO: 1}
     assert stats["per_1000_words"] == {NOMBRE: round(1000 / 7, 4), TERRITORIO: round(1000 / 7, 4)}
     assert stats["entities_per_1000_words"] == round(2000 / 7, 4)
+
+
+def test_interrupted_annotation_resumes_and_equals_an_uninterrupted_run(tmp_path, pipeline, gold, monkeypatch):
+    from synthdeid import annotate
+
+    texts = {f"syn-{i:02d}": (f"Ana vive en Madrid {i}. García y Valladolid.", []) for i in range(11)}
+    generated = write_generated(tmp_path / "generated.jsonl", texts)
+    annotate_generated(generated, pipeline, gold, tmp_path / "whole", validation_fraction=0.3)
+    monkeypatch.setattr(annotate.AnnotationCheckpoints, "CHUNK", 3)
+    flush, chunks = annotate.AnnotationCheckpoints.flush, []
+
+    def interrupted(self):
+        flush(self)
+        chunks.append(self.chunks)
+        if self.chunks == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed"
+    out.mkdir()
+    (out / "stats.json").write_text("{}")  # an earlier run's finished marker
+    monkeypatch.setattr(annotate.AnnotationCheckpoints, "flush", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        annotate_generated(generated, pipeline, gold, out, validation_fraction=0.3)
+    monkeypatch.setattr(annotate.AnnotationCheckpoints, "flush", flush)
+    assert (out / ".annotate_partial" / "chunk-00001.spacy").is_file()
+    stats = annotate_generated(generated, pipeline, gold, out, validation_fraction=0.3)
+    assert stats["resumed_after"] == 6 and not (out / ".annotate_partial").exists()
+    for split in ("train", "validation"):
+        ours, reference = read_out(out / f"{split}.spacy"), read_out(tmp_path / "whole" / f"{split}.spacy")
+        assert [(d.text, [(e.start_char, e.end_char, e.label_) for e in d.ents], d.user_data[ID_KEY]) for d in ours] == [
+            (d.text, [(e.start_char, e.end_char, e.label_) for e in d.ents], d.user_data[ID_KEY]) for d in reference]
+    # other settings: the chunks are not reused
+    stats = annotate_generated(generated, pipeline, gold, tmp_path / "other", validation_fraction=0.3, seed=4)
+    assert "resumed_after" not in stats
+
+
+def test_a_failed_write_leaves_no_finished_marker(tmp_path, pipeline, gold, monkeypatch):
+    from spacy.tokens import DocBin
+
+    generated = write_generated(tmp_path / "generated.jsonl")
+    annotate_generated(generated, pipeline, gold, tmp_path / "out", validation_fraction=0.3)
+
+    to_disk = DocBin.to_disk
+
+    def disk_full(self, path, *args, **kwargs):  # checkpoints are written, the outputs are not
+        if ".annotate_partial" in str(path):
+            return to_disk(self, path, *args, **kwargs)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(DocBin, "to_disk", disk_full)
+    with pytest.raises(OSError):
+        annotate_generated(generated, pipeline, gold, tmp_path / "out", validation_fraction=0.3, seed=2)
+    assert not (tmp_path / "out" / "stats.json").exists() and not (tmp_path / "out" / "stats.md").exists()

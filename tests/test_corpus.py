@@ -378,3 +378,50 @@ def test_meddocan_alignment(nlp, split):
         aligned += sum(doc.char_span(s, e) is not None for s, e, _ in raw.spans)
     assert total > 5000
     assert aligned / total >= 0.995, f"{split}: {aligned}/{total} spans on token boundaries"
+
+
+def test_uppercase_suffixes_are_read(tmp_path):
+    folder = tmp_path / "brat"
+    folder.mkdir()
+    (folder / "a.TXT").write_text(TEXT)
+    (folder / "a.ann").write_text("T1\tNOMBRE 8 11\tAna\n")
+    (folder / "b.txt").write_text(TEXT)
+    (folder / "b.ANN").write_text("")
+    assert [(d.name, d.spans) for d in read_brat(folder)] == [("a", [(8, 11, "NOMBRE")]), ("b", [])]
+    (folder / "a.txt").write_text(TEXT)
+    assert "differ in case" in error_of(read_brat(folder))
+
+
+def test_crlf_text_with_lf_offsets_says_so(tmp_path):
+    text = "Paciente:\r\nAna Ruiz.\n"  # offsets below count "\r\n" as one character
+    path = write_pair(tmp_path, "crlf", text, "T1\tNOMBRE 10 18\tAna Ruiz\n")
+    message = error_of(read_brat(path))
+    assert "crlf.ann:1:" in message and "LF line endings but it has CRLF" in message
+
+
+@pytest.mark.parametrize("case", ["same_folder", "output_is_file", "one_document"])
+def test_convert_corpus_one_line_errors(tmp_path, case):
+    train = brat_corpus(tmp_path / "train", 1 if case == "one_document" else 4)
+    test = train if case == "same_folder" else brat_corpus(tmp_path / "test", 2, prefix="test")
+    out = tmp_path / "out"
+    if case == "output_is_file":
+        out.write_text("not a folder")
+    expected = {"same_folder": "given as both train and test", "output_is_file": "is a file",
+                "one_document": "a validation split needs at least 2"}[case]
+    with pytest.raises(CorpusError, match=expected):
+        convert_corpus(train, test, out)
+
+
+def test_a_failed_rerun_leaves_no_finished_marker(tmp_path, monkeypatch):
+    train, test = brat_corpus(tmp_path / "train", 4), brat_corpus(tmp_path / "test", 2, prefix="test")
+    out = tmp_path / "out"
+    convert_corpus(train, test, out)
+    assert (out / "stats.json").exists()
+
+    def disk_full(self, path, *args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(DocBin, "to_disk", disk_full)  # fails after tokenizer/ was replaced
+    with pytest.raises(OSError):
+        convert_corpus(train, test, out, seed=5)
+    assert not (out / "stats.json").exists()
