@@ -134,23 +134,41 @@ def _x_positions(rows: Sequence[Mapping[str, Any]]):
         return list(range(len(rows))), [row["value"] for row in rows]
 
 
-def _save(fig, path: Path) -> None:
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def _close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> bool:
+    """Label, grid, legend outside the plot (it never hides a point), save atomically."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    _close(fig)
+    return True
 
 
 def plot_axis(axis: Mapping[str, Any], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [row for row in axis["rows"] if "figures" in row]
     if not rows:
         return False
     xs, categories = _x_positions(axis["rows"])
     position = {row["value"]: x for row, x in zip(axis["rows"], xs)}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure(7, 4.5)
     styles = {"synthetic_entity": ("tab:blue", "-", "o"), "synthetic_token": ("tab:blue", "--", "s"),
               "gold_entity": ("tab:orange", "-", "o"), "gold_token": ("tab:orange", "--", "s"),
               "annotator_entity": ("tab:green", "-.", "^")}
@@ -168,26 +186,14 @@ def plot_axis(axis: Mapping[str, Any], path: Path) -> bool:
                     label=f"{series} token F1 (paper, secondary summary)")
     if categories:
         ax.set_xticks(xs, categories)
-    ax.set_xlabel(axis["parameter"])
-    ax.set_ylabel("F1 on the gold test set")
-    ax.set_title(axis["title"])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    _save(fig, path)
-    plt.close(fig)
-    return True
+    return _finish(fig, ax, path, axis["parameter"], "F1 on the gold test set", axis["title"])
 
 
 def plot_annotator_vs_synthetic(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     finished = [r for r in results if r["status"] == "finished"]
     if not finished:
         return False
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = _figure(5.5, 5)
     for measure, marker in (("entity", "o"), ("token", "s")):
         xs = [r["scores"]["annotator"][measure]["f"] for r in finished]
         ys = [r["scores"]["synthetic"][measure]["f"] for r in finished]
@@ -197,24 +203,13 @@ def plot_annotator_vs_synthetic(results: Sequence[Mapping[str, Any]], path: Path
     ax.plot([low, high], [low, high], color="grey", linestyle="--", label="synthetic = annotator")
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
-    ax.set_xlabel("annotator F1 on the gold test set")
-    ax.set_ylabel("synthetic pipeline F1 on the gold test set")
-    ax.set_title("Synthetic pipeline against its annotator")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    _save(fig, path)
-    plt.close(fig)
-    return True
+    return _finish(fig, ax, path, "annotator F1 on the gold test set", "synthetic pipeline F1 on the gold test set",
+                   "Synthetic pipeline against its annotator")
 
 
 def plot_privacy(axes: Sequence[Mapping[str, Any]], path: Path) -> bool:
     """5-gram recall against the generator's adaptation fraction (axes that set it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(6, 4)
     drawn = False
     for axis in axes:
         rows = [row for row in axis["rows"] if "figures" in row and "generator_fraction" in row["settings"]]
@@ -230,40 +225,24 @@ def plot_privacy(axes: Sequence[Mapping[str, Any]], path: Path) -> bool:
                     label=f"paper (secondary summary): {axis['title']}")
         drawn = True
     if not drawn:
-        plt.close(fig)
+        _close(fig)
         return False
-    ax.set_xlabel("share of gold train words the generator was adapted on")
-    ax.set_ylabel("5-gram recall of the gold text in the synthetic corpus")
-    ax.set_title("Privacy: how much gold text the synthetic corpus repeats")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    _save(fig, path)
-    plt.close(fig)
-    return True
+    return _finish(fig, ax, path, "share of gold train words the generator was adapted on",
+                   "5-gram recall of the gold text in the synthetic corpus",
+                   "Privacy: how much gold text the synthetic corpus repeats")
 
 
 def plot_per_label(result: Mapping[str, Any], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     scores = result["scores"]
     labels = sorted(scores["gold"]["per_label"], key=lambda label: -scores["gold"]["per_label"][label])
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig, ax = _figure(10, 4.8)
     width = 0.27
     for i, model in enumerate(("gold", "annotator", "synthetic")):
         values = [scores[model]["per_label"].get(label, 0.0) for label in labels]
         ax.bar([j + (i - 1) * width for j in range(len(labels))], values, width, label=model)
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("entity F1 on the gold test set")
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"Per-label entity F1 ({result['key']})")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    _save(fig, path)
-    plt.close(fig)
-    return True
+    return _finish(fig, ax, path, "", "entity F1 on the gold test set", f"Per-label entity F1 ({result['key']})")
 
 
 def write_report(study: Study, results: Sequence[Mapping[str, Any]], output_dir: Path) -> Dict[str, str]:
