@@ -11,8 +11,10 @@ import spacy
 from spacy.cli.package import package
 from spacy.language import Language
 
-from . import redact
 from .io import atomic_path
+
+# The redactor's code as the wheel ships it (`spacy package --code`).
+REDACT_CODE = Path(__file__).with_name("redact.py")
 
 FAKER_REQUIREMENT = "faker>=30"
 
@@ -92,6 +94,11 @@ def package_pipeline(
     (`prune_strings`, checked on `check_texts`). Returns the wheel's path.
     The package folder appears in `output_dir` only when the wheel was built.
     """
+    if not Language.has_factory("pii_redactor"):
+        # Registered from the shipped file (module "redact"), as `spacy package
+        # --code` does: registered from synthdeid.redact, spaCy would make the
+        # wheel require synthdeid.
+        spacy.util.import_file("redact", REDACT_CODE)
     nlp = spacy.load(pipeline_dir)
     if "pii_redactor" not in nlp.pipe_names:
         nlp.add_pipe("pii_redactor", last=True)
@@ -119,13 +126,17 @@ def package_pipeline(
         package(
             Path(staging),
             tmp.parent,
-            code_paths=[Path(redact.__file__)],
+            code_paths=[REDACT_CODE],
             create_sdist=False,
             create_wheel=True,
             force=True,
             require_parent=True,  # the wheel must pull in spaCy itself
             silent=False,
         )
+        requirements = json.loads((tmp / "meta.json").read_text(encoding="utf-8"))["requirements"]
+        if any(r.lower().startswith("synthdeid") for r in requirements):
+            raise RuntimeError("the wheel would require synthdeid: pii_redactor was registered from synthdeid.redact; "
+                               "package in a process that has not imported it")
     wheel = output_dir / package_name / "dist" / f"{package_name}-py3-none-any.whl"
     if not wheel.exists():
         raise FileNotFoundError(f"{wheel}: spacy package did not build the wheel")
