@@ -144,9 +144,13 @@ def _typed(name: str, value: Any, where: str) -> Any:
     try:
         if kind is int and (isinstance(value, bool) or float(value) != int(value)):
             raise ValueError
-        return kind(value) if value is not None else ""
+        typed = kind(value) if value is not None else ""
     except (TypeError, ValueError):
         raise StudyError(f"{where}: {name} must be {kind.__name__}, not {value!r}") from None
+    lowest = {"annotator_fraction": 0.0, "generator_fraction": -1e-9}.get(name)
+    if lowest is not None and not lowest < typed <= 1:
+        raise StudyError(f"{where}: {name} must be in {'(0' if lowest == 0 else '[0'}, 1], not {value!r}")
+    return typed
 
 
 def project_defaults(project_file: str | Path) -> Dict[str, Any]:

@@ -73,6 +73,8 @@ axes:
         ("axes: {}\n", "non-empty 'axes'"),
         ("axes:\n  a:\n    sets: [size_multiple]\n    values: [1]\n    colour: red\n", "unknown key(s) colour"),
         ("axes: [\n", "not valid YAML"),
+        ("axes:\n  a:\n    sets: [annotator_fraction]\n    values: [0]\n", "annotator_fraction must be in (0, 1]"),
+        ("axes:\n  a:\n    sets: [generator_fraction]\n    values: [1.5]\n", "generator_fraction must be in [0, 1]"),
     ],
 )
 def test_bad_study_files_name_the_file_and_the_value(tmp_path, text, message):
