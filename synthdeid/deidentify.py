@@ -188,9 +188,6 @@ def deidentify_files(
         raise ValueError(f"on_error must be 'skip' or 'stop', not {on_error!r}")
     if n_process > 1 and nlp.get_pipe_config("pii_redactor").get("consistency") == "corpus":
         raise ValueError("pii_redactor: consistency 'corpus' keeps one mapping in one process; use n_process 1")
-    if output.exists() and output.is_file() != (output_format == "jsonl" or input_path.is_file()):
-        raise InputError(f"{output}: exists and is a {'file' if output.is_file() else 'folder'}; "
-                         f"{output_format} output of {input_path} needs the other")
     summary = Summary()
 
     def good_documents() -> Iterator[Tuple[str, str]]:
@@ -204,6 +201,10 @@ def deidentify_files(
             yield text, doc_id
 
     single_text = input_path.is_file() and input_format != "jsonl" and input_path.suffix.lower() != ".jsonl"
+    writes_file = output_format == "jsonl" or (single_text and output_format == "txt")
+    if output.exists() and output.is_file() != writes_file:
+        raise InputError(f"{output}: exists and is a {'file' if output.is_file() else 'folder'}; "
+                         f"{output_format} output of {input_path} needs a {'file' if writes_file else 'folder'}")
     start = time.perf_counter()
     # Everything goes to temporary paths, moved into place only if the run ends well.
     with ExitStack() as stack:

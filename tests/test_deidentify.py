@@ -117,6 +117,16 @@ def test_bad_files_are_skipped_by_name_or_stop_the_run(pipeline, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
+def test_jsonl_to_txt_folder_and_an_output_of_the_wrong_kind(pipeline, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in TEXTS.items()))
+    cli(source, tmp_path / "texts", "--model", pipeline)
+    assert sorted(p.name for p in (tmp_path / "texts").iterdir()) == ["a.txt", "b.txt"]
+    (tmp_path / "taken.jsonl").mkdir()
+    result = cli(source, tmp_path / "taken.jsonl", "--model", pipeline, "--output-format", "jsonl", check=False)
+    assert result.returncode == 1 and "is a folder" in result.stderr and "needs a file" in result.stderr
+
+
 def test_broken_jsonl_line_names_file_and_line(tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": "a", "text": "hola"}\n{"id": "b"}\nnot json\n')
