@@ -99,7 +99,8 @@ def markdown(study: Study, axes: Sequence[Mapping[str, Any]], results: Sequence[
         for row in axis["rows"]:
             paper_cells = [_paper_cell(paper, "synthetic", row["value"]), _paper_cell(paper, "gold", row["value"])]
             if "figures" not in row:
-                lines.append(f"| {row['value']} | {row['status']} |" + " |" * 8 + " " + " | ".join(paper_cells) + " |")
+                # the status fills the first of the 8 figure columns
+                lines.append(f"| {row['value']} | {row['status']} |" + " |" * 7 + " " + " | ".join(paper_cells) + " |")
                 continue
             f = row["figures"]
             cells = [_cell(f[name]) for name in ("synthetic_entity", "synthetic_token", "gold_entity", "gold_token",

@@ -149,6 +149,14 @@ axes:
     assert "| 0.5 | 0.820 ± 0.028 |" in report
     assert "| 1.0 | 0.900 |" in report and "0.973" in report
     assert "3 of 4 conditions finished" in report
+    tables, rows = [], []
+    for line in report.splitlines() + [""]:
+        if line.startswith("|"):
+            rows.append(line.count("|"))
+        elif rows:
+            tables.append(rows)
+            rows = []
+    assert len(tables) == 2 and all(len(set(rows)) == 1 for rows in tables)  # rows have their header's columns
     saved = json.loads((tmp_path / "report" / "report.json").read_text())
     assert len(saved["conditions"]) == 4
 
