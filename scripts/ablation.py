@@ -28,7 +28,8 @@ def main(
     unknown = set(axis) - {a.name for a in study.axes}
     if unknown:
         raise typer.BadParameter(f"not in {study_file}: {', '.join(sorted(unknown))}", param_hint="--axis")
-    paths = Paths(corpus, output_dir)
+    # Absolute: the same study gives the same commands from any working directory.
+    paths = Paths(corpus.resolve(), output_dir.resolve())
     if not report_only:
         run_study(study, paths, axes=axis or None, log=typer.echo,
                   on_result=lambda results: write_report(study, results, output_dir))

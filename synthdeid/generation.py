@@ -648,8 +648,11 @@ def generate(
     target = target_size(size_multiple, gold_words)
     config = load_generation_config(config_path, generator, model_options)
     output_path = Path(output_path)
+    settings = model_settings(config)
+    if Path(settings["generator"]).exists():  # the same folder however it is spelled
+        settings["generator"] = str(Path(settings["generator"]).resolve())
     progress_files = ProgressFiles(output_path, {
-        "model": model_settings(config), "prompts": prompts, "samples_per_prompt": samples_per_prompt,
+        "model": settings, "prompts": prompts, "samples_per_prompt": samples_per_prompt,
     })
     earlier = progress_files.load() if resume else None
     with progress_files.recording(earlier) as on_checkpoint:

@@ -438,6 +438,14 @@ def test_generation_resumes_and_grows_to_exactly_what_one_run_gives(tmp_path, ge
     assert whole.startswith(small) and small != whole
     assert run("grown", 0.8)["resumed_from"]["records"] > 0
     assert (tmp_path / "grown.jsonl").read_bytes() == whole
+    # The generator's folder spelled another way is the same generator.
+    monkeypatch.chdir(generator_dir.parent)
+    relative = generate(
+        docbins["validation"], docbins["train"], tmp_path / "grown.jsonl", config_path=CONFIG,
+        generator=Path(generator_dir.name), model_options=OPTIONS, size_multiple=0.9, samples_per_prompt=2,
+        progress=False,
+    )
+    assert relative["resumed_from"]["records"] > 0
     # Other settings start afresh.
     assert run("grown", 0.8, seed=8)["resumed_from"] is None
 
