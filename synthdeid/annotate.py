@@ -36,7 +36,7 @@ from wasabi import msg
 
 from . import hf_ner  # noqa: F401 (registers the hf_ner factory without the entry point)
 from .corpus import split_train_validation
-from .io import atomic_path, read_docs, write_json, write_text
+from .io import atomic_path, decode_utf8, read_docs, write_json, write_text
 from .metrics import doc_spans, entity_scores
 
 ID_KEY = "synthdeid_id"
@@ -68,10 +68,7 @@ def read_generated(path: str | Path) -> List[GeneratedDoc]:
     seen: Dict[str, int] = {}
     for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
         where = f"{path}:{lineno}"
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise AnnotateError(f"{where}: not valid UTF-8 (byte 0x{raw[err.start]:02x})") from None
+        line = decode_utf8(raw, str(path), AnnotateError, first_line=lineno)
         if not line.strip():
             continue
         try:

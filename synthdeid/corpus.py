@@ -42,7 +42,7 @@ from spacy.tokens import Doc, DocBin
 from tqdm import tqdm
 from wasabi import msg
 
-from .io import atomic_path, read_docs, write_json
+from .io import atomic_path, decode_utf8, read_docs, write_json
 from .tokenizer import make_nlp
 
 Span = Tuple[int, int, str]
@@ -323,14 +323,7 @@ def read_any(path: str | Path, nlp: Language, report: Optional[ReadReport] = Non
 
 
 def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise CorpusError(
-            f"{path}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x} at byte offset {err.start})"
-        ) from None
+    return decode_utf8(path.read_bytes(), str(path), CorpusError)
 
 
 def _check_offsets(where: str, start: int, end: int, length: int, of: str) -> None:

@@ -1,7 +1,8 @@
 """De-identify files and folders with a trained pipeline (`synthdeid-deidentify`).
 
 Input: a plain-text file, a folder of `.txt` files (a brat folder: its `.ann`
-files are ignored), or a JSONL file of `{"id", "text"}` records. Output: the
+files are ignored), or a JSONL file of `{"id", "text"}` records with unique
+ids (an id becomes the output file's name in `txt` and `brat`). Output: the
 de-identified text as `.txt` files (`txt`), one JSONL file with the
 replacement spans (`jsonl`), or `.txt` + `.ann` files whose entities mark the
 replacements (`brat`). The reversible mapping (original text per replacement)
@@ -29,7 +30,7 @@ import typer
 from spacy.language import Language
 from tqdm import tqdm
 
-from .io import atomic_path, write_json
+from .io import atomic_path, decode_utf8, write_json
 
 INPUT_FORMATS = ("auto", "txt", "jsonl", "brat")
 OUTPUT_FORMATS = ("txt", "jsonl", "brat")
@@ -61,12 +62,7 @@ class Summary:
 def decode_text(data: bytes, where: str) -> str:
     if b"\x00" in data:
         raise InputError(f"{where}: binary data (NUL bytes), not text")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise InputError(f"{where}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x})") from None
-    text = text.lstrip("\ufeff")
+    text = decode_utf8(data, where, InputError).lstrip("\ufeff")
     if not text.strip():
         raise InputError(f"{where}: empty document")
     return text
@@ -79,19 +75,30 @@ def read_inputs(path: Path, input_format: str = "auto") -> Iterator[Tuple[str, A
     if input_format == "jsonl":
         if not path.is_file():
             raise InputError(f"{path}: no such JSONL file")
+        first_line: Dict[str, int] = {}
         with path.open("rb") as lines:
             for number, line in enumerate(lines, 1):
                 where = f"{path}:{number}"
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line.decode("utf-8"))
+                    line_text = decode_utf8(line, str(path), InputError, first_line=number)
+                except InputError as err:
+                    yield where, err
+                    continue
+                try:
+                    record = json.loads(line_text)
                     doc_id, text = str(record["id"]), record["text"]
                     if not isinstance(text, str):
                         raise TypeError("'text' is not a string")
-                except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+                except (ValueError, KeyError, TypeError) as err:
                     yield where, InputError(f"{where}: not a {{\"id\", \"text\"}} record ({err})")
                     continue
+                if doc_id in first_line:
+                    # The mapping and file outputs are keyed by id: a repeat would mix two documents.
+                    yield where, InputError(f"{where}: duplicate id {doc_id!r} (first on line {first_line[doc_id]})")
+                    continue
+                first_line[doc_id] = number
                 yield doc_id, text if text.strip() else InputError(f"{where}: empty document {doc_id!r}")
         return
     if path.is_file():
@@ -109,6 +116,13 @@ def read_inputs(path: Path, input_format: str = "auto") -> Iterator[Tuple[str, A
             yield doc_id, decode_text(file.read_bytes(), str(file))
         except InputError as err:
             yield doc_id, err
+
+
+def is_file_name(doc_id: str) -> bool:
+    """Whether `doc_id` names a file inside the output folder (ids become file
+    names: no absolute paths, no `..`, nothing empty)."""
+    parts = doc_id.replace("\\", "/").split("/")
+    return not doc_id.startswith(("/", "\\")) and all(part not in ("", ".", "..") for part in parts) and "\x00" not in doc_id
 
 
 def load_pipeline(model: str, redactor: Mapping[str, Any]) -> Language:
@@ -129,15 +143,16 @@ def load_pipeline(model: str, redactor: Mapping[str, Any]) -> Language:
 
 
 class Writer:
-    """Writes one output format into (temporary) paths."""
+    """Writes one output format into (temporary) paths: one file (`jsonl`, or
+    `txt` of a single input text) or a folder with a file per document."""
 
-    def __init__(self, output: Path, output_format: str, mapping: Optional[TextIO], single_text: bool):
+    def __init__(self, output: Path, output_format: str, mapping: Optional[TextIO], writes_file: bool):
         self.output = output
         self.output_format = output_format
         self.mapping = mapping
-        self.single_text = single_text and output_format == "txt"
+        self.writes_file = writes_file
         self.jsonl = output.open("w", encoding="utf-8") if output_format == "jsonl" else None
-        if output_format != "jsonl" and not self.single_text:
+        if not writes_file:
             output.mkdir()
 
     def write(self, doc_id: str, doc) -> None:
@@ -150,7 +165,7 @@ class Writer:
         if self.jsonl:
             self.jsonl.write(json.dumps({"id": doc_id, "text": doc._.deidentified, "spans": spans},
                                         ensure_ascii=False) + "\n")
-        elif self.single_text:
+        elif self.writes_file:
             self.output.write_text(doc._.deidentified, encoding="utf-8")
         else:
             target = self.output / doc_id
@@ -192,6 +207,8 @@ def deidentify_files(
 
     def good_documents() -> Iterator[Tuple[str, str]]:
         for doc_id, text in read_inputs(input_path, input_format):
+            if not isinstance(text, InputError) and not writes_file and not is_file_name(doc_id):
+                text = InputError(f"{input_path}: id {doc_id!r} cannot name an output file in {output}")
             if isinstance(text, InputError):
                 if on_error == "stop":
                     raise text
@@ -209,7 +226,7 @@ def deidentify_files(
     # Everything goes to temporary paths, moved into place only if the run ends well.
     with ExitStack() as stack:
         mapping_file = stack.enter_context(atomic_path(mapping)).open("w", encoding="utf-8") if mapping else None
-        writer = Writer(stack.enter_context(atomic_path(output)), output_format, mapping_file, single_text)
+        writer = Writer(stack.enter_context(atomic_path(output)), output_format, mapping_file, writes_file)
         try:
             docs = nlp.pipe(good_documents(), as_tuples=True, n_process=n_process, batch_size=batch_size)
             for doc, doc_id in tqdm(docs, desc="de-identify", unit="doc", disable=not progress):

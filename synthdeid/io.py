@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Type
 
 import spacy
 from spacy.tokens import Doc, DocBin
@@ -60,3 +60,13 @@ def write_text(target: str | Path, text: str) -> None:
 
 def write_json(target: str | Path, data: Any) -> None:
     write_text(target, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def decode_utf8(data: bytes, where: str, error: Type[Exception], first_line: int = 1) -> str:
+    """`data` as text; bytes that are not UTF-8 raise `error("<where>:<line>: ...")`
+    (`first_line`: the line `data` starts on)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = first_line + data.count(b"\n", 0, err.start)
+        raise error(f"{where}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x})") from None

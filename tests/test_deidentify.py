@@ -136,6 +136,29 @@ def test_broken_jsonl_line_names_file_and_line(tmp_path):
     assert f"{source}:3:" in str(items[2][1])
 
 
+def test_jsonl_ids_must_be_unique_and_safe_as_file_names(pipeline, tmp_path):
+    source = tmp_path / "in.jsonl"
+    records = [{"id": "a", "text": TEXTS["a"]}, {"id": "a", "text": TEXTS["b"]},
+               {"id": "../escape", "text": TEXTS["b"]}, {"id": "sub/b", "text": TEXTS["b"]}]
+    source.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records) + b'{"id": "c", "text": "\xff"}\n')
+    items = list(read_inputs(source))
+    assert f"{source}:2: duplicate id 'a' (first on line 1)" == str(items[1][1])
+    assert str(items[4][1]).startswith(f"{source}:5: not valid UTF-8 (byte 0xff)")
+    nlp = load_pipeline(str(pipeline), {})
+    skipped = []
+    summary = deidentify_files(nlp, source, tmp_path / "out", progress=False, report=skipped.append)
+    assert summary.documents == 2 and len(skipped) == 3
+    assert any("'../escape' cannot name an output file" in m for m in skipped)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.txt")) == ["out/a.txt", "out/sub/b.txt"]
+    # One JSONL output file takes any id; the duplicate is still refused.
+    summary = deidentify_files(nlp, source, tmp_path / "out.jsonl", output_format="jsonl", progress=False,
+                               report=skipped.append)
+    assert summary.documents == 3
+    with pytest.raises(InputError, match="duplicate id"):
+        deidentify_files(nlp, source, tmp_path / "stop", on_error="stop", progress=False)
+    assert not (tmp_path / "stop").exists()
+
+
 def test_loud_errors_before_anything_runs(pipeline, tmp_path):
     result = cli(tmp_path, tmp_path / "out", "--model", pipeline, "--labels", "NOMBRE", check=False)
     assert result.returncode == 1 and "pii_redactor" in result.stderr and "'NOMBRE'" in result.stderr
