@@ -56,7 +56,9 @@ def main(
     output_dir: Path = typer.Argument(..., help="Folder for speed.json and speed.md"),
     megabytes: float = typer.Option(5.0, help="Size of the corpus built from the test texts"),
     lengths: List[int] = typer.Option([10_000, 100_000, 1_000_000], help="Note lengths (characters) for the linearity check"),
-    batch_size: int = typer.Option(64, help="Documents per nlp.pipe batch"),
+    # The command line's default. Larger batches ran slower here (1.5 MB, mask,
+    # 2 processes: 32: 10,409, 64: 9,154, 256: 7,463, 1000: 4,958 words/s).
+    batch_size: int = typer.Option(32, help="Documents per nlp.pipe batch"),
     presidio_documents: int = typer.Option(200, help="Notes for the Presidio comparison (0: skip)"),
     speed_batches: int = typer.Option(30, help="Batches of 16 notes timed by `spacy benchmark speed` (at least 30; 0: skip it)"),
 ):
