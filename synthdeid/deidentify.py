@@ -88,9 +88,12 @@ def read_inputs(path: Path, input_format: str = "auto") -> Iterator[Tuple[str, A
                     continue
                 try:
                     record = json.loads(line_text)
-                    doc_id, text = str(record["id"]), record["text"]
+                    doc_id, text = record["id"], record["text"]
+                    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or not str(doc_id).strip():
+                        raise TypeError(f"'id' must be a non-empty string or an integer, not {doc_id!r}")
                     if not isinstance(text, str):
                         raise TypeError("'text' is not a string")
+                    doc_id = str(doc_id)
                 except (ValueError, KeyError, TypeError) as err:
                     yield where, InputError(f"{where}: not a {{\"id\", \"text\"}} record ({err})")
                     continue
@@ -110,8 +113,13 @@ def read_inputs(path: Path, input_format: str = "auto") -> Iterator[Tuple[str, A
             raise InputError(f"{path}: no .txt files in this folder")
     else:
         raise InputError(f"{path}: no such file or folder")
+    first_file: Dict[str, Path] = {}
     for file in files:
         doc_id = str(file.relative_to(root).with_suffix(""))
+        if doc_id in first_file:  # a.txt and a.TXT: one output name
+            yield str(file), InputError(f"{file}: same document id {doc_id!r} as {first_file[doc_id]}")
+            continue
+        first_file[doc_id] = file
         try:
             yield doc_id, decode_text(file.read_bytes(), str(file))
         except InputError as err:
@@ -120,9 +128,28 @@ def read_inputs(path: Path, input_format: str = "auto") -> Iterator[Tuple[str, A
 
 def is_file_name(doc_id: str) -> bool:
     """Whether `doc_id` names a file inside the output folder (ids become file
-    names: no absolute paths, no `..`, nothing empty)."""
+    names: no absolute paths, no `..`, nothing empty, no name too long)."""
     parts = doc_id.replace("\\", "/").split("/")
-    return not doc_id.startswith(("/", "\\")) and all(part not in ("", ".", "..") for part in parts) and "\x00" not in doc_id
+    # 255 bytes is the usual limit of one name; ".txt" and ".ann" are added to it.
+    return not doc_id.startswith(("/", "\\")) and "\x00" not in doc_id and all(
+        part not in ("", ".", "..") and len(part.encode("utf-8")) <= 250 for part in parts)
+
+
+def check_paths(input_path: Path, output: Path, mapping: Optional[Path], overwrite: bool) -> None:
+    """Refuse outputs that would replace or mix with the input or each other:
+    a finished run replaces its output (and mapping) as a whole."""
+    source = input_path.resolve()
+    targets = {"output": output.resolve(), **({"mapping": mapping.resolve()} if mapping else {})}
+    for name, target in targets.items():
+        if target == source or target in source.parents:
+            raise InputError(f"{output if name == 'output' else mapping}: the {name} would replace the input "
+                             f"{input_path}")
+        if source.is_dir() and source in target.parents:
+            raise InputError(f"{target}: the {name} may not lie inside the input folder {input_path}")
+        if target.exists() and not overwrite:
+            raise InputError(f"{target}: exists; pass --overwrite to replace it")
+    if mapping and (targets["mapping"] == targets["output"] or targets["output"] in targets["mapping"].parents):
+        raise InputError(f"{mapping}: the mapping (original PII) must be written apart from the output {output}")
 
 
 def load_pipeline(model: str, redactor: Mapping[str, Any]) -> Language:
@@ -193,10 +220,12 @@ def deidentify_files(
     n_process: int = 1,
     batch_size: int = 32,
     on_error: str = "skip",
+    overwrite: bool = False,
     progress: bool = True,
     report=print,
 ) -> Summary:
-    """De-identify every document of `input_path` into `output`."""
+    """De-identify every document of `input_path` into `output` (an existing
+    output or mapping is replaced only with `overwrite`)."""
     if input_format not in INPUT_FORMATS or output_format not in OUTPUT_FORMATS:
         raise ValueError(f"formats: input one of {INPUT_FORMATS}, output one of {OUTPUT_FORMATS}")
     if on_error not in ("skip", "stop"):
@@ -222,6 +251,7 @@ def deidentify_files(
     if output.exists() and output.is_file() != writes_file:
         raise InputError(f"{output}: exists and is a {'file' if output.is_file() else 'folder'}; "
                          f"{output_format} output of {input_path} needs a {'file' if writes_file else 'folder'}")
+    check_paths(input_path, output, mapping, overwrite)
     start = time.perf_counter()
     # Everything goes to temporary paths, moved into place only if the run ends well.
     with ExitStack() as stack:
@@ -259,6 +289,7 @@ def cli(
     n_process: int = typer.Option(1, help="Processes for nlp.pipe"),
     batch_size: int = typer.Option(32, help="Documents per batch"),
     on_error: str = typer.Option("skip", help="A bad input document: skip (reported) or stop (nothing written)"),
+    overwrite: bool = typer.Option(False, help="Replace an existing output (and mapping) as a whole"),
     summary_path: Optional[Path] = typer.Option(None, "--summary", help="Also write the summary as JSON here"),
 ):
     """De-identify text files with a synthdeid pipeline; hash keys come from SYNTHDEID_HASH_KEY."""
@@ -274,7 +305,7 @@ def cli(
         nlp = load_pipeline(model, redactor)
         summary = deidentify_files(
             nlp, input_path, output, input_format=input_format, output_format=output_format, mapping=mapping,
-            n_process=n_process, batch_size=batch_size, on_error=on_error, report=lambda m: typer.echo(m, err=True),
+            n_process=n_process, batch_size=batch_size, on_error=on_error, overwrite=overwrite, report=lambda m: typer.echo(m, err=True),
         )
     except ValueError as err:  # InputError and the redactor's configuration errors
         typer.echo(f"error: {err}", err=True)

@@ -154,14 +154,16 @@ MONTHS = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agost
 _MONTH = "(" + "|".join(MONTHS) + "|setiembre)"
 _NUMERIC_DATE = re.compile(r"^(\d{1,2})([/\-.])(\d{1,2})(?:\2(\d{4}|\d{2}))?$")
 _MONTH_YEAR = re.compile(r"^(\d{1,2})([/\-.])(\d{4})$")
-_TEXT_DATE = re.compile(rf"^(?:(\d{{1,2}})\s+de\s+)?{_MONTH}(?:\s+(de|del)\s+(\d{{4}}))?$", re.IGNORECASE)
+_ISO_DATE = re.compile(r"^(\d{4})([/\-.])(\d{1,2})\2(\d{1,2})$")
+# "12 de marzo de 2018", "1º de marzo", "12 marzo 2018", "Marzo del 2019", "marzo"
+_TEXT_DATE = re.compile(rf"^(?:(\d{{1,2}})(º)?\s+(de\s+)?)?{_MONTH}(?:\s+(?:(de|del)\s+)?(\d{{4}}))?$", re.IGNORECASE)
 _YEAR = re.compile(r"^(1[89]\d\d|20\d\d)$")
 
 
 def shift_date(text: str, days: int) -> Optional[str]:
     """`text` moved by `days`, written as before; None when it is not a date
-    this function reads (day/month/year with / - or ., month/year, '12 de
-    marzo de 2018' and its parts, a year)."""
+    this function reads (day/month/year with / - or ., year-month-day,
+    month/year, '12 de marzo de 2018' and its parts, a year)."""
     stripped = text.strip()
     match = _NUMERIC_DATE.match(stripped)
     if match:
@@ -175,6 +177,15 @@ def shift_date(text: str, days: int) -> Optional[str]:
         if year:
             parts.append(f"{moved.year % 100:02d}" if len(year) == 2 else str(moved.year))
         return text.replace(stripped, sep.join(parts))
+    match = _ISO_DATE.match(stripped)
+    if match:
+        year, sep, month, day = match.groups()
+        try:
+            moved = dt.date(int(year), int(month), int(day)) + dt.timedelta(days=days)
+        except ValueError:
+            return None
+        return text.replace(stripped, sep.join([str(moved.year), f"{moved.month:0{len(month)}d}",
+                                                f"{moved.day:0{len(day)}d}"]))
     match = _MONTH_YEAR.match(stripped)
     if match:
         month, sep, year = match.groups()
@@ -184,7 +195,7 @@ def shift_date(text: str, days: int) -> Optional[str]:
         return text.replace(stripped, f"{moved.month:0{len(month)}d}{sep}{moved.year}")
     match = _TEXT_DATE.match(stripped)
     if match:
-        day, month_name, link, year = match.groups()
+        day, ordinal, day_link, month_name, link, year = match.groups()
         month = (MONTHS.index(month_name.lower()) if month_name.lower() in MONTHS else 8) + 1
         try:
             moved = dt.date(int(year or 2000), month, int(day or 15)) + dt.timedelta(days=days)
@@ -193,7 +204,9 @@ def shift_date(text: str, days: int) -> Optional[str]:
         name = _match_case(MONTHS[moved.month - 1], month_name)
         if month_name[0].isupper() and not month_name.isupper():
             name = name.capitalize()
-        written = (f"{moved.day} de " if day else "") + name + (f" {link} {moved.year}" if year else "")
+        day_written = f"{moved.day}{'º' if ordinal and moved.day == 1 else ''} {day_link or ''}" if day else ""
+        year_written = (f" {link} {moved.year}" if link else f" {moved.year}") if year else ""
+        written = day_written + name + year_written
         return text.replace(stripped, written)
     match = _YEAR.match(stripped)
     if match:
@@ -341,13 +354,19 @@ class PIIRedactor:
                 raise _config_error(name, f"the {where} must not reinsert the entity text: {text!r}")
             try:
                 text.format(**fields)
-            except (KeyError, IndexError, ValueError) as err:
+            except (KeyError, IndexError, ValueError, AttributeError, TypeError) as err:
                 raise _config_error(name, f"malformed {where} {text!r} ({err!r}); it may use "
                                           f"{', '.join('{' + f + '}' for f in fields)}") from None
+        if "{digest}" not in hash_template:
+            raise _config_error(name, f"hash_template {hash_template!r} has no {{digest}}: every value would "
+                                      "get the same token")
         if consistency not in ("document", "corpus"):
             raise _config_error(name, f"consistency = {consistency!r}: use 'document' or 'corpus'")
         if len(date_shift_days) != 2 or date_shift_days[0] > date_shift_days[1]:
             raise _config_error(name, f"date_shift_days = {list(date_shift_days)!r}: expected [low, high], low <= high")
+        if list(date_shift_days) == [0, 0]:
+            raise _config_error(name, "date_shift_days = [0, 0] leaves every date as written; give a range "
+                                      "with a non-zero offset")
         self.strategy = strategy
         self.strategies = strategies
         self.labels = set(labels)

@@ -138,25 +138,58 @@ def test_broken_jsonl_line_names_file_and_line(tmp_path):
 
 def test_jsonl_ids_must_be_unique_and_safe_as_file_names(pipeline, tmp_path):
     source = tmp_path / "in.jsonl"
-    records = [{"id": "a", "text": TEXTS["a"]}, {"id": "a", "text": TEXTS["b"]},
+    records = [{"id": "a", "text": TEXTS["a"]}, {"id": "a", "text": TEXTS["b"]}, {"id": None, "text": "x"},
+               {"id": "x" * 300, "text": TEXTS["b"]},
                {"id": "../escape", "text": TEXTS["b"]}, {"id": "sub/b", "text": TEXTS["b"]}]
     source.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records) + b'{"id": "c", "text": "\xff"}\n')
     items = list(read_inputs(source))
     assert f"{source}:2: duplicate id 'a' (first on line 1)" == str(items[1][1])
-    assert str(items[4][1]).startswith(f"{source}:5: not valid UTF-8 (byte 0xff)")
+    assert "'id' must be a non-empty string or an integer, not None" in str(items[2][1])
+    assert str(items[6][1]).startswith(f"{source}:7: not valid UTF-8 (byte 0xff)")
     nlp = load_pipeline(str(pipeline), {})
     skipped = []
     summary = deidentify_files(nlp, source, tmp_path / "out", progress=False, report=skipped.append)
-    assert summary.documents == 2 and len(skipped) == 3
+    assert summary.documents == 2 and len(skipped) == 5
     assert any("'../escape' cannot name an output file" in m for m in skipped)
+    assert any(f"'{'x' * 300}' cannot name an output file" in m for m in skipped)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.txt")) == ["out/a.txt", "out/sub/b.txt"]
     # One JSONL output file takes any id; the duplicate is still refused.
     summary = deidentify_files(nlp, source, tmp_path / "out.jsonl", output_format="jsonl", progress=False,
                                report=skipped.append)
-    assert summary.documents == 3
+    assert summary.documents == 4
     with pytest.raises(InputError, match="duplicate id"):
         deidentify_files(nlp, source, tmp_path / "stop", on_error="stop", progress=False)
     assert not (tmp_path / "stop").exists()
+
+
+def test_outputs_never_replace_inputs_or_hold_the_mapping(pipeline, tmp_path):
+    source = write_folder(tmp_path / "in", TEXTS)
+    (source / "a.TXT").write_text(TEXTS["b"])  # same id as a.txt
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.docx").write_text("not ours")
+    cases = [
+        ((source, source), "would replace the input"),
+        ((source / "a.txt", source / "a.txt"), "would replace the input"),
+        ((source, tmp_path), "would replace the input"),
+        ((source, source / "out"), "inside the input folder"),
+        ((source, tmp_path / "out", "--mapping", source / "a.txt"), "inside the input folder"),
+        ((source / "a.txt", tmp_path / "out.txt", "--mapping", source / "a.txt"), "would replace the input"),
+        ((source, tmp_path / "out", "--mapping", tmp_path / "out" / "map.jsonl"), "apart from the output"),
+        ((source, taken), "exists; pass --overwrite"),
+    ]
+    for args, message in cases:
+        result = cli(*args, "--model", pipeline, check=False)
+        assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
+    source_jsonl = tmp_path / "in.jsonl"
+    source_jsonl.write_text(json.dumps({"id": "a", "text": TEXTS["a"]}) + "\n")
+    result = cli(source_jsonl, tmp_path / "o.jsonl", "--model", pipeline, "--output-format", "jsonl",
+                 "--mapping", tmp_path / "o.jsonl", check=False)
+    assert result.returncode == 1 and "apart from the output" in result.stderr
+    assert (taken / "keep.docx").exists() and sorted(p.name for p in source.iterdir()) == ["a.TXT", "a.txt", "b.txt"]
+    result = cli(source, taken, "--model", pipeline, "--overwrite")
+    assert "same document id 'a'" in result.stderr and "De-identified 2 document(s) (1 skipped)" in result.stdout
+    assert sorted(p.name for p in taken.iterdir()) == ["a.txt", "b.txt"]
 
 
 def test_loud_errors_before_anything_runs(pipeline, tmp_path):
