@@ -214,6 +214,7 @@ def shift_date(text: str, days: int) -> Optional[str]:
     return None
 
 
+_TITLES = {"sr", "sra", "srta", "dr", "dra", "don", "dona", "dna", "prof", "profa"}
 _FIRST_NAMES: Optional[Tuple[set, set]] = None
 
 
@@ -267,11 +268,16 @@ class _Surrogates:
         out = []
         for part in parts:
             bare = part.strip(".,")
-            if (not bare or not bare[0].isalpha() or len(bare) == 1 or bare.endswith(".")
-                    or (capitalised and not bare[0].isupper())):
-                out.append(part)  # separators, initials, titles (Sra., Dr.) and lowercase words stay
-                continue
             folded = _ascii_fold(bare)
+            if (not bare or not bare[0].isalpha() or bare.endswith(".") or folded in _TITLES
+                    or (capitalised and not bare[0].isupper())):
+                out.append(part)  # separators, titles (Sra., Dr, Doña) and lowercase words stay
+                continue
+            if len(bare) == 1:  # an initial: another letter, the same for the same initial
+                letter = self.by_value.setdefault(
+                    ("initial", folded), self.rng.choice([c for c in "ABCDEFGHIJLMNOPRSTV" if c.lower() != folded]))
+                out.append(part.replace(bare, _match_case(letter, bare)))
+                continue
             if folded in first_names:
                 draw = self.fake.first_name_female if folded in female else self.fake.first_name_male
                 fake = self._unique("first_name", bare, lambda: draw().split()[0])

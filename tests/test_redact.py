@@ -115,6 +115,17 @@ def test_surrogates_are_consistent_distinct_and_realistic():
     assert replacement_of(doc, "95") == "90"
 
 
+def test_name_surrogates_keep_titles_and_replace_initials():
+    text = "Atendida por Dra Soto, luego por A. Ruiz y por Ana Ruiz."
+    entities = [("Dra Soto", "NOMBRE_PERSONAL_SANITARIO"), ("A. Ruiz", "NOMBRE_PERSONAL_SANITARIO"),
+                ("Ana Ruiz", "NOMBRE_SUJETO_ASISTENCIA")]
+    doc = redact({"strategy": "surrogate"}, text=text, entities=entities)
+    titled, initialled = replacement_of(doc, "Dra Soto"), replacement_of(doc, "A. Ruiz")
+    assert titled.startswith("Dra ") and "Soto" not in titled
+    assert re.fullmatch(r"[A-Z]\. \w+", initialled) and not initialled.startswith("A.")
+    assert initialled.split()[1] == replacement_of(doc, "Ana Ruiz").split()[1]  # same surname, same surrogate
+
+
 def test_dates_move_together_keeping_format_and_intervals():
     import datetime as dt
 
