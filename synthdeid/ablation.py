@@ -313,7 +313,11 @@ class Artifacts:
             if enough(finished):
                 steps.append({"step": kind, "key": key, "seconds": finished["seconds"], "reused": True})
                 return folder
-            done.unlink()  # to be grown (resumable) or rebuilt
+            if not resumable:
+                done.unlink()  # to be rebuilt
+            # A resumable artifact keeps its record while it grows: its commands
+            # replace the finished output only when they end, so a smaller
+            # request after an interrupted growth still finds it.
         if folder.exists() and not resumable:
             shutil.rmtree(folder)  # left by an interrupted run: start it again
         folder.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from synthdeid.ablation import (
+    Artifacts,
     Paths,
     StudyError,
     collect_results,
@@ -201,6 +202,30 @@ def tiny_corpus(tmp_path_factory):
         check=True, cwd=REPO,
     )
     return corpus
+
+
+def test_a_growing_artifact_stays_usable_for_smaller_requests_while_it_grows(tmp_path):
+    ran = []
+
+    def build(size, run):
+        artifacts = Artifacts(Paths(tmp_path / "corpus", tmp_path / "study"), run=run)
+        return artifacts._build("generation", "g", lambda out: [["grow", str(size)]], [],
+                                enough=lambda finished: finished["size_multiple"] >= size, resumable=True,
+                                record={"size_multiple": size})
+
+    def interrupted(command):
+        ran.append(command)
+        raise KeyboardInterrupt
+
+    build(1.0, ran.append)
+    with pytest.raises(KeyboardInterrupt):
+        build(4.0, interrupted)  # growth dies: the 1x output is still there and recorded
+    build(0.5, ran.append)
+    assert ran == [["grow", "1.0"], ["grow", "4.0"]]
+    build(4.0, ran.append)
+    assert ran[-1] == ["grow", "4.0"] and len(ran) == 3
+    done = json.loads((tmp_path / "study" / "shared" / "generation" / "g" / "done.json").read_text())
+    assert done["size_multiple"] == 4.0
 
 
 def test_tiny_study_end_to_end_resumes_after_an_interruption(tiny_corpus, minilm_path, tmp_path, monkeypatch):
