@@ -447,10 +447,18 @@ class Artifacts:
 
     def synthetic_pipeline(self, s: Mapping[str, Any], seed: int, corpus: Path, steps: List[Dict[str, Any]]) -> Path:
         key = artifact_key(corpus.name.split("-seed")[0], s, SYNTHETIC_KEYS, seed, corpus.name)
+        annotated = json.loads((corpus / "stats.json").read_text(encoding="utf-8"))["splits"]["train"]["entities"]
+        # An annotator that labels nothing (too little gold, too few steps) leaves
+        # the NER without labels: it can predict none however long it trains, and
+        # spaCy trains such a model many times slower. One step gives the
+        # pipeline that the evaluation then scores.
+        max_steps = s["train_max_steps"] if annotated else 1
         folder = self._build(
             "synthetic_pipeline", key,
-            lambda out: [self.spacy_train(s, seed, out, corpus / "train.spacy", corpus / "validation.spacy")],
+            lambda out: [self.spacy_train({**s, "train_max_steps": max_steps}, seed, out, corpus / "train.spacy",
+                                          corpus / "validation.spacy")],
             steps,
+            record={"train_entities": annotated, "max_steps": max_steps},
         )
         return folder / "model-best"
 

@@ -228,6 +228,20 @@ def test_a_growing_artifact_stays_usable_for_smaller_requests_while_it_grows(tmp
     assert done["size_multiple"] == 4.0
 
 
+def test_a_synthetic_corpus_without_entities_trains_one_step(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    study = load_study(study_file(tmp_path, TINY_STUDY.format(encoder="unused")), REPO / "project.yml")
+    settings = expand(study)[0].settings
+    ran = []
+    artifacts = Artifacts(Paths(tmp_path / "corpus", tmp_path / "study"), run=ran.append)
+    for entities in (0, 7):
+        corpus = tmp_path / f"x0.05-annotator-{entities}-seed0-abc"
+        corpus.mkdir()
+        (corpus / "stats.json").write_text(json.dumps({"splits": {"train": {"entities": entities}}}))
+        artifacts.synthetic_pipeline(settings, 0, corpus, [])
+    assert [c[c.index("--training.max_steps") + 1] for c in ran] == ["1", "20"]
+
+
 def test_tiny_study_end_to_end_resumes_after_an_interruption(tiny_corpus, minilm_path, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
