@@ -16,6 +16,7 @@ def main(
         None, help="Hub id or local folder of the encoder [default: the offline all-MiniLM-L6-v2]"
     ),
     epochs: int = typer.Option(4, help="Training epochs; the best on validation is kept"),
+    min_steps: int = typer.Option(0, help="Add epochs until training takes at least this many optimizer steps"),
     batch_size: int = typer.Option(16, help="Windows per training step"),
     learning_rate: float = typer.Option(1e-4, help="Peak AdamW learning rate (linear warmup/decay)"),
     window_words: int = typer.Option(128, help="Most spaCy tokens per training window"),
@@ -33,6 +34,7 @@ def main(
         output_dir,
         base_model=base_model,
         epochs=epochs,
+        min_steps=min_steps,
         batch_size=batch_size,
         learning_rate=learning_rate,
         window_words=window_words,

@@ -48,6 +48,7 @@ from .io import atomic_path, write_json
 SETTINGS: Dict[str, type] = {
     "annotator_base": str,
     "annotator_epochs": int,
+    "annotator_min_steps": int,
     "annotator_batch_size": int,
     "annotator_learning_rate": float,
     "annotator_window_words": int,
@@ -358,11 +359,15 @@ class Artifacts:
         train = self.gold_subset(s["annotator_fraction"], seed, steps)
         folder = self._build(
             "annotator",
-            artifact_key(f"f{_fmt(s['annotator_fraction'])}-e{s['annotator_epochs']}", s, ANNOTATOR_KEYS, seed),
+            artifact_key(f"f{_fmt(s['annotator_fraction'])}-e{s['annotator_epochs']}"
+                         + (f"-min{s['annotator_min_steps']}" if s["annotator_min_steps"] else ""), s,
+                         # keyed only when set: annotators built before the setting keep their keys
+                         ANNOTATOR_KEYS + (("annotator_min_steps",) if s["annotator_min_steps"] else ()), seed),
             lambda out: [
                 self.script(
                     "train_annotator", train, self.paths.validation, out / "model",
                     "--base-model", s["annotator_base"], "--epochs", s["annotator_epochs"],
+                    "--min-steps", s["annotator_min_steps"],
                     "--batch-size", s["annotator_batch_size"], "--learning-rate", s["annotator_learning_rate"],
                     "--window-words", s["annotator_window_words"], s["annotator_word_features"],
                     "--seed", seed, "--device", s["device"],

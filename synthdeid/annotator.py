@@ -183,6 +183,7 @@ def train_annotator(
     *,
     base_model: Optional[str] = None,
     epochs: int = 4,
+    min_steps: int = 0,
     batch_size: int = 16,
     learning_rate: float = 1e-4,
     window_words: int = 128,
@@ -209,19 +210,22 @@ def train_annotator(
     greedy decoding; the Viterbi score selects the epoch. `word_features` adds
     trainable word-shape embeddings to the encoder's input (`hf_ner.word_shape`:
     case, digits, accents, which an uncased encoder cannot see).
+    `min_steps` > 0 adds epochs until training takes at least that many
+    optimizer steps (so a small train set gets as many updates as a large one).
     `limit` > 0 trains on the first `limit` train docs only. Returns the log."""
     import torch
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    if epochs < 1 or batch_size < 1:
-        raise ValueError("epochs and batch_size must be at least 1")
+    if epochs < 1 or batch_size < 1 or min_steps < 0:
+        raise ValueError("epochs and batch_size must be at least 1, min_steps at least 0")
     arguments = {
         "train_path": str(train_path),
         "validation_path": str(validation_path),
         "output_dir": str(output_dir),
         "base_model": str(base_model or default_base_model()),
         "epochs": epochs,
+        "min_steps": min_steps,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "window_words": window_words,
@@ -269,6 +273,7 @@ def train_annotator(
     ]
     optimizer = torch.optim.AdamW(groups, lr=learning_rate)
     steps_per_epoch = math.ceil(len(features) / batch_size)
+    epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
     total_steps = steps_per_epoch * epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
     order_rng = random.Random(seed)
@@ -279,6 +284,8 @@ def train_annotator(
         "labels": labels,
         "train_docs": len(train_docs),
         "train_windows": len(features),
+        "epochs_run": epochs,
+        "optimizer_steps": total_steps,
         "truncated_windows": truncated,
         "inference": inference,
         "validation_docs": len(validation_docs),

@@ -213,6 +213,18 @@ def test_seeded_training_is_reproducible_and_the_cli_runs_it(tmp_path, tiny_mode
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_min_steps_adds_epochs_to_a_small_train_set(tmp_path, tiny_model_dir):
+    train = write_docbin(tmp_path / "train.spacy", make_docs(4, seed=5))
+    val = write_docbin(tmp_path / "val.spacy", make_docs(2, seed=6))
+    args = {"epochs": 1, "batch_size": 4, "window_words": 16, "seed": 3, "progress": False}
+    one = train_annotator(train, val, tmp_path / "one", base_model=str(tiny_model_dir), **args)
+    per_epoch = one["optimizer_steps"]
+    more = train_annotator(train, val, tmp_path / "more", base_model=str(tiny_model_dir), min_steps=2 * per_epoch + 1,
+                           **args)
+    assert one["epochs_run"] == 1 and more["epochs_run"] == 3 and len(more["epochs"]) == 3
+    assert more["optimizer_steps"] == 3 * per_epoch and more["arguments"]["min_steps"] == 2 * per_epoch + 1
+
+
 def test_missing_base_model_is_a_clear_error(tmp_path, corpus):
     missing = tmp_path / "no-such-model"
     with pytest.raises(FileNotFoundError, match="no-such-model"):
