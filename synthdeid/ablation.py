@@ -587,9 +587,10 @@ def run_study(study: Study, paths: Paths, *, axes: Optional[Sequence[str]] = Non
         if target.is_file():
             log(f"[{number}/{len(todo)}] {condition.key}: finished before, reused ({elapsed:.1f} min so far)")
             continue
-        log(f"[{number}/{len(todo)}] {condition.key}: running ({elapsed:.1f} min so far)")
         result = {"key": condition.key, "seed": condition.seed, "axes": condition.axes, "settings": condition.settings}
         reason = skip_reason(condition.settings)
+        log(f"[{number}/{len(todo)}] {condition.key}: {'skipped: ' + reason if reason else 'running'} "
+            f"({elapsed:.1f} min so far)")
         if reason:
             result.update(status="skipped", reason=reason)
         else:
