@@ -274,9 +274,10 @@ class _Surrogates:
                 out.append(part)  # separators, titles (Sra., Dr, Doña) and lowercase words stay
                 continue
             if len(bare) == 1:  # an initial: another letter, the same for the same initial
-                letter = self.by_value.setdefault(
-                    ("initial", folded), self.rng.choice([c for c in "ABCDEFGHIJLMNOPRSTV" if c.lower() != folded]))
-                out.append(part.replace(bare, _match_case(letter, bare)))
+                key = ("initial", folded)
+                if key not in self.by_value:  # draw only once: later draws stay as they were
+                    self.by_value[key] = self.rng.choice([c for c in "ABCDEFGHIJLMNOPRSTV" if c.lower() != folded])
+                out.append(part.replace(bare, _match_case(self.by_value[key], bare)))
                 continue
             if folded in first_names:
                 draw = self.fake.first_name_female if folded in female else self.fake.first_name_male
