@@ -223,6 +223,9 @@ def test_min_steps_adds_epochs_to_a_small_train_set(tmp_path, tiny_model_dir):
                            **args)
     assert one["epochs_run"] == 1 and more["epochs_run"] == 3 and len(more["epochs"]) == 3
     assert more["optimizer_steps"] == 3 * per_epoch and more["arguments"]["min_steps"] == 2 * per_epoch + 1
+    # validated as often as the requested epochs (once), after the last epoch
+    assert more["validated_epochs"] == [3] and more["best_epoch"] == 3
+    assert [("validation" in e) for e in more["epochs"]] == [False, False, True]
 
 
 def test_missing_base_model_is_a_clear_error(tmp_path, corpus):
