@@ -36,7 +36,7 @@ from wasabi import msg
 
 from . import hf_ner  # noqa: F401 (registers the hf_ner factory without the entry point)
 from .corpus import split_train_validation
-from .io import atomic_path, decode_utf8, read_docs, write_json, write_text
+from .io import atomic_path, read_docs, read_text_records, write_json, write_text
 from .metrics import doc_spans, entity_scores
 
 ID_KEY = "synthdeid_id"
@@ -65,30 +65,10 @@ def read_generated(path: str | Path) -> List[GeneratedDoc]:
     if not path.is_file():
         raise AnnotateError(f"{path}: no such file")
     docs: List[GeneratedDoc] = []
-    seen: Dict[str, int] = {}
-    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
-        where = f"{path}:{lineno}"
-        line = decode_utf8(raw, str(path), AnnotateError, first_line=lineno)
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise AnnotateError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(record, dict):
-            raise AnnotateError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        doc_id, text = record.get("id"), record.get("text")
-        if not isinstance(doc_id, str) or not doc_id.strip():
-            raise AnnotateError(f"{where}: 'id' must be a non-empty string, got {doc_id!r}")
-        if not isinstance(text, str):
-            what = "missing" if "text" not in record else f"not a string ({type(text).__name__})"
-            raise AnnotateError(f"{where}: 'text' is {what}")
-        if not text.strip():
-            raise AnnotateError(f"{where}: empty text (id {doc_id!r})")
-        if doc_id in seen:
-            raise AnnotateError(f"{where}: duplicate id {doc_id!r} (first on line {seen[doc_id]})")
-        seen[doc_id] = lineno
-        docs.append(GeneratedDoc(doc_id, text))
+    for record in read_text_records(path):
+        if record.error:
+            raise AnnotateError(record.error)
+        docs.append(GeneratedDoc(record.doc_id, record.text))
     if not docs:
         raise AnnotateError(f"{path}: no documents")
     return docs

@@ -30,7 +30,7 @@ import typer
 from spacy.language import Language
 from tqdm import tqdm
 
-from .io import atomic_path, decode_utf8, write_json
+from .io import atomic_path, decode_utf8, read_text_records, write_json
 
 INPUT_FORMATS = ("auto", "txt", "jsonl", "brat")
 OUTPUT_FORMATS = ("txt", "jsonl", "brat")
@@ -75,34 +75,11 @@ def read_inputs(path: Path, input_format: str = "auto") -> Iterator[Tuple[str, A
     if input_format == "jsonl":
         if not path.is_file():
             raise InputError(f"{path}: no such JSONL file")
-        first_line: Dict[str, int] = {}
-        with path.open("rb") as lines:
-            for number, line in enumerate(lines, 1):
-                where = f"{path}:{number}"
-                if not line.strip():
-                    continue
-                try:
-                    line_text = decode_utf8(line, str(path), InputError, first_line=number)
-                except InputError as err:
-                    yield where, err
-                    continue
-                try:
-                    record = json.loads(line_text)
-                    doc_id, text = record["id"], record["text"]
-                    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or not str(doc_id).strip():
-                        raise TypeError(f"'id' must be a non-empty string or an integer, not {doc_id!r}")
-                    if not isinstance(text, str):
-                        raise TypeError("'text' is not a string")
-                    doc_id = str(doc_id)
-                except (ValueError, KeyError, TypeError) as err:
-                    yield where, InputError(f"{where}: not a {{\"id\", \"text\"}} record ({err})")
-                    continue
-                if doc_id in first_line:
-                    # The mapping and file outputs are keyed by id: a repeat would mix two documents.
-                    yield where, InputError(f"{where}: duplicate id {doc_id!r} (first on line {first_line[doc_id]})")
-                    continue
-                first_line[doc_id] = number
-                yield doc_id, text if text.strip() else InputError(f"{where}: empty document {doc_id!r}")
+        for record in read_text_records(path, integer_ids=True):
+            if record.error:
+                yield record.doc_id or record.where, InputError(record.error)
+            else:
+                yield record.doc_id, record.text
         return
     if path.is_file():
         files, root = [path], path.parent

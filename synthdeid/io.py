@@ -1,5 +1,6 @@
-"""File helpers: the one DocBin reader, and atomic output (a step either
-leaves a complete output or none)."""
+"""File helpers: the one DocBin reader, the one reader of `{"id", "text"}`
+JSONL files, and atomic output (a step either leaves a complete output or
+none)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Type
+from typing import Any, Dict, Iterator, List, Optional, Type
 
 import spacy
 from spacy.tokens import Doc, DocBin
@@ -70,3 +72,61 @@ def decode_utf8(data: bytes, where: str, error: Type[Exception], first_line: int
     except UnicodeDecodeError as err:
         line = first_line + data.count(b"\n", 0, err.start)
         raise error(f"{where}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x})") from None
+
+
+@dataclass(frozen=True)
+class TextRecord:
+    """One non-blank line of an `{"id", "text"}` JSONL file: its id and text,
+    or `error`, the line's problem as `<file>:<line>: ...` (`doc_id` is set
+    when the id was read)."""
+
+    where: str
+    doc_id: Optional[str] = None
+    text: Optional[str] = None
+    error: Optional[str] = None
+
+
+def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[TextRecord]:
+    """Lazily, the records of a JSONL file with one `{"id", "text"}` object per
+    line (other keys are ignored, blank lines skipped). Ids are non-empty
+    strings, or also integers (read as strings) with `integer_ids`, and are
+    unique; texts are non-empty strings. A bad line comes as a record with an
+    `error`, so the caller decides whether to stop or skip it."""
+    first_line: Dict[str, int] = {}
+    with Path(path).open("rb") as lines:
+        for number, raw in enumerate(lines, 1):
+            where = f"{path}:{number}"
+            if not raw.strip():
+                continue
+            try:
+                line = decode_utf8(raw, str(path), ValueError, first_line=number)
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield TextRecord(where, error=f"{where}: invalid JSON ({err.msg} at column {err.colno})")
+                continue
+            except ValueError as err:
+                yield TextRecord(where, error=str(err))
+                continue
+            if not isinstance(record, dict):
+                yield TextRecord(where, error=f"{where}: expected a JSON object, got {type(record).__name__}")
+                continue
+            doc_id, text = record.get("id"), record.get("text")
+            id_types = (str, int) if integer_ids else (str,)
+            if isinstance(doc_id, bool) or not isinstance(doc_id, id_types) or not str(doc_id).strip():
+                kind = "a non-empty string or an integer" if integer_ids else "a non-empty string"
+                yield TextRecord(where, error=f"{where}: 'id' must be {kind}, got {doc_id!r}")
+                continue
+            doc_id = str(doc_id)
+            if doc_id in first_line:
+                # Outputs are keyed by id: a repeat would mix two documents.
+                message = f"{where}: duplicate id {doc_id!r} (first on line {first_line[doc_id]})"
+                yield TextRecord(where, doc_id, error=message)
+                continue
+            first_line[doc_id] = number
+            if not isinstance(text, str):
+                what = "missing" if "text" not in record else f"not a string ({type(text).__name__})"
+                yield TextRecord(where, doc_id, error=f"{where}: 'text' is {what}")
+            elif not text.strip():
+                yield TextRecord(where, doc_id, error=f"{where}: empty text (id {doc_id!r})")
+            else:
+                yield TextRecord(where, doc_id, text)

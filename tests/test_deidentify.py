@@ -129,11 +129,14 @@ def test_jsonl_to_txt_folder_and_an_output_of_the_wrong_kind(pipeline, tmp_path)
 
 def test_broken_jsonl_line_names_file_and_line(tmp_path):
     source = tmp_path / "in.jsonl"
-    source.write_text('{"id": "a", "text": "hola"}\n{"id": "b"}\nnot json\n')
+    source.write_text('{"id": "a", "text": "hola"}\n{"id": "b"}\nnot json\n{"id": 7, "text": "adiós"}\n'
+                      '{"id": true, "text": "x"}\n')
     items = list(read_inputs(source))
     assert items[0] == ("a", "hola")
-    assert isinstance(items[1][1], InputError) and f"{source}:2:" in str(items[1][1])
-    assert f"{source}:3:" in str(items[2][1])
+    assert items[1] == ("b", items[1][1]) and str(items[1][1]) == f"{source}:2: 'text' is missing"
+    assert str(items[2][1]).startswith(f"{source}:3: invalid JSON")
+    assert items[3] == ("7", "adiós")  # integer ids are read as strings
+    assert str(items[4][1]) == f"{source}:5: 'id' must be a non-empty string or an integer, got True"
 
 
 def test_jsonl_ids_must_be_unique_and_safe_as_file_names(pipeline, tmp_path):
@@ -144,7 +147,7 @@ def test_jsonl_ids_must_be_unique_and_safe_as_file_names(pipeline, tmp_path):
     source.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records) + b'{"id": "c", "text": "\xff"}\n')
     items = list(read_inputs(source))
     assert f"{source}:2: duplicate id 'a' (first on line 1)" == str(items[1][1])
-    assert "'id' must be a non-empty string or an integer, not None" in str(items[2][1])
+    assert "'id' must be a non-empty string or an integer, got None" in str(items[2][1])
     assert str(items[6][1]).startswith(f"{source}:7: not valid UTF-8 (byte 0xff)")
     nlp = load_pipeline(str(pipeline), {})
     skipped = []
