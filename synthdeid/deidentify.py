@@ -18,6 +18,7 @@ place only when the run succeeds: a failed run leaves nothing half-written.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -282,7 +283,8 @@ def cli(
         nlp = load_pipeline(model, redactor)
         summary = deidentify_files(
             nlp, input_path, output, input_format=input_format, output_format=output_format, mapping=mapping,
-            n_process=n_process, batch_size=batch_size, on_error=on_error, overwrite=overwrite, report=lambda m: typer.echo(m, err=True),
+            n_process=n_process, batch_size=batch_size, on_error=on_error, overwrite=overwrite,
+            report=lambda m: tqdm.write(m, file=sys.stderr),  # on its own line, not glued to the progress bar
         )
     except ValueError as err:  # InputError and the redactor's configuration errors
         typer.echo(f"error: {err}", err=True)
