@@ -27,6 +27,7 @@ from weasel.cli.run import check_rerun
 from weasel.util import load_project_config
 
 from synthdeid.io import read_docs, write_json, write_text
+from synthdeid.metrics import doc_words
 
 app = typer.Typer(add_completion=False)
 STEPS_FILE = "training/benchmark_steps.json"
@@ -39,7 +40,7 @@ def packaged_pipeline_speed(package_dir: Path, test_path: Path, batch_size: int 
     inner = next(p for p in package_dir.glob("*/*") if (p / "config.cfg").exists())
     nlp = spacy.load(inner)
     texts = [doc.text for doc in read_docs(test_path)]
-    words = sum(len(nlp.make_doc(text)) for text in texts)
+    words = sum(doc_words(nlp.make_doc(text)) for text in texts)
     start = time.perf_counter()
     for _ in nlp.pipe(texts, batch_size=batch_size):
         pass

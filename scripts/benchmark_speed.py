@@ -19,6 +19,7 @@ import typer
 
 from synthdeid.deidentify import load_pipeline
 from synthdeid.io import read_docs, write_json, write_text
+from synthdeid.metrics import doc_words
 
 STRATEGIES = ("mask", "surrogate", "hash")
 
@@ -45,7 +46,7 @@ def corpus_of(texts: List[str], characters: int) -> List[str]:
 
 def words_per_second(nlp, texts: List[str], n_process: int, batch_size: int) -> Dict[str, float]:
     start = time.perf_counter()
-    words = sum(sum(not t.is_space for t in doc) for doc in nlp.pipe(texts, n_process=n_process, batch_size=batch_size))
+    words = sum(doc_words(doc) for doc in nlp.pipe(texts, n_process=n_process, batch_size=batch_size))
     seconds = time.perf_counter() - start
     return {"words": words, "seconds": round(seconds, 2), "words_per_second": round(words / seconds, 1)}
 

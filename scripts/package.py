@@ -13,18 +13,21 @@ from synthdeid.packaging import package_pipeline, performance_from_evaluation
 def main(
     pipeline_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Trained pipeline"),
     output_dir: Path = typer.Argument(..., help="Where the package folder goes"),
-    name: str = typer.Option(..., help="Package name (the language code is prefixed)"),
+    name: str = typer.Option(..., help="Package name (the language code is prefixed unless it has it)"),
     version: str = typer.Option(..., help="Package version"),
     trained_on: str = typer.Option(..., help="What the pipeline was trained on, for meta.json"),
     description: str = typer.Option("De-identification of Spanish clinical text (MEDDOCAN labels)."),
     evaluation: Optional[Path] = typer.Option(None, exists=True, help="evaluation.json with its scores"),
-    evaluation_name: str = typer.Option("", help="The pipeline's name in evaluation.json"),
+    evaluation_name: str = typer.Option("", help="The pipeline's name in evaluation.json (needed with --evaluation)"),
     check_docs: Optional[Path] = typer.Option(
         None, exists=True, help="DocBin whose texts check that pruning the vocabulary changes no prediction"
     ),
     check_limit: int = typer.Option(50, help="Check texts used from --check-docs"),
 ):
     performance = None
+    if evaluation is not None and not evaluation_name:
+        raise typer.BadParameter("name the pipeline whose scores to take from --evaluation",
+                                 param_hint="--evaluation-name")
     if evaluation is not None:
         performance = performance_from_evaluation(
             json.loads(evaluation.read_text(encoding="utf-8")), evaluation_name

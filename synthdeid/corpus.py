@@ -42,7 +42,7 @@ from spacy.tokens import Doc, DocBin
 from tqdm import tqdm
 from wasabi import msg
 
-from .io import atomic_path, decode_utf8, read_docs, write_json
+from .io import atomic_path, decode_utf8, id_problem, read_docs, unencodable, write_json
 from .tokenizer import make_nlp
 
 Span = Tuple[int, int, str]
@@ -246,11 +246,14 @@ def read_jsonl(path: str | Path, report: Optional[ReadReport] = None) -> Iterato
             raise CorpusError(f"{where}: 'text' must be a string, got {type(text).__name__}")
         if not text.strip():
             raise CorpusError(f"{where}: empty text")
+        if unencodable(text) is not None:
+            raise CorpusError(f"{where}: 'text' holds a character UTF-8 cannot encode (a lone surrogate, at "
+                              f"character {unencodable(text)})")
         name = record.get("name", record.get("id"))
         if name is None:
             name = f"{path.stem}-{lineno}"
-        elif isinstance(name, bool) or not isinstance(name, (str, int)) or not str(name).strip():
-            raise CorpusError(f"{where}: 'name'/'id' must be a non-empty string or an integer, got {name!r}")
+        elif id_problem(name, integer_ids=True):
+            raise CorpusError(f"{where}: 'name'/'id' {id_problem(name, integer_ids=True)}")
         name = str(name)
         if name in seen:
             raise CorpusError(f"{where}: duplicate document name {name!r} (first on line {seen[name]})")

@@ -18,6 +18,7 @@ place only when the run succeeds: a failed run leaves nothing half-written.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from spacy.language import Language
 from tqdm import tqdm
 
 from .io import atomic_path, decode_utf8, read_text_records, write_json
+from .metrics import doc_words
 
 INPUT_FORMATS = ("auto", "txt", "jsonl", "brat")
 OUTPUT_FORMATS = ("txt", "jsonl", "brat")
@@ -69,18 +71,30 @@ def decode_text(data: bytes, where: str) -> str:
     return text
 
 
-def read_inputs(path: Path, input_format: str = "auto") -> Iterator[Tuple[str, Any]]:
-    """(document id, text or InputError) in a stable order, lazily."""
+def resolve_format(path: Path, input_format: str) -> str:
+    """The input format `auto` stands for: jsonl for a `.jsonl` file, else txt."""
     if input_format == "auto":
-        input_format = "jsonl" if path.suffix.lower() == ".jsonl" else "txt"
-    if input_format == "jsonl":
+        return "jsonl" if path.suffix.lower() == ".jsonl" else "txt"
+    return input_format
+
+
+def read_inputs(path: Path, input_format: str = "auto", max_length: int = 0) -> Iterator[Tuple[str, Any]]:
+    """(document id, text or InputError) in a stable order, lazily. A text
+    longer than `max_length` characters (if given) is an InputError."""
+    def checked(where: str, text: str) -> Any:
+        if max_length and len(text) > max_length:
+            return InputError(f"{where}: {len(text):,} characters, more than the pipeline's max_length "
+                              f"({max_length:,}); split the document or raise nlp.max_length")
+        return text
+
+    if resolve_format(path, input_format) == "jsonl":
         if not path.is_file():
             raise InputError(f"{path}: no such JSONL file")
         for record in read_text_records(path, integer_ids=True):
             if record.error:
                 yield record.doc_id or record.where, InputError(record.error)
             else:
-                yield record.doc_id, record.text
+                yield record.doc_id, checked(record.where, record.text)
         return
     if path.is_file():
         files, root = [path], path.parent
@@ -99,7 +113,7 @@ def read_inputs(path: Path, input_format: str = "auto") -> Iterator[Tuple[str, A
             continue
         first_file[doc_id] = file
         try:
-            yield doc_id, decode_text(file.read_bytes(), str(file))
+            yield doc_id, checked(str(file), decode_text(file.read_bytes(), str(file)))
         except InputError as err:
             yield doc_id, err
 
@@ -126,6 +140,8 @@ def check_paths(input_path: Path, output: Path, mapping: Optional[Path], overwri
             raise InputError(f"{target}: the {name} may not lie inside the input folder {input_path}")
         if target.exists() and not overwrite:
             raise InputError(f"{target}: exists; pass --overwrite to replace it")
+    if mapping and mapping.is_dir():
+        raise InputError(f"{mapping}: is a folder; the mapping is one JSONL file (name a file, e.g. {mapping}.jsonl)")
     if mapping and (targets["mapping"] == targets["output"] or targets["output"] in targets["mapping"].parents):
         raise InputError(f"{mapping}: the mapping (original PII) must be written apart from the output {output}")
 
@@ -145,6 +161,17 @@ def load_pipeline(model: str, redactor: Mapping[str, Any]) -> Language:
     else:
         nlp.add_pipe("pii_redactor", config=dict(redactor))
     return nlp
+
+
+def brat_entity(text: str, label: str, start: int, end: int) -> str:
+    """`LABEL <offsets><TAB><text>` of a brat text-bound annotation. A
+    replacement that spans lines (a surrogate name keeps the line break of
+    the name it replaces) becomes fragments, one per line, as brat writes them
+    (`10 13;14 31`), with the line breaks in its text shown as spaces."""
+    lines = list(re.finditer(r"[^\r\n]+", text[start:end]))
+    fragments = [f"{start + line.start()} {start + line.end()}" for line in lines]
+    shown = " ".join(line.group() for line in lines)
+    return f"{label} {';'.join(fragments)}\t{shown}"
 
 
 class Writer:
@@ -177,8 +204,7 @@ class Writer:
             target.parent.mkdir(parents=True, exist_ok=True)
             Path(f"{target}.txt").write_text(doc._.deidentified, encoding="utf-8")
             if self.output_format == "brat":
-                text = doc._.deidentified
-                lines = [f"T{i}\t{s['label']} {s['start']} {s['end']}\t{text[s['start']:s['end']]}\n"
+                lines = [f"T{i}\t{brat_entity(doc._.deidentified, s['label'], s['start'], s['end'])}\n"
                          for i, s in enumerate(spans, 1)]
                 Path(f"{target}.ann").write_text("".join(lines), encoding="utf-8")
 
@@ -213,7 +239,7 @@ def deidentify_files(
     summary = Summary()
 
     def good_documents() -> Iterator[Tuple[str, str]]:
-        for doc_id, text in read_inputs(input_path, input_format):
+        for doc_id, text in read_inputs(input_path, input_format, max_length=nlp.max_length):
             if not isinstance(text, InputError) and not writes_file and not is_file_name(doc_id):
                 text = InputError(f"{input_path}: id {doc_id!r} cannot name an output file in {output}")
             if isinstance(text, InputError):
@@ -224,7 +250,7 @@ def deidentify_files(
                 continue
             yield text, doc_id
 
-    single_text = input_path.is_file() and input_format != "jsonl" and input_path.suffix.lower() != ".jsonl"
+    single_text = input_path.is_file() and resolve_format(input_path, input_format) != "jsonl"
     writes_file = output_format == "jsonl" or (single_text and output_format == "txt")
     if output.exists() and output.is_file() != writes_file:
         raise InputError(f"{output}: exists and is a {'file' if output.is_file() else 'folder'}; "
@@ -240,7 +266,7 @@ def deidentify_files(
             for doc, doc_id in tqdm(docs, desc="de-identify", unit="doc", disable=not progress):
                 writer.write(doc_id, doc)
                 summary.documents += 1
-                summary.words += sum(not token.is_space for token in doc)
+                summary.words += doc_words(doc)
                 summary.entities.update(r["label"] for r in doc._.pii_replacements)
         finally:
             writer.close()

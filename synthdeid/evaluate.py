@@ -11,7 +11,7 @@ from spacy.tokens import Doc
 from tqdm import tqdm
 
 from .io import read_docs
-from .metrics import score_docs
+from .metrics import doc_words, score_docs
 
 
 def evaluate_pipeline(pipeline: str | Path, references: List[Doc], batch_size: int = 16) -> Dict:
@@ -29,7 +29,7 @@ def evaluate_pipeline(pipeline: str | Path, references: List[Doc], batch_size: i
         )
     )
     seconds = time.perf_counter() - start
-    words = sum(len(ref) for ref in references)
+    words = sum(doc_words(ref) for ref in references)
     scores = score_docs(references, predictions)
     scores["speed"] = {"seconds": seconds, "words_per_second": words / seconds if seconds else 0.0}
     return scores

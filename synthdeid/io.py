@@ -49,6 +49,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written for {target}")
         if target.is_dir() and not target.is_symlink():
+            if not tmp.is_dir():  # a file must not wipe out a folder that happens to have its name
+                raise IsADirectoryError(f"{target}: is a folder; a file cannot replace it")
             shutil.rmtree(target)
         os.replace(tmp, target)
     finally:
@@ -74,6 +76,26 @@ def decode_utf8(data: bytes, where: str, error: Type[Exception], first_line: int
         raise error(f"{where}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x})") from None
 
 
+def id_problem(value: Any, integer_ids: bool) -> Optional[str]:
+    """Why `value` cannot be a document id (None if it can): ids are
+    non-empty strings, or also integers with `integer_ids` (never booleans)."""
+    id_types = (str, int) if integer_ids else (str,)
+    if isinstance(value, bool) or not isinstance(value, id_types) or not str(value).strip():
+        kind = "a non-empty string or an integer" if integer_ids else "a non-empty string"
+        return f"must be {kind}, got {value!r}"
+    return None
+
+
+def unencodable(text: str) -> Optional[int]:
+    """The position of the first character UTF-8 cannot encode (a lone
+    surrogate such as JSON's "\\ud800"), None if there is none."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return err.start
+    return None
+
+
 @dataclass(frozen=True)
 class TextRecord:
     """One non-blank line of an `{"id", "text"}` JSONL file: its id and text,
@@ -88,9 +110,10 @@ class TextRecord:
 
 def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[TextRecord]:
     """Lazily, the records of a JSONL file with one `{"id", "text"}` object per
-    line (other keys are ignored, blank lines skipped). Ids are non-empty
-    strings, or also integers (read as strings) with `integer_ids`, and are
-    unique; texts are non-empty strings. A bad line comes as a record with an
+    line (other keys are ignored, blank lines skipped, a byte-order mark
+    dropped). Ids are non-empty strings, or also integers (read as strings)
+    with `integer_ids`, and are unique; texts are non-empty strings that UTF-8
+    can encode. A bad line comes as a record with an
     `error`, so the caller decides whether to stop or skip it."""
     first_line: Dict[str, int] = {}
     with Path(path).open("rb") as lines:
@@ -100,7 +123,7 @@ def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[T
                 continue
             try:
                 line = decode_utf8(raw, str(path), ValueError, first_line=number)
-                record = json.loads(line)
+                record = json.loads(line.lstrip("\ufeff") if number == 1 else line)
             except json.JSONDecodeError as err:
                 yield TextRecord(where, error=f"{where}: invalid JSON ({err.msg} at column {err.colno})")
                 continue
@@ -111,10 +134,11 @@ def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[T
                 yield TextRecord(where, error=f"{where}: expected a JSON object, got {type(record).__name__}")
                 continue
             doc_id, text = record.get("id"), record.get("text")
-            id_types = (str, int) if integer_ids else (str,)
-            if isinstance(doc_id, bool) or not isinstance(doc_id, id_types) or not str(doc_id).strip():
-                kind = "a non-empty string or an integer" if integer_ids else "a non-empty string"
-                yield TextRecord(where, error=f"{where}: 'id' must be {kind}, got {doc_id!r}")
+            problem = id_problem(doc_id, integer_ids)
+            if problem is None and unencodable(str(doc_id)) is not None:
+                problem = f"holds a character UTF-8 cannot encode: {doc_id!r}"
+            if problem:
+                yield TextRecord(where, error=f"{where}: 'id' {problem}")
                 continue
             doc_id = str(doc_id)
             if doc_id in first_line:
@@ -128,5 +152,10 @@ def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[T
                 yield TextRecord(where, doc_id, error=f"{where}: 'text' is {what}")
             elif not text.strip():
                 yield TextRecord(where, doc_id, error=f"{where}: empty text (id {doc_id!r})")
+            elif unencodable(text) is not None:
+                position = unencodable(text)
+                message = (f"{where}: 'text' holds a character UTF-8 cannot encode (a lone surrogate, "
+                           f"{text[position]!r} at character {position})")
+                yield TextRecord(where, doc_id, error=message)
             else:
                 yield TextRecord(where, doc_id, text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -28,7 +29,10 @@ MEDDOCAN_SOURCE = {
 
 def performance_from_evaluation(evaluation: Dict, pipeline_name: str) -> Dict[str, float]:
     """The figures of one pipeline in an evaluation.json, flattened for meta.json."""
-    scores = evaluation["pipelines"][pipeline_name]
+    pipelines = evaluation.get("pipelines", {})
+    if pipeline_name not in pipelines:
+        raise ValueError(f"no pipeline {pipeline_name!r} in the evaluation (it has: {', '.join(sorted(pipelines))})")
+    scores = pipelines[pipeline_name]
     entity, token = scores["entity"], scores["token"]
     performance = {
         "ents_p": entity["micro"]["p"],
@@ -100,6 +104,11 @@ def package_pipeline(
         # wheel require synthdeid.
         spacy.util.import_file("redact", REDACT_CODE)
     nlp = spacy.load(pipeline_dir)
+    # spaCy prefixes the language unless the name has it, and its setup.py
+    # always does: take the prefix off so that both agree ("es_deid" = "deid").
+    name = name[len(nlp.lang) + 1 :] if name.startswith(f"{nlp.lang}_") else name
+    if not re.fullmatch(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)*", name):
+        raise ValueError(f"package name {name!r}: use letters and digits, words joined by single underscores")
     if "pii_redactor" not in nlp.pipe_names:
         nlp.add_pipe("pii_redactor", last=True)
     nlp.meta.update(
@@ -117,7 +126,7 @@ def package_pipeline(
     nlp.meta["requirements"] = requirements + [FAKER_REQUIREMENT]
     if performance:
         nlp.meta["performance"] = performance
-    package_name = f"{nlp.lang}_{name}-{version}"
+    package_name = f"{nlp.lang}_{name}-{version}"  # as `spacy package` names the folder and the wheel
     with tempfile.TemporaryDirectory() as staging, atomic_path(output_dir / package_name) as tmp:
         nlp.to_disk(staging)
         pruned = prune_strings(nlp, Path(staging), check_texts)
@@ -137,7 +146,7 @@ def package_pipeline(
         if any(r.lower().startswith("synthdeid") for r in requirements):
             raise RuntimeError("the wheel would require synthdeid: pii_redactor was registered from synthdeid.redact; "
                                "package in a process that has not imported it")
-    wheel = output_dir / package_name / "dist" / f"{package_name}-py3-none-any.whl"
-    if not wheel.exists():
-        raise FileNotFoundError(f"{wheel}: spacy package did not build the wheel")
-    return wheel
+        wheel_name = f"{package_name}-py3-none-any.whl"
+        if not (tmp / "dist" / wheel_name).exists():
+            raise FileNotFoundError(f"{tmp / 'dist' / wheel_name}: spacy package did not build the wheel")
+    return output_dir / package_name / "dist" / wheel_name

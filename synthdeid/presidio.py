@@ -51,7 +51,7 @@ ENTITY_MAPPING: Dict[str, str] = {
 
 def nlp_configuration(model: str, mapping: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """Presidio's NlpEngineProvider configuration for the pipeline `model`
-    (an installed package name or a folder; nothing is downloaded)."""
+    (an installed package name or a folder)."""
     return {
         "nlp_engine_name": "spacy",
         "models": [{"lang_code": "es", "model_name": str(model)}],
@@ -68,11 +68,19 @@ def analyzer_engine(model: str, mapping: Optional[Mapping[str, str]] = None, wit
     """A Presidio AnalyzerEngine for Spanish whose NER is the synthdeid pipeline.
 
     with_pattern_recognizers adds Presidio's own predefined recognizers for
-    Spanish (regular expressions, checksums) next to it."""
+    Spanish (regular expressions, checksums) next to it. A model that is neither
+    an installed package nor a folder raises ValueError (Presidio would try to
+    download it)."""
+    from pathlib import Path
+
+    import spacy.util
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import NlpEngineProvider
     from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
+    # Presidio would try to download a model it cannot find: refuse it here.
+    if not (spacy.util.is_package(str(model)) or Path(model).is_dir()):
+        raise ValueError(f"{model}: neither an installed pipeline package nor a pipeline folder")
     mapping = dict(mapping or ENTITY_MAPPING)
     nlp_engine = NlpEngineProvider(nlp_configuration=nlp_configuration(model, mapping)).create_engine()
     registry = RecognizerRegistry(supported_languages=["es"])

@@ -269,7 +269,7 @@ class _Surrogates:
         for part in parts:
             bare = part.strip(".,")
             folded = _ascii_fold(bare)
-            if (not bare or not bare[0].isalpha() or bare.endswith(".") or folded in _TITLES
+            if (not bare or not bare[0].isalpha() or folded in _TITLES
                     or (capitalised and not bare[0].isupper())):
                 out.append(part)  # separators, titles (Sra., Dr, Doña) and lowercase words stay
                 continue
@@ -294,6 +294,8 @@ class _Surrogates:
         if label == "FECHAS":
             return shift_date(text, self.date_offset)
         if label == "EDAD_SUJETO_ASISTENCIA":
+            if not re.search(r"\d", text):
+                return None  # an age in words ("noventa y cinco años") cannot be capped: mask it
             return re.sub(r"\d+", lambda m: m.group() if int(m.group()) <= 89 else "90", text)
         if label == "FAMILIARES_SUJETO_ASISTENCIA":  # "su madre" stays, "su hermano Pedro" is a name
             return self.name(text) if any(c.isupper() for c in text) else text

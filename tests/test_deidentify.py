@@ -207,6 +207,52 @@ def test_loud_errors_before_anything_runs(pipeline, tmp_path):
         deidentify_files(nlp, tmp_path, tmp_path / "out", n_process=2)
 
 
+def test_bom_surrogates_and_overlong_texts_in_jsonl(pipeline, tmp_path):
+    source = tmp_path / "in.jsonl"
+    lines = [json.dumps({"id": "a", "text": TEXTS["a"]}), '{"id": "s", "text": "Ana Ruiz \\ud800 aqu\u00ed"}',
+             json.dumps({"id": "long", "text": "Ana Ruiz. " * 20}), json.dumps({"id": "b", "text": TEXTS["b"]})]
+    source.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    nlp = load_pipeline(str(pipeline), {})
+    nlp.max_length = 100
+    skipped = []
+    summary = deidentify_files(nlp, source, tmp_path / "out.jsonl", output_format="jsonl", progress=False,
+                               report=skipped.append)
+    assert summary.documents == 2  # the first record survives its byte-order mark
+    assert [json.loads(line)["id"] for line in (tmp_path / "out.jsonl").open()] == ["a", "b"]
+    assert skipped == [
+        f"skipped: {source}:2: 'text' holds a character UTF-8 cannot encode (a lone surrogate, '\\ud800' at "
+        "character 9)",
+        f"skipped: {source}:3: 200 characters, more than the pipeline's max_length (100); split the document "
+        "or raise nlp.max_length",
+    ]
+
+
+def test_a_folder_is_never_replaced_by_the_mapping_file(pipeline, tmp_path):
+    source = write_folder(tmp_path / "in", TEXTS)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "keys.txt").write_text("keep me")
+    result = cli(source, tmp_path / "out", "--model", pipeline, "--mapping", secret, "--overwrite", check=False)
+    assert result.returncode == 1 and "is a folder; the mapping is one JSONL file" in result.stderr
+    assert (secret / "keys.txt").read_text() == "keep me" and not (tmp_path / "out").exists()
+
+
+def test_brat_output_splits_a_replacement_that_spans_lines(pipeline, tmp_path):
+    from synthdeid.deidentify import brat_entity
+
+    text = "Paciente Eva\nSoto Gil, alta."
+    assert brat_entity(text, "NOMBRE_SUJETO_ASISTENCIA", 9, 21) == "NOMBRE_SUJETO_ASISTENCIA 9 12;13 21\tEva Soto Gil"
+    assert brat_entity(text, "NOMBRE_SUJETO_ASISTENCIA", 9, 12) == "NOMBRE_SUJETO_ASISTENCIA 9 12\tEva"
+
+
+def test_txt_format_on_a_jsonl_file_reads_one_text_into_one_file(pipeline, tmp_path):
+    source = tmp_path / "note.jsonl"  # named .jsonl, read as plain text
+    source.write_text(TEXTS["a"])
+    cli(source, tmp_path / "out.txt", "--model", pipeline, "--input-format", "txt")
+    assert (tmp_path / "out.txt").is_file()
+    assert (tmp_path / "out.txt").read_text().startswith("Paciente [NOMBRE_SUJETO_ASISTENCIA]")
+
+
 def test_packaged_copy_of_the_redactor_loads_beside_synthdeid(tmp_path):
     """A wheel ships its own copy of redact.py; importing it after synthdeid.redact
     must not clash over the factory name."""

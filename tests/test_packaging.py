@@ -30,3 +30,27 @@ def test_pruned_strings_keep_labels_drop_training_text_and_predictions(tmp_path)
     assert figures == {"strings_before": len(before), "strings_after": len(after), "checked_texts": 10}
     assert not (set(APELLIDOS) | set(NOMBRES)) & after
     assert set(nlp.get_pipe("ner").labels) <= after
+
+
+def test_package_names_follow_spacy_and_bad_names_fail_before_building(tmp_path):
+    import subprocess
+    import sys
+
+    import pytest
+
+    from synthdeid.packaging import package_pipeline, performance_from_evaluation
+
+    spacy.blank("es").to_disk(tmp_path / "pipeline")
+    with pytest.raises(ValueError, match="'deid__x': use letters and digits"):
+        package_pipeline(tmp_path / "pipeline", tmp_path / "out", name="deid__x", version="0.0.1",
+                         description="", trained_on="nothing")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="no pipeline 'gold ' in the evaluation \\(it has: gold, synthetic\\)"):
+        performance_from_evaluation({"pipelines": {"gold": {}, "synthetic": {}}}, "gold ")
+    # In a fresh process: one that imported synthdeid.redact cannot package (see package_pipeline).
+    code = ("from pathlib import Path; from synthdeid.packaging import package_pipeline; "
+            f"print(package_pipeline(Path({str(tmp_path / 'pipeline')!r}), Path({str(tmp_path / 'out')!r}), "
+            "name='es_tiny', version='0.0.1', description='', trained_on='nothing'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    wheel = tmp_path / "out" / "es_tiny-0.0.1" / "dist" / "es_tiny-0.0.1-py3-none-any.whl"
+    assert result.stdout.strip().splitlines()[-1] == str(wheel) and wheel.is_file()

@@ -41,3 +41,12 @@ def test_presidio_analyzes_and_anonymizes_with_the_pipeline(tmp_path):
     assert anonymized.text == (
         "Paciente <PERSONA>, de <AGE> años, ingresa el <DATE_TIME> en el <ORGANIZATION>."
     )
+
+
+def test_an_unknown_model_fails_before_presidio_tries_a_download(tmp_path, monkeypatch):
+    import pytest
+    import spacy.cli
+
+    monkeypatch.setattr(spacy.cli, "download", lambda *a, **k: pytest.fail("Presidio tried to download a model"))
+    with pytest.raises(ValueError, match="es_deid_meddocn: neither an installed pipeline package nor a pipeline"):
+        analyzer_engine("es_deid_meddocn")

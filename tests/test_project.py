@@ -66,11 +66,20 @@ def test_module_closure_follows_every_import_form(tmp_path):
     assert imported_modules(script) == {"redact", "tokenizer"}
 
 
+# Pipelines whose custom component comes from a synthdeid module (through its
+# spaCy entry point): a step that loads one runs that module's code.
+PIPELINE_MODULES = {"training/annotator/pipeline": "hf_ner"}
+
+
 def test_commands_depend_on_their_scripts_modules_and_configs():
     project = load_project_config(REPO)
     missing = []
     for command in project["commands"]:
         deps = set(command.get("deps", []))
+        for pipeline, module in PIPELINE_MODULES.items():
+            if pipeline in deps:
+                needed = {f"{PACKAGE}/{m}.py" for m in {module} | module_closure(REPO / PACKAGE / f"{module}.py")}
+                missing += [f"{command['name']}: {dep} (loads {pipeline})" for dep in sorted(needed - deps)]
         for line in command.get("script", []):
             for script in SCRIPT.findall(line):
                 needed = {script} | {f"{PACKAGE}/{m}.py" for m in module_closure(REPO / script)}

@@ -115,6 +115,13 @@ def test_surrogates_are_consistent_distinct_and_realistic():
     assert replacement_of(doc, "95") == "90"
 
 
+def test_an_age_in_words_is_masked_not_kept():
+    text = "Mujer de noventa y cinco años y 95 años."
+    entities = [("noventa y cinco", "EDAD_SUJETO_ASISTENCIA"), ("95", "EDAD_SUJETO_ASISTENCIA")]
+    doc = redact({"strategy": "surrogate"}, text=text, entities=entities)
+    assert doc._.deidentified == "Mujer de [EDAD_SUJETO_ASISTENCIA] años y 90 años."
+
+
 def test_name_surrogates_keep_titles_and_replace_initials():
     text = "Atendida por Dra Soto, luego por A. Ruiz y por Ana Ruiz."
     entities = [("Dra Soto", "NOMBRE_PERSONAL_SANITARIO"), ("A. Ruiz", "NOMBRE_PERSONAL_SANITARIO"),

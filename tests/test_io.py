@@ -1,0 +1,35 @@
+"""Atomic outputs: a step leaves a complete output or none, and never wipes
+out a folder it was not meant to replace."""
+
+import pytest
+
+from synthdeid.io import atomic_path
+
+
+def test_a_finished_output_replaces_the_old_one_and_a_failed_one_leaves_it(tmp_path):
+    target = tmp_path / "out"
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "a.txt").write_text("half")
+            raise RuntimeError("the step failed")
+    assert (target / "a.txt").read_text() == "first"
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # replaced as a whole
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary leftovers
+
+
+def test_a_file_never_replaces_a_folder(tmp_path):
+    folder = tmp_path / "secret"
+    folder.mkdir()
+    (folder / "keys.txt").write_text("keep me")
+    with pytest.raises(IsADirectoryError, match="secret: is a folder; a file cannot replace it"):
+        with atomic_path(folder) as tmp:
+            tmp.write_text("mapping")
+    assert (folder / "keys.txt").read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["secret"]
