@@ -233,6 +233,9 @@ def expand(study: Study) -> List[Condition]:
             settings = {**study.defaults, **value.settings}
             for seed in study.seeds:
                 key = condition_key(settings, study.defaults, seed)
+                if key in by_key and by_key[key].settings != settings:  # values alike in their first 40 characters
+                    content = json.dumps(settings, sort_keys=True, default=str)
+                    key += "-" + hashlib.sha1(content.encode("utf-8")).hexdigest()[:10]
                 condition = by_key.setdefault(key, Condition(key, seed, settings))
                 condition.axes.append({"axis": axis.name, "value": value.label})
     return list(by_key.values())
@@ -495,11 +498,14 @@ def write_prefix(generation: Path, output: Path, size_multiple: float, gold_trai
     target = target_size(size_multiple, corpus_size(gold_train)[1])
     kept, words = [], 0
     with generation.open(encoding="utf-8") as lines:
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             if words >= target:
                 break
             kept.append(line)
-            words += word_count(json.loads(line)["text"])
+            try:
+                words += word_count(json.loads(line)["text"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{generation}:{number}: not a generated record ({err!r})") from None
     if words < target:
         raise RuntimeError(f"{generation}: holds {words} words, fewer than the {target} asked for")
     with atomic_path(output) as tmp:

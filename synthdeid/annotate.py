@@ -36,7 +36,7 @@ from wasabi import msg
 
 from . import hf_ner  # noqa: F401 (registers the hf_ner factory without the entry point)
 from .corpus import split_train_validation
-from .io import atomic_path, read_docs, read_text_records, write_json, write_text
+from .io import atomic_path, folder_digest, read_docs, read_text_records, write_json, write_text
 from .metrics import doc_spans, entity_scores
 
 ID_KEY = "synthdeid_id"
@@ -132,10 +132,13 @@ class AnnotationCheckpoints:
         self.chunks = 0
 
     def load(self) -> List[Doc]:
-        state = self.folder / "state.json"
-        if state.is_file() and json.loads(state.read_text(encoding="utf-8")).get("fingerprint") == self.fingerprint:
-            self.chunks = json.loads(state.read_text(encoding="utf-8"))["chunks"]
-            return [doc for i in range(self.chunks) for doc in read_docs(self._chunk(i), self.vocab)]
+        try:
+            saved = json.loads((self.folder / "state.json").read_text(encoding="utf-8"))
+            if saved["fingerprint"] == self.fingerprint:
+                self.chunks = saved["chunks"]
+                return [doc for i in range(self.chunks) for doc in read_docs(self._chunk(i), self.vocab)]
+        except (OSError, ValueError, KeyError, TypeError):  # no state, or not one this code wrote: start afresh
+            self.chunks = 0
         shutil.rmtree(self.folder, ignore_errors=True)
         return []
 
@@ -194,7 +197,8 @@ def annotate_generated(
     records = train + validation
     fingerprint = {
         "generated_sha256": hashlib.sha256(Path(generated_path).read_bytes()).hexdigest(),
-        "pipeline": str(pipeline_dir), "validation_fraction": validation_fraction, "seed": seed,
+        "pipeline": str(pipeline_dir), "pipeline_sha256": folder_digest(pipeline_dir),
+        "validation_fraction": validation_fraction, "seed": seed,
     }
     checkpoints = AnnotationCheckpoints(output_dir / ".annotate_partial", fingerprint, nlp.vocab)
     docs = checkpoints.load()
@@ -231,7 +235,8 @@ def annotate_generated(
             "gold": corpus_stats(gold),
         },
         "annotate_seconds": round(annotate_seconds, 2),
-        "documents_per_second": round(len(synthetic) / annotate_seconds, 2) if annotate_seconds else None,
+        # This run's documents only: resumed ones took no time here.
+        "documents_per_second": round(len(todo) / annotate_seconds, 2) if annotate_seconds else None,
     }
     if len(docs) > len(todo):
         stats["resumed_after"] = len(docs) - len(todo)

@@ -23,7 +23,7 @@ from spacy.tokens import Doc
 
 from .hf_ner import IGNORE_INDEX, HFNER, forward, load_token_classifier, pad_windows, new_word_features, save_word_features, window_inputs
 from .io import atomic_path, read_docs
-from .metrics import entity_scores
+from .metrics import doc_spans, entity_scores
 
 OUTSIDE = "O"
 LOG_FILE = "training_log.json"
@@ -116,10 +116,6 @@ def encode_windows(
 # ------------------------------------------------------------ evaluation
 
 
-def gold_spans(docs: Sequence[Doc]) -> List[Tuple[int, int, int, str]]:
-    return [(i, e.start_char, e.end_char, e.label_) for i, doc in enumerate(docs) for e in doc.ents]
-
-
 def predict_docs(component: HFNER, docs: Sequence[Doc], batch_size: int = 8) -> List[Doc]:
     """Run the component over fresh, entity-less copies of `docs` (same tokens)."""
     fresh = [
@@ -134,7 +130,7 @@ def evaluate_component(component: HFNER, docs: Sequence[Doc], batch_size: int = 
     start = time.perf_counter()
     predicted = predict_docs(component, docs, batch_size)
     seconds = time.perf_counter() - start
-    scores = entity_scores(gold_spans(docs), gold_spans(predicted))
+    scores = entity_scores(doc_spans(docs), doc_spans(predicted))
     return {
         **{k: scores["micro"][k] for k in ("p", "r", "f")},
         "per_label": {label: s["f"] for label, s in scores["per_label"].items()},
@@ -412,7 +408,8 @@ def build_annotator_pipeline(
             description += (
                 f"; fine-tuned from {_model_name(training['arguments']['base_model'])}, "
                 f"epoch {training['best_epoch']} "
-                f"of {training['arguments']['epochs']}, validation entity F1 {best['f']:.4f}"
+                f"of {training.get('epochs_run', training['arguments']['epochs'])}, "
+                f"validation entity F1 {best['f']:.4f}"
             )
     nlp.meta["name"] = name
     nlp.meta["description"] = description

@@ -48,7 +48,7 @@ from spacy.util import load_config
 from spacy_llm.util import assemble_from_config
 
 from .generator import generator_model_dir
-from .io import atomic_path, read_docs, write_json, write_text
+from .io import atomic_path, folder_digest, read_docs, write_json, write_text
 from .llm import END_REASONS, MODEL_NAME
 
 PROMPT_WORDS = 3
@@ -327,6 +327,8 @@ def generate_corpus(
     if hasattr(model, "n_batches"):
         model.n_batches = batches
     position, round_start = state.position, state.round_start_records
+    if idle >= max_idle_rounds:  # the interrupted run had given up at the end of its last round
+        raise gave_up(idle, words, target_words, len(records), generated, dropped)
     bar = tqdm(total=target_words, initial=min(words, target_words), desc="generate", unit="word", disable=not progress)
     while words < target_words:
         items = [(k, i, prompt) for k in range(samples_per_prompt) for i, prompt in prompts]
@@ -394,11 +396,7 @@ def generate_corpus(
         position, round_start = 0, len(records)
         if idle >= max_idle_rounds:
             bar.close()
-            raise RuntimeError(
-                f"gave up: {idle} rounds in a row kept no new document ({words} of {target_words} words kept in "
-                f"{len(records)} documents, {generated} generated, dropped {dropped}); check the generator and "
-                "max_new_tokens"
-            )
+            raise gave_up(idle, words, target_words, len(records), generated, dropped)
     bar.close()
     counts = {
         "rounds": rounds + 1,
@@ -414,10 +412,19 @@ def generate_corpus(
     return records, counts
 
 
+def gave_up(idle: int, words: int, target: int, documents: int, generated: int, dropped: Mapping) -> RuntimeError:
+    return RuntimeError(
+        f"gave up: {idle} rounds in a row kept no new document ({words} of {target} words kept in "
+        f"{documents} documents, {generated} generated, dropped {dict(dropped)}); check the generator and "
+        "max_new_tokens"
+    )
+
+
 class ProgressFiles:
     """Beside OUTPUT, OUTPUT.partial holds the records kept so far (appended
     after every batch) and OUTPUT.resume.json the last checkpoint with what
-    it depends on (model settings, prompts, samples per prompt). A later run
+    it depends on (model settings, the model folder's contents, prompts,
+    samples per prompt). A later run
     with the same settings resumes from the partial file, or, once OUTPUT is
     finished, from OUTPUT itself (to grow it); other settings start afresh."""
 
@@ -430,10 +437,13 @@ class ProgressFiles:
     def load(self) -> Optional[Tuple[List[Dict[str, Any]], Checkpoint]]:
         if not self.state.is_file():
             return None
-        saved = json.loads(self.state.read_text(encoding="utf-8"))
-        if saved.get("fingerprint") != self.fingerprint:
+        try:
+            saved = json.loads(self.state.read_text(encoding="utf-8"))
+            if saved.get("fingerprint") != self.fingerprint:
+                return None
+            checkpoint = Checkpoint(**saved["checkpoint"])
+        except (ValueError, TypeError, KeyError, AttributeError):  # not a state this code wrote: start afresh
             return None
-        checkpoint = Checkpoint(**saved["checkpoint"])
         source = self.partial if self.partial.is_file() else self.output
         if not source.is_file():
             return None
@@ -455,10 +465,11 @@ class ProgressFiles:
         """Yield the on_checkpoint callback; the partial file goes when the run ends well."""
         records, checkpoint = earlier if earlier else ([], Checkpoint())
         written = checkpoint.records
+        # The partial file first, whole, then the state that counts its
+        # records: an interruption in between leaves the two consistent.
+        write_jsonl(self.partial, records[:written])
         self._save(checkpoint)
-        with self.partial.open("w", encoding="utf-8") as partial:
-            for record in records[:written]:
-                partial.write(json.dumps(record, ensure_ascii=False) + "\n")
+        with self.partial.open("a", encoding="utf-8") as partial:
 
             def on_checkpoint(current: List[Dict[str, Any]], state: Checkpoint) -> None:
                 nonlocal written
@@ -651,10 +662,19 @@ def generate(
     settings = model_settings(config)
     if Path(settings["generator"]).exists():  # the same folder however it is spelled
         settings["generator"] = str(Path(settings["generator"]).resolve())
+    try:  # a model retrained in the same folder must not continue the old one's corpus
+        model_sha256 = folder_digest(generator_model_dir(settings["generator"]))
+    except FileNotFoundError:  # not a local model folder (another spacy-llm backend)
+        model_sha256 = None
     progress_files = ProgressFiles(output_path, {
-        "model": settings, "prompts": prompts, "samples_per_prompt": samples_per_prompt,
+        "model": settings, "model_sha256": model_sha256, "prompts": prompts, "samples_per_prompt": samples_per_prompt,
     })
     earlier = progress_files.load() if resume else None
+    if earlier and sum(word_count(record["text"]) for record in earlier[0][:-1]) >= target:
+        # The saved corpus is larger than this target: an uninterrupted run would
+        # have stopped earlier, with other counts, so generate afresh.
+        print(f"{output_path}: the saved corpus is larger than {target} words; generating afresh", flush=True)
+        earlier = None
     with progress_files.recording(earlier) as on_checkpoint:
         records, counts = generate_corpus(
             config,

@@ -250,9 +250,11 @@ class HFNER:
         self._outside_id = next((i for i, (prefix, _) in enumerate(model_tags) if prefix == OUTSIDE), 0)
         self.cfg["labels"] = sorted(labels)
         # Viterbi constraints in the model's own tag space (BIO models only):
-        # I-X may follow only B-X or I-X, and may not start a text.
+        # I-X may follow only B-X or I-X, and may not start a text. An IO model
+        # (bare labels, read as I-X) has no B- tag to open an entity with.
         self._transitions = self._start_allowed = None
-        if {prefix for prefix, _ in model_tags} <= {OUTSIDE, "B", "I"}:
+        prefixes = {prefix for prefix, _ in model_tags}
+        if prefixes <= {OUTSIDE, "B", "I"} and "B" in prefixes:
             n = len(model_tags)
             allowed = numpy.ones((n, n), dtype=bool)
             for j, (prefix, label) in enumerate(model_tags):

@@ -4,6 +4,7 @@ none)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -55,6 +56,22 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def folder_digest(path: str | Path) -> Optional[str]:
+    """SHA-256 over the names and contents of the files under `path` (None if
+    it is not a folder): a resumable step keys its checkpoints on the model's
+    contents, so a model retrained in the same place is not mixed with the old."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode("utf-8") + b"\0")
+        with file.open("rb") as data:
+            for block in iter(lambda: data.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text(target: str | Path, text: str) -> None:

@@ -417,12 +417,15 @@ def pii_only_tokens(gold_docs: Sequence[RawDoc]) -> Set[str]:
     inside: Set[str] = set()
     outside: Set[str] = set()
     for doc in gold_docs:
-        spans = sorted((start, end) for start, end, _ in doc.spans)
+        text = normalize(doc.text)
+        # Token offsets are in the normalised text: move the span offsets there too.
+        moved = (lambda o: o) if text == doc.text else (lambda o: len(normalize(doc.text[:o])))
+        spans = sorted((moved(start), moved(end)) for start, end, _ in doc.spans)
         starts = [start for start, _ in spans]
         for start, end in token_offsets(doc.text):
             i = bisect_right(starts, start) - 1
             within = i >= 0 and spans[i][0] <= start and end <= spans[i][1]
-            (inside if within else outside).add(doc.text[start:end])
+            (inside if within else outside).add(text[start:end])
     return {token for token in inside - outside if any(c.isalnum() for c in token)}
 
 

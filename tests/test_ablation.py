@@ -64,6 +64,21 @@ axes:
     assert "scratch" in skipped[0]["reason"]
 
 
+def test_settings_alike_in_their_first_40_characters_stay_two_conditions(tmp_path):
+    study = load_study(study_file(tmp_path, """
+axes:
+  encoder:
+    sets: [annotator_base]
+    values: [models/sentence-transformers/all-MiniLM-L6-v2, models/sentence-transformers/all-MiniLM-L12-v2]
+"""), REPO / "project.yml")
+    conditions = [c for c in expand(study) if c.key != "default-seed0"]
+    assert len(conditions) == 2 and conditions[0].key != conditions[1].key
+    assert [c.settings["annotator_base"] for c in conditions] == [
+        "models/sentence-transformers/all-MiniLM-L6-v2", "models/sentence-transformers/all-MiniLM-L12-v2"]
+    assert [c.axes for c in conditions] == [[{"axis": "encoder", "value": "models/sentence-transformers/all-MiniLM-L6-v2"}],
+                                            [{"axis": "encoder", "value": "models/sentence-transformers/all-MiniLM-L12-v2"}]]
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

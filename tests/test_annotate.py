@@ -241,6 +241,32 @@ def test_interrupted_annotation_resumes_and_equals_an_uninterrupted_run(tmp_path
     assert "resumed_after" not in stats
 
 
+def test_chunks_of_an_annotator_retrained_in_place_are_not_reused(tmp_path, pipeline, gold, monkeypatch):
+    import shutil
+
+    from synthdeid import annotate
+
+    texts = {f"syn-{i:02d}": (f"Ana vive en Madrid {i}.", []) for i in range(8)}
+    generated = write_generated(tmp_path / "generated.jsonl", texts)
+    model = tmp_path / "annotator"
+    shutil.copytree(pipeline, model)
+    monkeypatch.setattr(annotate.AnnotationCheckpoints, "CHUNK", 3)
+    flush = annotate.AnnotationCheckpoints.flush
+
+    def interrupted(self):
+        flush(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(annotate.AnnotationCheckpoints, "flush", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        annotate_generated(generated, model, gold, tmp_path / "out", validation_fraction=0.3)
+    monkeypatch.setattr(annotate.AnnotationCheckpoints, "flush", flush)
+    meta = model / "meta.json"
+    meta.write_text(meta.read_text(encoding="utf-8").replace("{", '{"retrained": true, ', 1), encoding="utf-8")
+    stats = annotate_generated(generated, model, gold, tmp_path / "out", validation_fraction=0.3)
+    assert "resumed_after" not in stats
+
+
 def test_a_failed_write_leaves_no_finished_marker(tmp_path, pipeline, gold, monkeypatch):
     from spacy.tokens import DocBin
 

@@ -16,6 +16,7 @@ from synthdeid.annotator import (
     IGNORE_INDEX,
     LOG_FILE,
     bio_labels,
+    build_annotator_pipeline,
     doc_windows,
     encode_windows,
     load_base_model,
@@ -226,6 +227,10 @@ def test_min_steps_adds_epochs_to_a_small_train_set(tmp_path, tiny_model_dir):
     # validated as often as the requested epochs (once), after the last epoch
     assert more["validated_epochs"] == [3] and more["best_epoch"] == 3
     assert [("validation" in e) for e in more["epochs"]] == [False, False, True]
+    # the built pipeline says how many epochs ran, not how many were asked for
+    spacy.blank("es").to_disk(tmp_path / "tokenizer")
+    built = spacy.load(build_annotator_pipeline(tmp_path / "more", tmp_path / "tokenizer", tmp_path / "pipeline"))
+    assert ", epoch 3 of 3, validation entity F1" in built.meta["description"]
 
 
 def test_missing_base_model_is_a_clear_error(tmp_path, corpus):

@@ -37,6 +37,7 @@ from synthdeid.generation import (
     stats_markdown,
     target_size,
 )
+from synthdeid.generator import generator_model_dir
 from synthdeid.llm import MODEL_NAME, hf_causal_lm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -446,8 +447,36 @@ def test_generation_resumes_and_grows_to_exactly_what_one_run_gives(tmp_path, ge
         progress=False,
     )
     assert relative["resumed_from"]["records"] > 0
+    # A smaller corpus than the saved one is generated afresh, as one run gives it.
+    assert run("grown", 0.3)["resumed_from"] is None
+    assert (tmp_path / "grown.jsonl").read_bytes() == small
     # Other settings start afresh.
     assert run("grown", 0.8, seed=8)["resumed_from"] is None
+
+    # A run that had given up at the end of a round gives up again when resumed.
+    state_file = tmp_path / "grown.jsonl.resume.json"
+    state = json.loads(state_file.read_text())
+    state["checkpoint"]["idle"] = 3
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(RuntimeError, match="gave up: 3 rounds in a row"):
+        run("grown", 1.5, seed=8)
+
+
+def test_a_generator_retrained_in_place_does_not_continue_the_old_corpus(tmp_path, generator_dir, docbins):
+    import shutil
+
+    model = tmp_path / "generator"
+    shutil.copytree(generator_dir, model)
+
+    def run(size):
+        return generate(docbins["validation"], docbins["train"], tmp_path / "out.jsonl", config_path=CONFIG,
+                        generator=model, model_options=OPTIONS, size_multiple=size, samples_per_prompt=2,
+                        progress=False)
+
+    run(0.3)
+    assert run(0.8)["resumed_from"]["records"] > 0  # the same model grows its corpus
+    (generator_model_dir(model) / "retrained.txt").write_text("new weights")
+    assert run(1.2)["resumed_from"] is None
 
 
 def test_tokens_are_not_counted_for_a_backend_without_a_local_model():

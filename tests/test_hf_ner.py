@@ -272,6 +272,20 @@ def test_viterbi_decoding_never_continues_an_entity_that_was_not_begun(rule_mode
     ]
 
 
+def test_viterbi_decodes_an_io_model_like_greedy(rule_model_dir, tmp_path):
+    # The same model with bare labels (IO scheme: every label tag is inside).
+    io_dir = tmp_path / "io"
+    shutil.copytree(rule_model_dir, io_dir)
+    config = json.loads((io_dir / "config.json").read_text())
+    config["id2label"] = {"0": "O", "1": "TERRITORIO", "2": "TERRITORIO", "3": "NOMBRE_SUJETO_ASISTENCIA"}
+    config["label2id"] = {"O": 0, "TERRITORIO": 1, "NOMBRE_SUJETO_ASISTENCIA": 3}
+    (io_dir / "config.json").write_text(json.dumps(config))
+    text = "Ana vive en Madrid García. García y Valladolid."
+    expected = [("Ana", "NOMBRE_SUJETO_ASISTENCIA"), ("Madrid García", "TERRITORIO"), ("García", "TERRITORIO")]
+    assert [(e.text, e.label_) for e in hf_nlp(io_dir, decoding="greedy")(text).ents] == expected
+    assert [(e.text, e.label_) for e in hf_nlp(io_dir)(text).ents] == expected
+
+
 def test_unknown_decoding_is_a_clear_error():
     with pytest.raises(ValueError, match="hf_ner: decoding must be one of.*'beam'"):
         HFNER(decoding="beam")

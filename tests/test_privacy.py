@@ -231,6 +231,9 @@ def test_gold_only_pii_tokens_and_the_ones_a_pipeline_ships(tmp_path):
         RawDoc("c", "Ana acude sola.", []),  # "Ana" also outside a span: not PII-only
     ]
     assert pii_only_tokens(gold) == {"Ruiz", "Toledo"}
+    # Decomposed accents (not NFC): the spans still cover the same words.
+    decomposed = "Jose\u0301 vio a Ana Ruiz en Cuenca."
+    assert pii_only_tokens([RawDoc("d", decomposed, [(12, 20, "NOMBRE_SUJETO_ASISTENCIA")])]) == {"Ana", "Ruiz"}
     pipeline = tmp_path / "pipeline"
     (pipeline / "vocab").mkdir(parents=True)
     (pipeline / "vocab" / "strings.json").write_text(json.dumps(["Ruiz", "Ana", "de", "NOMBRE_SUJETO_ASISTENCIA"]))
