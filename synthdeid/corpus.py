@@ -246,14 +246,15 @@ def read_jsonl(path: str | Path, report: Optional[ReadReport] = None) -> Iterato
             raise CorpusError(f"{where}: 'text' must be a string, got {type(text).__name__}")
         if not text.strip():
             raise CorpusError(f"{where}: empty text")
-        if unencodable(text) is not None:
+        position = unencodable(text)
+        if position is not None:
             raise CorpusError(f"{where}: 'text' holds a character UTF-8 cannot encode (a lone surrogate, at "
-                              f"character {unencodable(text)})")
+                              f"character {position})")
         name = record.get("name", record.get("id"))
         if name is None:
             name = f"{path.stem}-{lineno}"
-        elif id_problem(name, integer_ids=True):
-            raise CorpusError(f"{where}: 'name'/'id' {id_problem(name, integer_ids=True)}")
+        elif problem := id_problem(name, integer_ids=True):
+            raise CorpusError(f"{where}: 'name'/'id' {problem}")
         name = str(name)
         if name in seen:
             raise CorpusError(f"{where}: duplicate document name {name!r} (first on line {seen[name]})")

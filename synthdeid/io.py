@@ -169,8 +169,7 @@ def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[T
                 yield TextRecord(where, doc_id, error=f"{where}: 'text' is {what}")
             elif not text.strip():
                 yield TextRecord(where, doc_id, error=f"{where}: empty text (id {doc_id!r})")
-            elif unencodable(text) is not None:
-                position = unencodable(text)
+            elif (position := unencodable(text)) is not None:
                 message = (f"{where}: 'text' holds a character UTF-8 cannot encode (a lone surrogate, "
                            f"{text[position]!r} at character {position})")
                 yield TextRecord(where, doc_id, error=message)
