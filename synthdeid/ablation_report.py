@@ -211,6 +211,13 @@ def plot_annotator_vs_synthetic(results: Sequence[Mapping[str, Any]], path: Path
 def plot_privacy(axes: Sequence[Mapping[str, Any]], path: Path) -> bool:
     """5-gram recall against the generator's adaptation fraction (axes that set it)."""
     fig, ax = _figure(6, 4)
+    # Axes that share generators share corpora, so their points coincide: a
+    # large hollow marker first, then smaller filled ones keep each visible.
+    styles = iter([
+        {"marker": "o", "markersize": 11, "markerfacecolor": "none", "linestyle": "-"},
+        {"marker": "s", "markersize": 5, "linestyle": "--"},
+        {"marker": "^", "markersize": 5, "linestyle": "-."},
+    ])
     drawn = False
     for axis in axes:
         rows = [row for row in axis["rows"] if "figures" in row and "generator_fraction" in row["settings"]]
@@ -219,7 +226,7 @@ def plot_privacy(axes: Sequence[Mapping[str, Any]], path: Path) -> bool:
         xs = [row["settings"]["generator_fraction"] for row in rows]
         ax.errorbar(xs, [row["figures"]["ngram5_recall"]["mean"] for row in rows],
                     yerr=[row["figures"]["ngram5_recall"]["sd"] or 0.0 for row in rows],
-                    marker="o", capsize=3, label=f"ours: {axis['title']}")
+                    capsize=3, label=f"ours: {axis['title']}", **next(styles, {"marker": "o", "linestyle": "-"}))
         paper = (axis["paper"] or {}).get("ngram5_recall") or {}
         if paper:
             ax.plot([float(v) for v in paper], list(paper.values()), linestyle=":", marker="x",
@@ -246,6 +253,18 @@ def plot_per_label(result: Mapping[str, Any], path: Path) -> bool:
     return _finish(fig, ax, path, "", "entity F1 on the gold test set", f"Per-label entity F1 ({result['key']})")
 
 
+def portable_paths(result: Mapping[str, Any], output_dir: Path) -> Dict[str, Any]:
+    """The result with its corpus path relative to the study folder, so that a
+    published report.json names no folder of the machine it ran on."""
+    corpus = result.get("synthetic_corpus")
+    if not corpus or "path" not in corpus:
+        return dict(result)
+    path, root = Path(corpus["path"]), output_dir.resolve()
+    if path.is_absolute() and path.resolve().is_relative_to(root):
+        path = path.resolve().relative_to(root)
+    return {**result, "synthetic_corpus": {**corpus, "path": str(path)}}
+
+
 def write_report(study: Study, results: Sequence[Mapping[str, Any]], output_dir: Path) -> Dict[str, str]:
     """report.md, report.json and the plots; returns {plot name: file name}."""
     axes = aggregate(study, results)
@@ -261,7 +280,8 @@ def write_report(study: Study, results: Sequence[Mapping[str, Any]], output_dir:
     default = next((r for r in results if r["key"].startswith("default-") and r["status"] == "finished"), None)
     if default and plot_per_label(default, output_dir / "per_label.png"):
         plots["per_label"] = "per_label.png"
+    conditions = [portable_paths(result, output_dir) for result in results]
     write_json(output_dir / "report.json", {"study": str(study.path), "seeds": study.seeds,
-                                            "defaults": study.defaults, "axes": axes, "conditions": list(results)})
+                                            "defaults": study.defaults, "axes": axes, "conditions": conditions})
     write_text(output_dir / "report.md", markdown(study, axes, results, plots))
     return plots

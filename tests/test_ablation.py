@@ -150,6 +150,7 @@ axes:
         {"key": "default-seed1", "seed": 1, "axes": [{"axis": "adaptation", "value": "1.0"}],
          "settings": {"generator_fraction": 1.0}, "status": "not run", "reason": "not run yet"},
     ]
+    results[0]["synthetic_corpus"] = {"path": str(tmp_path / "report" / "shared" / "corpus-a"), "train": {}}
     rows = aggregate(study, results)[0]["rows"]
     half = rows[0]["figures"]["synthetic_entity"]
     assert half["mean"] == pytest.approx(0.82) and half["sd"] == pytest.approx(0.02828, abs=1e-4) and half["n"] == 2
@@ -161,6 +162,8 @@ axes:
     for name in plots.values():
         data = (tmp_path / "report" / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
+    published = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert published["conditions"][0]["synthetic_corpus"] == {"path": "shared/corpus-a", "train": {}}
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| 0.5 | 0.820 ± 0.028 |" in report
     assert "| 1.0 | 0.900 |" in report and "0.973" in report
