@@ -72,16 +72,26 @@ def _paper_cell(paper: Mapping[str, Any], series: str, value: str) -> str:
     return f"{figure:.3f}" if isinstance(figure, (int, float)) else "-"
 
 
+def study_seconds(results: Sequence[Mapping[str, Any]]) -> float:
+    """Step time of the builds behind these conditions, each build counted once.
+    A growing corpus records each extension as a build of its own (its time
+    is that extension's), so a build is an (artifact, seconds) pair. Not the
+    `reused` flags: an artifact built by a run that stopped before its
+    condition finished is marked reused in every result that records it."""
+    builds = {(step["step"], step["key"], step["seconds"]) for result in results for step in result["steps"]}
+    return sum(seconds for _, _, seconds in builds)
+
+
 def markdown(study: Study, axes: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]],
              plots: Mapping[str, str]) -> str:
     finished = [r for r in results if r["status"] == "finished"]
-    built = sum(step["seconds"] for r in finished for step in r["steps"] if not step["reused"])
+    built = study_seconds(finished)
     lines = [
         "# Ablation study",
         "",
         f"Study file `{study.path}`; seeds {study.seeds}; {len(finished)} of {len(results)} conditions finished, "
         f"{len(results) - len(finished)} skipped or not run; {built / 3600:.2f} h of step time spent on them "
-        "(each shared artifact counted once).",
+        "(each build of a shared artifact counted once).",
         "",
         "F1 on the gold test set: entity = strict entity-level micro F1, token = token-level micro F1 (as in "
         "the paper). Gold = the same spaCy config trained on the gold train data the annotator saw. "

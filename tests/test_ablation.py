@@ -20,7 +20,7 @@ from synthdeid.ablation import (
     run_study,
     write_prefix,
 )
-from synthdeid.ablation_report import aggregate, mean_sd, write_report
+from synthdeid.ablation_report import aggregate, mean_sd, study_seconds, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 MEDDOCAN = REPO.parent / "shared" / "meddocan"
@@ -129,6 +129,16 @@ def fake_result(key, axis, value, settings, synthetic, gold, annotator, recall, 
                     "distinctive_pii": 100, "distinctive_pii_share": 0.03},
         "steps": [{"step": "annotator", "key": "a", "seconds": 5.0, "reused": False}],
     }
+
+
+def test_study_seconds_counts_each_build_once_even_if_never_marked_built():
+    shared = {"step": "annotator", "key": "a", "seconds": 100.0, "reused": True}
+    results = [  # corpus g is generated (7 s), then extended (3 s) by a larger condition
+        {"steps": [shared, {"step": "generation", "key": "g", "seconds": 7.0, "reused": False}]},
+        {"steps": [shared, {"step": "generation", "key": "g", "seconds": 3.0, "reused": False}]},
+        {"steps": [shared, {"step": "generation", "key": "g", "seconds": 3.0, "reused": True}]},
+    ]
+    assert study_seconds(results) == 110.0
 
 
 def test_report_aggregates_seeds_and_draws_every_plot(tmp_path):
