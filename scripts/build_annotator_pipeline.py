@@ -23,8 +23,14 @@ def main(
     ),
     stride: Optional[int] = typer.Option(None, help="hf_ner: words shared by consecutive windows [default: as validated]"),
     decoding: Optional[str] = typer.Option(None, help="hf_ner: viterbi or greedy [default: viterbi]"),
+    break_penalty: Optional[float] = typer.Option(
+        None, help="hf_ner: Viterbi's charge for an entity that begins right after another [default: 2.0]"
+    ),
 ):
-    overrides = {"batch_size": batch_size, "window_words": window_words, "max_length": max_length, "stride": stride, "decoding": decoding}
+    overrides = {
+        "batch_size": batch_size, "window_words": window_words, "max_length": max_length, "stride": stride,
+        "decoding": decoding, "break_penalty": break_penalty,
+    }
     build_annotator_pipeline(
         model_dir,
         tokenizer_dir,

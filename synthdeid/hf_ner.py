@@ -25,7 +25,10 @@ annotator was trained with them: word-shape embeddings (`WORD_FEATURES_FILE`),
 added to the sub-token embeddings, give an uncased encoder back the case,
 digits and accents of each word (`word_shape`); and `decoding = "viterbi"`
 picks the best tag sequence that is valid BIO (no I-X after O or another
-label) instead of each word's best tag.
+label) instead of each word's best tag. The classifier scores each word on
+its own and often opens a new entity (B-) inside one ("hermano gemelo" as two
+entities); Viterbi charges `break_penalty` for a B- right after an entity's
+word, so an entity is split only where the scores clearly say so.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ DEFAULT_CONFIG = {
     "max_length": 512,
     "stride": 32,
     "decoding": "viterbi",
+    "break_penalty": 2.0,
     "label_map": {},
     "ignore_labels": [],
     "device": "cpu",
@@ -85,6 +89,7 @@ def make_hf_ner(
     max_length: int = 512,
     stride: int = 32,
     decoding: str = "viterbi",
+    break_penalty: float = 2.0,
     label_map: Dict[str, str] = {},  # noqa: B006 (spaCy passes the config's value)
     ignore_labels: List[str] = [],  # noqa: B006
     device: str = "cpu",
@@ -104,6 +109,9 @@ def make_hf_ner(
         word is predicted by the window where it is furthest from an edge.
     decoding (str): "viterbi" (the best valid BIO sequence) or "greedy" (each
         word's best tag).
+    break_penalty (float): Viterbi only: log-probability charged for a B- tag
+        right after a word of an entity (a new entity with no gap). 2.0 is the
+        middle of the MEDDOCAN validation plateau (1.5-3.0); 0 turns it off.
     label_map (Dict[str, str]): model label -> entity label to assign, applied
         to the label part of a tag ("B-PER" -> "PER" -> label_map["PER"]);
         labels not listed are kept; mapping to "O" or "" drops a label.
@@ -122,6 +130,7 @@ def make_hf_ner(
         max_length=max_length,
         stride=stride,
         decoding=decoding,
+        break_penalty=break_penalty,
         label_map=label_map,
         ignore_labels=ignore_labels,
         device=device,
@@ -143,6 +152,7 @@ class HFNER:
         max_length: int = 512,
         stride: int = 32,
         decoding: str = "viterbi",
+        break_penalty: float = 2.0,
         label_map: Optional[Dict[str, str]] = None,
         ignore_labels: Optional[Sequence[str]] = None,
         device: str = "cpu",
@@ -154,6 +164,8 @@ class HFNER:
             raise ValueError(f"hf_ner: stride must be in [0, window_words={window_words}), not {stride}")
         if decoding not in DECODINGS:
             raise ValueError(f"hf_ner: decoding must be one of {DECODINGS}, not {decoding!r}")
+        if not break_penalty >= 0:
+            raise ValueError(f"hf_ner: break_penalty must be at least 0, not {break_penalty!r}")
         self.name = name
         self.vocab = vocab
         self.cfg: Dict[str, Any] = {
@@ -163,6 +175,7 @@ class HFNER:
             "max_length": max_length,
             "stride": stride,
             "decoding": decoding,
+            "break_penalty": float(break_penalty),
             "label_map": dict(label_map or {}),
             "ignore_labels": list(ignore_labels or []),
             "device": device,
@@ -175,6 +188,7 @@ class HFNER:
         self._tag_info: List[Tuple[str, str]] = []  # model id -> (prefix, entity label or "")
         self._outside_id = 0
         self._transitions: Any = None  # BIO-valid (previous id, id) pairs, for Viterbi
+        self._breaks: Any = None  # (previous id, id) pairs that begin an entity right after one
         self._start_allowed: Any = None
         self._max_length = self._content_length = 0
 
@@ -252,7 +266,7 @@ class HFNER:
         # Viterbi constraints in the model's own tag space (BIO models only):
         # I-X may follow only B-X or I-X, and may not start a text. An IO model
         # (bare labels, read as I-X) has no B- tag to open an entity with.
-        self._transitions = self._start_allowed = None
+        self._transitions = self._breaks = self._start_allowed = None
         prefixes = {prefix for prefix, _ in model_tags}
         if prefixes <= {OUTSIDE, "B", "I"} and "B" in prefixes:
             n = len(model_tags)
@@ -261,6 +275,9 @@ class HFNER:
                 if prefix == "I":
                     allowed[:, j] = [p in ("B", "I") and l == label for p, l in model_tags]
             self._transitions = allowed
+            in_entity = numpy.array([prefix in ("B", "I") for prefix, _ in model_tags])
+            begins = numpy.array([prefix == "B" for prefix, _ in model_tags])
+            self._breaks = in_entity[:, None] & begins[None, :]
             self._start_allowed = numpy.array([prefix != "I" for prefix, _ in model_tags])
 
     # -------------------------------------------------------------- inference
@@ -341,7 +358,9 @@ class HFNER:
             else:  # a word the windows could not hold (sub-token budget): outside
                 matrix[word, outside] = 0.0
         if self.cfg["decoding"] == "viterbi" and self._transitions is not None:
-            ids = viterbi(matrix, self._transitions, self._start_allowed)
+            transitions = numpy.where(self._transitions, 0.0, -numpy.inf)
+            transitions[self._breaks] -= self.cfg["break_penalty"]
+            ids = viterbi(matrix, transitions, self._start_allowed)
         else:
             ids = matrix.argmax(-1).tolist() if n_words else []
         tags: List[Optional[Tuple[str, str]]] = []
@@ -582,15 +601,15 @@ def forward(model: Any, word_features: Any, input_ids: Any, attention_mask: Any,
     return model(inputs_embeds=model.get_input_embeddings()(input_ids) + word_features(shape_ids), **inputs)
 
 
-def viterbi(scores: Any, allowed: Any, start_allowed: Any) -> List[int]:
-    """The highest-scoring tag sequence (sum of per-word log-probabilities)
-    that uses only `allowed` (previous, next) transitions."""
+def viterbi(scores: Any, transitions: Any, start_allowed: Any) -> List[int]:
+    """The highest-scoring tag sequence: the sum of per-word log-probabilities
+    and of `transitions[previous, next]` scores (-inf forbids a transition)."""
     import numpy
 
     n, k = scores.shape
     if n == 0:
         return []
-    penalty = numpy.where(allowed, 0.0, -numpy.inf)
+    penalty = transitions
     best = numpy.where(start_allowed, scores[0], -numpy.inf)
     back = numpy.zeros((n, k), dtype=numpy.int64)
     for i in range(1, n):

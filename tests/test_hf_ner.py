@@ -128,7 +128,8 @@ class EdgeShy(torch.nn.Module):
 def test_each_word_is_predicted_where_it_is_furthest_from_a_window_edge(rule_model_dir):
     from transformers import AutoTokenizer
 
-    component = HFNER(window_words=10, stride=5, batch_size=3)
+    # No break penalty: the tags themselves are under test, one B-X per word.
+    component = HFNER(window_words=10, stride=5, batch_size=3, break_penalty=0.0)
     component.set_model(EdgeShy(), AutoTokenizer.from_pretrained(rule_model_dir))
     doc = spacy.blank("es")(" ".join("abcdefghijklmnopqrstuvwxy"))
     tags = component.predict_token_tags([doc])[0]
@@ -270,6 +271,43 @@ def test_viterbi_decoding_never_continues_an_entity_that_was_not_begun(rule_mode
     assert [(e.text, e.label_) for e in viterbi.ents] == [
         ("Ana", "NOMBRE_SUJETO_ASISTENCIA"), ("Madrid García", "TERRITORIO")
     ]
+
+
+class ByToken(torch.nn.Module):
+    """Tags O, B-X, I-X with fixed logits per sub-token: "a" is clearly B-X;
+    "b" is B-X (logit 2) rather than I-X (1) or O (0); anything else is O."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.config = SimpleNamespace(id2label={0: "O", 1: "B-X", 2: "I-X"})
+        self.logits = {tokenizer.convert_tokens_to_ids("a"): [0.0, 5.0, 0.0], tokenizer.convert_tokens_to_ids("b"): [0.0, 2.0, 1.0]}
+
+    def forward(self, input_ids, attention_mask):
+        rows = [[self.logits.get(i, [5.0, 0.0, 0.0]) for i in row] for row in input_ids.tolist()]
+        return SimpleNamespace(logits=torch.tensor(rows))
+
+
+def test_break_penalty_keeps_an_entity_whole_unless_the_scores_clearly_split_it(rule_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(rule_model_dir)
+
+    def entities(text, **config):
+        component = HFNER(**config)
+        component.set_model(ByToken(tokenizer), tokenizer)
+        return [e.text for e in component(spacy.blank("es")(text)).ents]
+
+    # "b" after "a": B-X beats I-X by a log-probability margin of 1.0.
+    assert entities("a b", break_penalty=0.0) == ["a", "b"]
+    assert entities("a b", break_penalty=0.5) == ["a", "b"]
+    assert entities("a b", break_penalty=1.5) == ["a b"]
+    assert entities("a b") == ["a b"]  # the default, 2.0
+    # Greedy decoding ignores it, and an entity after a gap is never charged.
+    assert entities("a b", decoding="greedy", break_penalty=1.5) == ["a", "b"]
+    assert entities("a c b", break_penalty=4.0) == ["a", "b"]
+    with pytest.raises(ValueError, match="break_penalty must be at least 0, not -1"):
+        HFNER(break_penalty=-1)
 
 
 def test_viterbi_decodes_an_io_model_like_greedy(rule_model_dir, tmp_path):
