@@ -210,10 +210,13 @@ def train_annotator(
     optimizer steps (so a small train set gets as many updates as a large one);
     validation then still runs `epochs` times, evenly spaced, and last after
     the final epoch (a 5% train set would otherwise be validated ~36 times).
+    Batches hold windows of similar length, as the Hugging Face Trainer's
+    `group_by_length` makes them; the log gives the positions fed per sub-token.
     `limit` > 0 trains on the first `limit` train docs only. Returns the log."""
     import torch
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
+    from transformers.trainer_pt_utils import get_length_grouped_indices
 
     if epochs < 1 or batch_size < 1 or min_steps < 0:
         raise ValueError("epochs and batch_size must be at least 1, min_steps at least 0")
@@ -276,7 +279,10 @@ def train_annotator(
     validated_epochs = sorted({math.ceil(k * epochs / requested_epochs) for k in range(1, requested_epochs + 1)})
     total_steps = steps_per_epoch * epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-    order_rng = random.Random(seed)
+    # Batches of windows of similar length (the Trainer's `group_by_length`):
+    # random batches pad 25% more sub-tokens than they hold on MEDDOCAN.
+    order_generator = torch.Generator().manual_seed(seed)
+    lengths = [len(f["input_ids"]) for f in features]
     pad_id = tokenizer.pad_token_id or 0
 
     log: Dict[str, Any] = {
@@ -302,10 +308,10 @@ def train_annotator(
         tmp.mkdir(parents=True)
         for epoch in range(1, epochs + 1):
             model.train()
-            order = list(range(len(features)))
-            order_rng.shuffle(order)
+            order = get_length_grouped_indices(lengths, batch_size, generator=order_generator)
             start = time.perf_counter()
             losses = []
+            padded = 0  # sub-token positions fed to the model, padding included
             bar = tqdm(
                 range(0, len(order), batch_size),
                 desc=f"epoch {epoch}/{epochs}",
@@ -314,6 +320,7 @@ def train_annotator(
             )
             for first in bar:
                 batch = pad_windows([features[i] for i in order[first : first + batch_size]], pad_id)
+                padded += batch["input_ids"].numel()
                 batch = {k: v.to(torch_device) for k, v in batch.items()}
                 loss = forward(model, shapes, batch["input_ids"], batch["attention_mask"], batch["shape_ids"], batch["labels"]).loss
                 loss.backward()
@@ -329,6 +336,7 @@ def train_annotator(
                 "loss": sum(losses) / len(losses),
                 "train_seconds": train_seconds,
                 "sequences_per_second": len(features) / train_seconds if train_seconds else 0.0,
+                "padded_per_subtoken": padded / sum(lengths),
                 "seconds": train_seconds,
             }
             log["epochs"].append(record)

@@ -23,6 +23,7 @@ from synthdeid.annotator import (
     train_annotator,
 )
 from synthdeid.hf_ner import WORD_FEATURES_FILE, word_shape
+from synthdeid.io import read_docs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,6 +118,27 @@ def test_training_learns_and_writes_the_model(trained):
     assert saved["inference"] == {"window_words": 32, "max_length": 512, "stride": 31}
     assert (out / WORD_FEATURES_FILE).exists()
     assert {"validation_greedy"} <= set(saved["epochs"][0])
+
+
+def test_batches_hold_windows_of_similar_length(trained, corpus, tiny_model_dir):
+    # The windows trained on, as train_annotator encodes them (window_words=32).
+    out, log = trained
+    docs = read_docs(corpus["train"], spacy.blank("xx").vocab)
+    label2id = {label: i for i, label in enumerate(log["labels"])}
+    windows = [w for doc in docs for w in doc_windows(doc, 32)]
+    features, _ = encode_windows(AutoTokenizer.from_pretrained(tiny_model_dir), windows, label2id, 512)
+    lengths = [len(f["input_ids"]) for f in features]
+    assert len(set(lengths)) > 10, "the test corpus must have windows of many lengths"
+    # Batches of 8 windows in random order would pad this much on average.
+    generator = torch.Generator().manual_seed(0)
+    shuffled = []
+    for _ in range(20):
+        order = torch.randperm(len(lengths), generator=generator).tolist()
+        batches = [[lengths[i] for i in order[k : k + 8]] for k in range(0, len(order), 8)]
+        shuffled.append(sum(max(b) * len(b) for b in batches) / sum(lengths))
+    random_padding = sum(shuffled) / len(shuffled)
+    for epoch in log["epochs"]:
+        assert 1.0 <= epoch["padded_per_subtoken"] < 1.0 + (random_padding - 1.0) / 2
 
 
 def roberta_dir(root):
