@@ -116,13 +116,14 @@ def encode_windows(
 # ------------------------------------------------------------ evaluation
 
 
+def blank_copies(docs: Sequence[Doc]) -> List[Doc]:
+    """Entity-less copies of `docs` with the same tokens."""
+    return [Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]) for doc in docs]
+
+
 def predict_docs(component: HFNER, docs: Sequence[Doc], batch_size: int = 8) -> List[Doc]:
     """Run the component over fresh, entity-less copies of `docs` (same tokens)."""
-    fresh = [
-        Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
-        for doc in docs
-    ]
-    return list(component.pipe(fresh, batch_size=batch_size))
+    return list(component.pipe(blank_copies(docs), batch_size=batch_size))
 
 
 def evaluate_component(component: HFNER, docs: Sequence[Doc], batch_size: int = 8) -> Dict[str, Any]:
@@ -137,6 +138,24 @@ def evaluate_component(component: HFNER, docs: Sequence[Doc], batch_size: int = 
         "seconds": seconds,
         "docs_per_second": len(docs) / seconds if seconds else 0.0,
     }
+
+
+def score_break_penalties(component: HFNER, docs: Sequence[Doc], penalties: Sequence[float]) -> List[Dict[str, Any]]:
+    """Strict entity scores of the component on gold docs for each Viterbi
+    `break_penalty` (the model runs once); the component's own is restored."""
+    scores = component.predict_word_scores(blank_copies(docs))
+    kept = component.cfg["break_penalty"]
+    rows = []
+    try:
+        for penalty in penalties:
+            component.cfg["break_penalty"] = float(penalty)
+            predicted = blank_copies(docs)
+            component.set_annotations(predicted, scores)
+            micro = entity_scores(doc_spans(docs), doc_spans(predicted))["micro"]
+            rows.append({"break_penalty": float(penalty), **{k: micro[k] for k in ("p", "r", "f")}})
+    finally:
+        component.cfg["break_penalty"] = kept
+    return rows
 
 
 # -------------------------------------------------------------- training

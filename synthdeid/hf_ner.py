@@ -295,13 +295,23 @@ class HFNER:
     def _annotate(self, docs: List[Doc]) -> List[Doc]:
         if not self.is_initialized:
             raise ValueError(Errors.E109.format(name=self.name))
-        for doc, tags in zip(docs, self.predict_token_tags(docs)):
-            self._set_ents(doc, decode_tags(doc, tags))
+        self.set_annotations(docs, self.predict_word_scores(docs))
         return docs
+
+    def set_annotations(self, docs: Sequence[Doc], word_scores: Sequence[Any]) -> None:
+        """Decode each doc's `predict_word_scores` into its entities (so the
+        model runs once when only the decoding settings change)."""
+        for doc, scores in zip(docs, word_scores):
+            self._set_ents(doc, decode_tags(doc, self.decode_word_scores(doc, scores)))
 
     def predict_token_tags(self, docs: Sequence[Doc]) -> List[List[Optional[Tuple[str, str]]]]:
         """Per doc and token, the (prefix, label) predicted for it, None for
-        whitespace tokens (prefix "O" with label "" for outside).
+        whitespace tokens (prefix "O" with label "" for outside)."""
+        return [self.decode_word_scores(doc, scores) for doc, scores in zip(docs, self.predict_word_scores(docs))]
+
+    def predict_word_scores(self, docs: Sequence[Doc]) -> List[Any]:
+        """Per doc, a (words, model tags) array of log-probabilities; the words
+        are the doc's non-whitespace tokens.
 
         Each doc's non-whitespace tokens are encoded as words
         (`encode_words`), exactly as `synthdeid.annotator` encodes its training
@@ -309,6 +319,7 @@ class HFNER:
         `max_length` sub-tokens that overlap by `stride` words; every word takes
         the scores of its first sub-token from the window where it sits
         furthest from an edge."""
+        import numpy
         import torch
 
         if not docs:
@@ -344,19 +355,23 @@ class HFNER:
                         word = first + j
                         if word not in best[d] or distance > best[d][word][0]:
                             best[d][word] = (distance, scores[row, head])
-        return [self._token_tags(doc, n, best_of) for doc, n, best_of in zip(docs, map(len, words_of), best)]
+        matrices = []
+        for n_words, scores in zip(map(len, words_of), best):
+            matrix = numpy.full((n_words, len(self._tag_info)), -1e9, dtype="float32")
+            for word in range(n_words):
+                if word in scores:
+                    matrix[word] = scores[word][1]
+                else:  # a word the windows could not hold (sub-token budget): outside
+                    matrix[word, self._outside_id] = 0.0
+            matrices.append(matrix)
+        return matrices
 
-    def _token_tags(self, doc: Doc, n_words: int, scores: Dict[int, Tuple[int, Any]]) -> List[Optional[Tuple[str, str]]]:
+    def decode_word_scores(self, doc: Doc, matrix: Any) -> List[Optional[Tuple[str, str]]]:
+        """Per token of `doc`, its (prefix, label) decoded from the doc's
+        `predict_word_scores` with the component's `decoding` settings."""
         import numpy
 
-        n_tags = len(self._tag_info)
-        matrix = numpy.full((n_words, n_tags), -1e9, dtype="float32")
-        outside = self._outside_id
-        for word in range(n_words):
-            if word in scores:
-                matrix[word] = scores[word][1]
-            else:  # a word the windows could not hold (sub-token budget): outside
-                matrix[word, outside] = 0.0
+        n_words = len(matrix)
         if self.cfg["decoding"] == "viterbi" and self._transitions is not None:
             transitions = numpy.where(self._transitions, 0.0, -numpy.inf)
             transitions[self._breaks] -= self.cfg["break_penalty"]

@@ -6,7 +6,7 @@ import pytest
 import spacy
 import torch
 import typer
-from conftest import BIO, make_docs, write_docbin
+from conftest import BIO, cli, make_docs, write_docbin
 from spacy.tokens import Doc, Span
 from spacy.vocab import Vocab
 from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -19,6 +19,7 @@ from synthdeid.annotator import (
     build_annotator_pipeline,
     doc_windows,
     encode_windows,
+    evaluate_component,
     load_base_model,
     train_annotator,
 )
@@ -139,6 +140,28 @@ def test_batches_hold_windows_of_similar_length(trained, corpus, tiny_model_dir)
     random_padding = sum(shuffled) / len(shuffled)
     for epoch in log["epochs"]:
         assert 1.0 <= epoch["padded_per_subtoken"] < 1.0 + (random_padding - 1.0) / 2
+
+
+def test_break_penalties_are_scored_from_one_run_of_the_model(trained, corpus, tmp_path):
+    out, _ = trained
+    spacy.blank("es").to_disk(tmp_path / "tokenizer")
+    pipeline = build_annotator_pipeline(out, tmp_path / "tokenizer", tmp_path / "pipeline")
+    result = CliRunner().invoke(
+        cli("tune_break_penalty"),
+        [str(pipeline), str(corpus["validation"]), "--penalties", "0,2,50", "--output", str(tmp_path / "scores.json")],
+    )
+    assert result.exit_code == 0, result.output
+    assert "| 50 | " in result.output
+    rows = json.loads((tmp_path / "scores.json").read_text())["scores"][str(corpus["validation"])]
+    assert [row["break_penalty"] for row in rows] == [0.0, 2.0, 50.0]
+    # Each row is what the component scores when it runs with that penalty.
+    component = spacy.load(pipeline).get_pipe("hf_ner")
+    docs = read_docs(corpus["validation"], spacy.blank("xx").vocab)
+    for row in rows:
+        component.cfg["break_penalty"] = row["break_penalty"]
+        assert row["f"] == pytest.approx(evaluate_component(component, docs)["f"])
+    bad = CliRunner().invoke(cli("tune_break_penalty"), [str(pipeline), str(corpus["validation"]), "--penalties", "1,x"])
+    assert bad.exit_code != 0 and "not a comma-separated list of numbers: '1,x'" in bad.output
 
 
 def roberta_dir(root):

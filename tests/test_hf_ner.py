@@ -310,6 +310,26 @@ def test_break_penalty_keeps_an_entity_whole_unless_the_scores_clearly_split_it(
         HFNER(break_penalty=-1)
 
 
+def test_break_penalties_are_scored_on_one_set_of_model_scores(rule_model_dir):
+    from transformers import AutoTokenizer
+
+    from synthdeid.annotator import score_break_penalties
+
+    tokenizer = AutoTokenizer.from_pretrained(rule_model_dir)
+    component = HFNER(break_penalty=0.5)
+    component.set_model(ByToken(tokenizer), tokenizer)
+    nlp = spacy.blank("es")
+    whole, apart = nlp("a b"), nlp("a c b")
+    whole.ents = [Span(whole, 0, 2, label="X")]
+    apart.ents = [Span(apart, 0, 1, label="X"), Span(apart, 2, 3, label="X")]
+    rows = score_break_penalties(component, [whole, apart], [0.0, 1.5])
+    # Without a penalty "a b" is split: 2 of 4 predictions right, 2 of 3 entities found.
+    assert rows[0] == {"break_penalty": 0.0, "p": 0.5, "r": pytest.approx(2 / 3), "f": pytest.approx(4 / 7)}
+    assert rows[1] == {"break_penalty": 1.5, "p": 1.0, "r": 1.0, "f": 1.0}
+    assert component.cfg["break_penalty"] == 0.5
+    assert [e.text for e in whole.ents] == ["a b"]  # the gold docs are left as they were
+
+
 def test_viterbi_decodes_an_io_model_like_greedy(rule_model_dir, tmp_path):
     # The same model with bare labels (IO scheme: every label tag is inside).
     io_dir = tmp_path / "io"
