@@ -25,6 +25,9 @@ def main(
     eval_batch_size: int = typer.Option(8, help="Windows per forward pass during validation"),
     stride: int = typer.Option(32, help="Words shared by consecutive inference windows"),
     word_features: bool = typer.Option(True, help="Add trainable word-shape (case, digit, accent) embeddings"),
+    group_by_length: bool = typer.Option(
+        False, help="Batch windows of similar length: 25% faster on MEDDOCAN, 0.009 lower validation F1 in one run"
+    ),
     limit: int = typer.Option(0, help="Train on the first N train docs only (0: all)"),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, mps"),
 ):
@@ -43,6 +46,7 @@ def main(
         eval_batch_size=eval_batch_size,
         stride=stride,
         word_features=word_features,
+        group_by_length=group_by_length,
         limit=limit,
         device=device,
     )

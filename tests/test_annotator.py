@@ -121,25 +121,16 @@ def test_training_learns_and_writes_the_model(trained):
     assert {"validation_greedy"} <= set(saved["epochs"][0])
 
 
-def test_batches_hold_windows_of_similar_length(trained, corpus, tiny_model_dir):
-    # The windows trained on, as train_annotator encodes them (window_words=32).
-    out, log = trained
-    docs = read_docs(corpus["train"], spacy.blank("xx").vocab)
-    label2id = {label: i for i, label in enumerate(log["labels"])}
-    windows = [w for doc in docs for w in doc_windows(doc, 32)]
-    features, _ = encode_windows(AutoTokenizer.from_pretrained(tiny_model_dir), windows, label2id, 512)
-    lengths = [len(f["input_ids"]) for f in features]
-    assert len(set(lengths)) > 10, "the test corpus must have windows of many lengths"
-    # Batches of 8 windows in random order would pad this much on average.
-    generator = torch.Generator().manual_seed(0)
-    shuffled = []
-    for _ in range(20):
-        order = torch.randperm(len(lengths), generator=generator).tolist()
-        batches = [[lengths[i] for i in order[k : k + 8]] for k in range(0, len(order), 8)]
-        shuffled.append(sum(max(b) * len(b) for b in batches) / sum(lengths))
-    random_padding = sum(shuffled) / len(shuffled)
-    for epoch in log["epochs"]:
-        assert 1.0 <= epoch["padded_per_subtoken"] < 1.0 + (random_padding - 1.0) / 2
+def test_group_by_length_batches_windows_of_similar_length(trained, corpus, tiny_model_dir, tmp_path):
+    _, shuffled = trained  # random batches of 8 windows (the default)
+    grouped = train_annotator(
+        corpus["train"], corpus["validation"], tmp_path / "grouped", base_model=str(tiny_model_dir),
+        epochs=1, batch_size=8, learning_rate=5e-3, window_words=32, seed=0, group_by_length=True, progress=False,
+    )
+    assert grouped["arguments"]["group_by_length"] and not shuffled["arguments"]["group_by_length"]
+    random_padding = shuffled["epochs"][0]["padded_per_subtoken"]
+    assert random_padding > 1.2, "the test corpus must have windows of many lengths"
+    assert 1.0 <= grouped["epochs"][0]["padded_per_subtoken"] < 1.0 + (random_padding - 1.0) / 2
 
 
 def test_break_penalties_are_scored_from_one_run_of_the_model(trained, corpus, tmp_path):
