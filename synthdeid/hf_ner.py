@@ -625,11 +625,10 @@ def viterbi(scores: Any, transitions: Any, start_allowed: Any) -> List[int]:
     n, k = scores.shape
     if n == 0:
         return []
-    penalty = transitions
     best = numpy.where(start_allowed, scores[0], -numpy.inf)
     back = numpy.zeros((n, k), dtype=numpy.int64)
     for i in range(1, n):
-        total = best[:, None] + penalty
+        total = best[:, None] + transitions
         back[i] = total.argmax(0)
         best = total.max(0) + scores[i]
     path = [int(best.argmax())]
