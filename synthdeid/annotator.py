@@ -11,6 +11,7 @@ path a built pipeline uses), and the best epoch is kept.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -21,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import spacy
 from spacy.tokens import Doc
 
-from .hf_ner import IGNORE_INDEX, HFNER, forward, load_token_classifier, pad_windows, new_word_features, save_word_features, window_inputs
+from .hf_ner import IGNORE_INDEX, HFNER, WordFeatures, forward, load_token_classifier, pad_windows, window_inputs
 from .io import atomic_path, read_docs
 from .metrics import doc_spans, entity_scores
 
@@ -91,25 +92,29 @@ def doc_windows(doc: Doc, window_words: int) -> List[Window]:
 
 
 def encode_windows(
-    tokenizer: Any, windows: Sequence[Window], label2id: Dict[str, int], max_length: int = 512
-) -> Tuple[List[Dict[str, List[int]]], int]:
+    tokenizer: Any,
+    windows: Sequence[Window],
+    label2id: Dict[str, int],
+    max_length: int = 512,
+    word_features: Optional[WordFeatures] = None,
+) -> Tuple[List[Dict[str, List[Any]]], int]:
     """Token-classification features, encoded as `hf_ner` encodes text at
     inference (`window_inputs`): input ids, attention mask,
-    word-shape ids and labels (the first sub-token of each word labelled, -100
+    word feature ids and labels (the first sub-token of each word labelled, -100
     elsewhere). Also returns how many windows lost words to the `max_length`
     sub-token budget. Tags whose label the model does not know are trained as "O"."""
     features: List[Dict[str, List[int]]] = []
     truncated = 0
     outside = label2id[OUTSIDE]
     for words, tags in windows:
-        ids, shapes, firsts = window_inputs(tokenizer, words, max_length)
+        ids, word_feature_ids, firsts = window_inputs(tokenizer, words, max_length, word_features)
         labels = [IGNORE_INDEX] * len(ids)
         for tag, first in zip(tags, firsts):
             if first >= 0:
                 labels[first] = label2id.get(tag, outside)
         if len(ids) >= max_length and any(first < 0 for first in firsts):
             truncated += 1
-        features.append({"input_ids": ids, "attention_mask": [1] * len(ids), "shape_ids": shapes, "labels": labels})
+        features.append({"input_ids": ids, "attention_mask": [1] * len(ids), "feature_ids": word_feature_ids, "labels": labels})
     return features, truncated
 
 
@@ -161,6 +166,20 @@ def score_break_penalties(component: HFNER, docs: Sequence[Doc], penalties: Sequ
 # -------------------------------------------------------------- training
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def bf16_supported(device: Any) -> bool:
+    """Whether `device` (a torch.device) has fast bfloat16 kernels."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False
+
+
 def set_seed(seed: int) -> None:
     import numpy
     import torch
@@ -210,7 +229,9 @@ def train_annotator(
     eval_batch_size: int = 8,
     stride: int = 32,
     word_features: bool = True,
+    lexical_rows: int = 0,
     group_by_length: bool = False,
+    precision: str = "fp32",
     limit: int = 0,
     device: str = "cpu",
     progress: bool = True,
@@ -225,7 +246,9 @@ def train_annotator(
     pipeline the same. Each epoch is scored with Viterbi (BIO-valid) and with
     greedy decoding; the Viterbi score selects the epoch. `word_features` adds
     trainable word-shape embeddings to the encoder's input (`hf_ner.word_shape`:
-    case, digits, accents, which an uncased encoder cannot see).
+    case, digits, accents, which an uncased encoder cannot see), and
+    `lexical_rows` > 0 hashed embeddings of the word, its prefix and suffix
+    (`hf_ner.WordFeatures`).
     `min_steps` > 0 adds epochs until training takes at least that many
     optimizer steps (so a small train set gets as many updates as a large one);
     validation then still runs `epochs` times, evenly spaced, and last after
@@ -235,6 +258,10 @@ def train_annotator(
     sub-token instead of 1.25 and trains 25% faster, but the one run measured
     scored 0.009 lower on validation, so it is off by default. The log gives
     the positions fed per sub-token.
+    `precision` "bf16" runs the training forward pass under bfloat16 autocast
+    (weights and optimizer stay float32; validation and inference run in
+    float32); "auto" picks it where the device has bfloat16 kernels (CUDA, or
+    a CPU with AVX512-BF16/AMX, as oneDNN reports), "fp32" never.
     `limit` > 0 trains on the first `limit` train docs only. Returns the log."""
     import torch
     from tqdm import tqdm
@@ -243,6 +270,8 @@ def train_annotator(
 
     if epochs < 1 or batch_size < 1 or min_steps < 0:
         raise ValueError("epochs and batch_size must be at least 1, min_steps at least 0")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     arguments = {
         "train_path": str(train_path),
         "validation_path": str(validation_path),
@@ -261,7 +290,9 @@ def train_annotator(
         "eval_batch_size": eval_batch_size,
         "stride": stride,
         "word_features": word_features,
+        "lexical_rows": lexical_rows if word_features else 0,
         "group_by_length": group_by_length,
+        "precision": precision,
         "limit": limit,
         "device": device,
     }
@@ -283,15 +314,21 @@ def train_annotator(
     model, tokenizer = load_base_model(base, labels)
     label2id = {label: i for i, label in enumerate(labels)}
     windows = [w for doc in train_docs for w in doc_windows(doc, window_words)]
-    features, truncated = encode_windows(tokenizer, windows, label2id, max_length)
-    shapes = new_word_features(model) if word_features else None
+    size = model.get_input_embeddings().embedding_dim
+    word_embeddings = WordFeatures.new(size, arguments["lexical_rows"]) if word_features else None
+    features, truncated = encode_windows(tokenizer, windows, label2id, max_length, word_embeddings)
     inference = {"window_words": window_words, "max_length": max_length, "stride": min(stride, window_words - 1)}
     component = HFNER("hf_ner", model=base, batch_size=eval_batch_size, device=device, **inference)
-    component.set_model(model, tokenizer, shapes)
+    component.set_model(model, tokenizer, word_embeddings)
     torch_device = torch.device(device)
+    if precision == "auto":
+        precision = "bf16" if bf16_supported(torch_device) else "fp32"
+    forward_precision = (
+        torch.autocast(torch_device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    )
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    named = list(model.named_parameters()) + (list(shapes.named_parameters("word_features")) if shapes else [])
+    named = list(model.named_parameters()) + (list(word_embeddings.embedding.named_parameters("word_features")) if word_embeddings else [])
     groups = [
         {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": weight_decay},
         {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
@@ -317,6 +354,7 @@ def train_annotator(
         "validated_epochs": validated_epochs,
         "optimizer_steps": total_steps,
         "truncated_windows": truncated,
+        "precision": precision,  # as resolved: "auto" differs between machines
         "inference": inference,
         "validation_docs": len(validation_docs),
         "validation_entities": sum(len(doc.ents) for doc in validation_docs),
@@ -349,7 +387,10 @@ def train_annotator(
                 batch = pad_windows([features[i] for i in order[first : first + batch_size]], pad_id)
                 padded += batch["input_ids"].numel()
                 batch = {k: v.to(torch_device) for k, v in batch.items()}
-                loss = forward(model, shapes, batch["input_ids"], batch["attention_mask"], batch["shape_ids"], batch["labels"]).loss
+                with forward_precision:
+                    loss = forward(
+                        model, word_embeddings, batch["input_ids"], batch["attention_mask"], batch["feature_ids"], batch["labels"]
+                    ).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for _, p in named], max_grad_norm)
                 optimizer.step()
@@ -387,8 +428,8 @@ def train_annotator(
                 best_f = validation["f"]
                 log["best_epoch"] = epoch
                 model.save_pretrained(tmp)
-                if shapes is not None:
-                    save_word_features(shapes, tmp)
+                if word_embeddings is not None:
+                    word_embeddings.save(tmp)
         log["best_validation"] = log["epochs"][log["best_epoch"] - 1]["validation"]
         tokenizer.save_pretrained(tmp)
         (tmp / LOG_FILE).write_text(json.dumps(log, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

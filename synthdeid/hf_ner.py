@@ -21,9 +21,10 @@ only one supervised in training), and the words' BIO tags are decoded into
 spans of whole tokens, so every entity is token-aligned by construction.
 
 Two additions to the encoder, both stored in the model folder when the
-annotator was trained with them: word-shape embeddings (`WORD_FEATURES_FILE`),
-added to the sub-token embeddings, give an uncased encoder back the case,
-digits and accents of each word (`word_shape`); and `decoding = "viterbi"`
+annotator was trained with them: word features (`WordFeatures`, in
+`WORD_FEATURES_FILE`), added to the sub-token embeddings, give an uncased
+encoder back the case, digits and accents of each word (`word_shape`) and,
+as hashed embeddings, the word itself; and `decoding = "viterbi"`
 picks the best tag sequence that is valid BIO (no I-X after O or another
 label) instead of each word's best tag. The classifier scores each word on
 its own and often opens a new entity (B-) inside one ("hermano gemelo" as two
@@ -33,6 +34,9 @@ word, so an entity is split only where the scores clearly say so.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -185,7 +189,7 @@ class HFNER:
         }
         self.model: Any = None
         self.tokenizer: Any = None
-        self.word_features: Any = None  # torch Embedding of word shapes, or None
+        self.word_features: Optional[WordFeatures] = None
         self._tag_info: List[Tuple[str, str]] = []  # model id -> (prefix, entity label or "")
         self._outside_id = 0
         self._transitions: Any = None  # BIO-valid (previous id, id) pairs, for Viterbi
@@ -221,10 +225,10 @@ class HFNER:
         hf_model, tokenizer = load_token_classifier(str(source))
         self.cfg["model"] = str(source)
         folder = Path(str(source))
-        self.set_model(hf_model, tokenizer, load_word_features(folder) if folder.is_dir() else None)
+        self.set_model(hf_model, tokenizer, WordFeatures.load(folder) if folder.is_dir() else None)
 
-    def set_model(self, model: Any, tokenizer: Any, word_features: Any = None) -> None:
-        """Use an already loaded model, fast tokenizer and word-shape embeddings
+    def set_model(self, model: Any, tokenizer: Any, word_features: Optional[WordFeatures] = None) -> None:
+        """Use an already loaded model, fast tokenizer and `WordFeatures`
         (None: the model was trained without them), e.g. during training."""
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"hf_ner component '{self.name}': a fast tokenizer is required (word ids)")
@@ -333,8 +337,8 @@ class HFNER:
             for first, last in word_windows(
                 [len(p) for p in pieces], self.cfg["window_words"], self._content_length, self.cfg["stride"]
             ):
-                ids, shapes, heads = window_inputs(self.tokenizer, words[first:last], self._max_length)
-                windows.append((d, first, heads, {"input_ids": ids, "attention_mask": [1] * len(ids), "shape_ids": shapes}))
+                ids, features, heads = window_inputs(self.tokenizer, words[first:last], self._max_length, self.word_features)
+                windows.append((d, first, heads, {"input_ids": ids, "attention_mask": [1] * len(ids), "feature_ids": features}))
         pad_id = self.tokenizer.pad_token_id or 0
         device = next(self.model.parameters()).device
         # Per doc and word: (distance to the window edge, scores of its first sub-token).
@@ -345,7 +349,7 @@ class HFNER:
             for start in range(0, len(order), self.cfg["batch_size"]):
                 batch = [windows[w] for w in order[start : start + self.cfg["batch_size"]]]
                 inputs = {k: v.to(device) for k, v in pad_windows([w[3] for w in batch], pad_id).items()}
-                logits = forward(self.model, self.word_features, inputs["input_ids"], inputs["attention_mask"], inputs["shape_ids"]).logits
+                logits = forward(self.model, self.word_features, inputs["input_ids"], inputs["attention_mask"], inputs["feature_ids"]).logits
                 scores = torch.log_softmax(logits.float(), -1).cpu().numpy()
                 for row, (d, first, heads, _) in enumerate(batch):
                     last = len(heads) - 1
@@ -406,8 +410,8 @@ class HFNER:
     # ---------------------------------------------------------- serialisation
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> None:
-        """Write `cfg.json` and `model/` (weights, tokenizer, word-shape
-        embeddings) to `path`; "cfg" or "model" in `exclude` leaves one out."""
+        """Write `cfg.json` and `model/` (weights, tokenizer, word
+        features) to `path`; "cfg" or "model" in `exclude` leaves one out."""
         if not self.is_initialized:
             raise ValueError(Errors.E109.format(name=self.name))
         path = Path(path)
@@ -418,7 +422,7 @@ class HFNER:
             self.model.save_pretrained(path / MODEL_DIR)
             self.tokenizer.save_pretrained(path / MODEL_DIR)
             if self.word_features is not None:
-                save_word_features(self.word_features, path / MODEL_DIR)
+                self.word_features.save(path / MODEL_DIR)
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = tuple()) -> "HFNER":
         path = Path(path)
@@ -437,7 +441,7 @@ class HFNER:
                 "save the pipeline with nlp.to_disk() after initialize()"
             )
         hf_model, tokenizer = load_token_classifier(model_dir, local_files_only=True)
-        self.set_model(hf_model, tokenizer, load_word_features(model_dir))
+        self.set_model(hf_model, tokenizer, WordFeatures.load(model_dir))
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
@@ -485,12 +489,15 @@ def word_shape(word: str) -> int:
 def pad_windows(features: Sequence[Dict[str, List[int]]], pad_id: int) -> Dict[str, Any]:
     """LongTensors of the windows' inputs, padded on the right to the longest:
     input ids with `pad_id`, labels with IGNORE_INDEX (no loss), the rest
-    (attention mask, shape ids) with 0."""
+    (attention mask, feature ids: one tuple per position) with 0."""
     import torch
 
     width = max(len(f["input_ids"]) for f in features)
     fill = {"input_ids": pad_id, "labels": IGNORE_INDEX}
-    batch = {key: torch.full((len(features), width), fill.get(key, 0), dtype=torch.long) for key in features[0]}
+    batch = {}
+    for key, values in features[0].items():
+        inner = (len(values[0]),) if isinstance(values[0], (tuple, list)) else ()
+        batch[key] = torch.full((len(features), width, *inner), fill.get(key, 0), dtype=torch.long)
     for row, feature in enumerate(features):
         for key, values in feature.items():
             batch[key][row, : len(values)] = torch.tensor(values)
@@ -553,60 +560,128 @@ def word_windows(lengths: Sequence[int], window_words: int, budget: int, stride:
     return windows
 
 
-def window_inputs(tokenizer: Any, words: Sequence[str], max_length: int) -> Tuple[List[int], List[int], List[int]]:
-    """(input ids with special tokens, word-shape id per id, per word the
-    position of its first sub-token or -1 when truncation at `max_length`
-    dropped it) of one window of words."""
+def window_inputs(
+    tokenizer: Any, words: Sequence[str], max_length: int, word_features: Optional[WordFeatures] = None
+) -> Tuple[List[int], List[Tuple[int, ...]], List[int]]:
+    """(input ids with special tokens, per id its word's feature ids (all 0
+    for special tokens, or without `word_features`), per word the position of
+    its first sub-token or -1 when truncation at `max_length` dropped it) of
+    one window of words."""
     words, enc = _encode(tokenizer, words, truncation=True, max_length=max_length)
     ids = list(enc["input_ids"])
-    shapes = [0] * len(ids)
+    padding = word_features.padding() if word_features is not None else (0,)
+    features = [padding] * len(ids)
     firsts = [-1] * len(words)
     for position, word in enumerate(enc.word_ids()):
         if word is None:
             continue
-        shapes[position] = word_shape(words[word])
+        if word_features is not None:
+            features[position] = word_features.ids(words[word])
         if firsts[word] < 0:
             firsts[word] = position
-    return ids, shapes, firsts
+    return ids, features, firsts
 
 
-def new_word_features(model: Any) -> Any:
-    """Word-shape embeddings sized to the encoder's input embeddings, zero at
-    the start so training begins from the encoder's own behaviour."""
-    import torch
+class WordFeatures:
+    """Trainable embeddings of word-level features, added to every sub-token
+    of the word: its shape (`word_shape`) and, with `lexical_rows` > 0,
+    hashed embeddings of the lower-cased word with its accents, of its first
+    and of its last three characters (spaCy's NORM, PREFIX and SUFFIX
+    features, as the gold pipeline's MultiHashEmbed embeds them). An uncased
+    English WordPiece encoder splits Spanish words into fragments and drops
+    their accents; these give the classifier the word itself back.
 
-    size = model.get_input_embeddings().embedding_dim
-    embedding = torch.nn.Embedding(N_WORD_SHAPES, size, padding_idx=0)
-    torch.nn.init.zeros_(embedding.weight)
-    return embedding
+    One embedding table holds all features (`layout`: rows per feature, in
+    order); each hashed key takes two rows of its feature, summed, so two
+    keys rarely share both. Row 0 is padding (special tokens)."""
+
+    def __init__(self, embedding: Any, layout: Dict[str, int]) -> None:
+        if embedding.num_embeddings != sum(layout.values()):
+            raise ValueError(f"word features: {embedding.num_embeddings} rows, the layout {layout} needs {sum(layout.values())}")
+        self.embedding = embedding
+        self.layout = dict(layout)
+        offsets, offset = {}, 0
+        for feature, rows in self.layout.items():
+            offsets[feature] = offset
+            offset += rows
+        self._offsets = offsets
+        self.ids = functools.lru_cache(maxsize=200_000)(self._ids)
+
+    @classmethod
+    def new(cls, size: int, lexical_rows: int = 0) -> "WordFeatures":
+        """Zero-initialised features (training starts from the encoder's own
+        behaviour) of width `size`; `lexical_rows` rows for the hashed words,
+        a quarter as many for prefixes and for suffixes (0: shapes only)."""
+        import torch
+
+        if lexical_rows < 0:
+            raise ValueError(f"word features: lexical_rows must be at least 0, not {lexical_rows}")
+        layout = {"shape": N_WORD_SHAPES}
+        if lexical_rows:
+            layout.update(norm=lexical_rows, prefix=max(1, lexical_rows // 4), suffix=max(1, lexical_rows // 4))
+        embedding = torch.nn.Embedding(sum(layout.values()), size, padding_idx=0)
+        torch.nn.init.zeros_(embedding.weight)
+        return cls(embedding, layout)
+
+    @property
+    def width(self) -> int:
+        """Feature ids per sub-token."""
+        return 1 + 2 * (len(self.layout) - 1)
+
+    def _ids(self, word: str) -> Tuple[int, ...]:
+        ids = [word_shape(word)]
+        lower = word.lower()
+        keys = {"norm": lower, "prefix": lower[:3], "suffix": lower[-3:]}
+        for feature in list(self.layout)[1:]:
+            digest = hashlib.blake2b(f"{feature}:{keys[feature]}".encode("utf-8"), digest_size=8).digest()
+            rows, offset = self.layout[feature], self._offsets[feature]
+            ids.extend(offset + int.from_bytes(digest[i : i + 4], "little") % rows for i in (0, 4))
+        return tuple(ids)
+
+    def padding(self) -> Tuple[int, ...]:
+        return (0,) * self.width
+
+    def __call__(self, feature_ids: Any) -> Any:
+        return self.embedding(feature_ids).sum(-2)
+
+    def to(self, device: Any) -> "WordFeatures":
+        self.embedding.to(device)
+        return self
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        weight = self.embedding.weight.detach().cpu().contiguous()
+        save_file({"weight": weight}, str(Path(folder) / WORD_FEATURES_FILE), metadata={"layout": json.dumps(self.layout)})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Optional["WordFeatures"]:
+        """The features saved in a model folder, or None. A file without a
+        layout holds word shapes only (as saved before lexical features)."""
+        path = Path(folder) / WORD_FEATURES_FILE
+        if not path.exists():
+            return None
+        import torch
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            weight = f.get_tensor("weight")
+            metadata = f.metadata() or {}
+        layout = json.loads(metadata["layout"]) if "layout" in metadata else {"shape": N_WORD_SHAPES}
+        if layout.get("shape") != N_WORD_SHAPES:
+            raise ValueError(f"{path}: {layout.get('shape')} word shapes, this version of hf_ner has {N_WORD_SHAPES}")
+        embedding = torch.nn.Embedding(weight.shape[0], weight.shape[1], padding_idx=0)
+        embedding.weight.data.copy_(weight)
+        embedding.eval()
+        try:
+            return cls(embedding, layout)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
 
 
-def save_word_features(embedding: Any, folder: str | Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({"weight": embedding.weight.detach().cpu().contiguous()}, str(Path(folder) / WORD_FEATURES_FILE))
-
-
-def load_word_features(folder: str | Path) -> Any:
-    """The word-shape embeddings saved in a model folder, or None."""
-    path = Path(folder) / WORD_FEATURES_FILE
-    if not path.exists():
-        return None
-    import torch
-    from safetensors.torch import load_file
-
-    weight = load_file(str(path))["weight"]
-    if weight.shape[0] != N_WORD_SHAPES:
-        raise ValueError(f"{path}: {weight.shape[0]} word shapes, this version of hf_ner has {N_WORD_SHAPES}")
-    embedding = torch.nn.Embedding(N_WORD_SHAPES, weight.shape[1], padding_idx=0)
-    embedding.weight.data.copy_(weight)
-    embedding.eval()
-    return embedding
-
-
-def forward(model: Any, word_features: Any, input_ids: Any, attention_mask: Any, shape_ids: Any, labels: Any = None) -> Any:
-    """The token classifier's output. With word-shape embeddings, they are
-    added to the sub-token embeddings (`inputs_embeds`). Only ids (or
+def forward(model: Any, word_features: Any, input_ids: Any, attention_mask: Any, feature_ids: Any, labels: Any = None) -> Any:
+    """The token classifier's output. With `WordFeatures`, they are added to
+    the sub-token embeddings (`inputs_embeds`). Only ids (or
     embeddings), mask and labels reach the model: token type ids keep the
     model's default, as in training."""
     inputs = {"attention_mask": attention_mask}
@@ -614,7 +689,7 @@ def forward(model: Any, word_features: Any, input_ids: Any, attention_mask: Any,
         inputs["labels"] = labels
     if word_features is None:
         return model(input_ids=input_ids, **inputs)
-    return model(inputs_embeds=model.get_input_embeddings()(input_ids) + word_features(shape_ids), **inputs)
+    return model(inputs_embeds=model.get_input_embeddings()(input_ids) + word_features(feature_ids), **inputs)
 
 
 def viterbi(scores: Any, transitions: Any, start_allowed: Any) -> List[int]:

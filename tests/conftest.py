@@ -182,6 +182,7 @@ def trained(tmp_path_factory, tiny_model_dir, corpus):
         batch_size=8,
         learning_rate=5e-3,
         window_words=32,
+        lexical_rows=64,
         seed=0,
         progress=False,
     )

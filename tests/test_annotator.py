@@ -23,7 +23,7 @@ from synthdeid.annotator import (
     load_base_model,
     train_annotator,
 )
-from synthdeid.hf_ner import WORD_FEATURES_FILE, word_shape
+from synthdeid.hf_ner import WORD_FEATURES_FILE, WordFeatures, word_shape
 from synthdeid.io import read_docs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +79,8 @@ def test_encode_labels_first_subtoken_only(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     label2id = {label: i for i, label in enumerate(BIO)}
     window = (["Ingresa", "el", "12/03/2018", "en", "Valladolid"], ["O", "O", "B-FECHAS", "O", "B-TERRITORIO"])
-    (feature,), truncated = encode_windows(tokenizer, [window], label2id)
+    features = WordFeatures.new(8, lexical_rows=64)
+    (feature,), truncated = encode_windows(tokenizer, [window], label2id, word_features=features)
     assert truncated == 0
     pieces = tokenizer.convert_ids_to_tokens(feature["input_ids"])
     labelled = [(p, BIO[l]) for p, l in zip(pieces, feature["labels"]) if l != IGNORE_INDEX]
@@ -92,10 +93,12 @@ def test_encode_labels_first_subtoken_only(tiny_model_dir):
     ]
     assert feature["labels"][0] == feature["labels"][-1] == IGNORE_INDEX  # [CLS], [SEP]
     assert len(feature["labels"]) == len(feature["input_ids"]) == len(feature["attention_mask"])
-    # Every sub-token carries its word's shape; special tokens 0.
-    shapes = feature["shape_ids"]
-    assert shapes[0] == shapes[-1] == 0
-    assert shapes[1] == word_shape("Ingresa") != word_shape("ingresa") != word_shape("INGRESA")
+    # Every sub-token carries its word's feature ids (shape first); special tokens 0.
+    ids = feature["feature_ids"]
+    assert ids[0] == ids[-1] == (0,) * 7
+    assert ids[1] == features.ids("Ingresa") and ids[1][0] == word_shape("Ingresa")
+    assert [ids[p] for p, l in enumerate(feature["labels"]) if l != IGNORE_INDEX][2] == features.ids("12/03/2018")
+    assert word_shape("Ingresa") != word_shape("ingresa") != word_shape("INGRESA")
     assert word_shape("García") != word_shape("Garcia") and word_shape("12/03") != word_shape("ab/cd")
     # Truncation is counted.
     _, truncated = encode_windows(tokenizer, [window], label2id, max_length=6)
@@ -118,6 +121,7 @@ def test_training_learns_and_writes_the_model(trained):
     # Validation windows as in training, logged, and word-shape embeddings saved.
     assert saved["inference"] == {"window_words": 32, "max_length": 512, "stride": 31}
     assert (out / WORD_FEATURES_FILE).exists()
+    assert saved["arguments"]["lexical_rows"] == 64 and WordFeatures.load(out).layout["norm"] == 64
     assert {"validation_greedy"} <= set(saved["epochs"][0])
 
 
@@ -131,6 +135,27 @@ def test_group_by_length_batches_windows_of_similar_length(trained, corpus, tiny
     random_padding = shuffled["epochs"][0]["padded_per_subtoken"]
     assert random_padding > 1.2, "the test corpus must have windows of many lengths"
     assert 1.0 <= grouped["epochs"][0]["padded_per_subtoken"] < 1.0 + (random_padding - 1.0) / 2
+
+
+def test_bf16_precision_autocasts_the_training_forward_pass(corpus, tiny_model_dir, tmp_path):
+    import torch
+
+    from synthdeid.annotator import bf16_supported
+
+    args = dict(base_model=str(tiny_model_dir), epochs=1, batch_size=8, learning_rate=5e-3, window_words=32,
+                lexical_rows=64, seed=0, progress=False)
+    fp32 = train_annotator(corpus["train"], corpus["validation"], tmp_path / "fp32", **args)
+    bf16 = train_annotator(corpus["train"], corpus["validation"], tmp_path / "bf16", precision="bf16", **args)
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    loss32, loss16 = fp32["epochs"][0]["loss"], bf16["epochs"][0]["loss"]
+    assert loss16 != loss32 and abs(loss16 - loss32) < 0.05 * loss32  # rounded, not a different model
+    # weights stay float32, so the saved model loads like any other
+    saved = AutoModelForTokenClassification.from_pretrained(tmp_path / "bf16")
+    assert next(saved.parameters()).dtype == torch.float32
+    auto = train_annotator(corpus["train"], corpus["validation"], tmp_path / "auto", precision="auto", **args)
+    assert auto["precision"] == ("bf16" if bf16_supported(torch.device("cpu")) else "fp32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train_annotator(corpus["train"], corpus["validation"], tmp_path / "x", precision="fp8", **args)
 
 
 def test_break_penalties_are_scored_from_one_run_of_the_model(trained, corpus, tmp_path):

@@ -365,3 +365,50 @@ def test_a_character_the_encoder_does_not_know_does_not_hide_a_glued_name(rule_m
     nlp = hf_nlp(rule_model_dir)
     doc = nlp.get_pipe("hf_ner")(Doc(nlp.vocab, words=["Vive", "Ana🩺Madrid", "hoy"]))
     assert [(e.text, e.label_) for e in doc.ents] == [("Ana🩺Madrid", "NOMBRE_SUJETO_ASISTENCIA")]
+
+
+def test_word_features_hash_the_word_its_prefix_and_suffix_stably():
+    from synthdeid.hf_ner import N_WORD_SHAPES, WordFeatures, word_shape
+
+    features = WordFeatures.new(4, lexical_rows=1000)
+    assert features.layout == {"shape": N_WORD_SHAPES, "norm": 1000, "prefix": 250, "suffix": 250}
+    garcia = features.ids("García")
+    assert len(garcia) == features.width == 7 and garcia[0] == word_shape("García")
+    # rows stay inside their own table: shape, then norm, prefix, suffix
+    bounds = [(N_WORD_SHAPES, N_WORD_SHAPES + 1000)] * 2 + [(N_WORD_SHAPES + 1000, N_WORD_SHAPES + 1250)] * 2
+    bounds += [(N_WORD_SHAPES + 1250, N_WORD_SHAPES + 1500)] * 2
+    assert all(low <= row < high for row, (low, high) in zip(garcia[1:], bounds))
+    # case goes to the shape only; the accent changes the word and its suffix, not its prefix
+    assert features.ids("GARCÍA")[1:] == garcia[1:] and features.ids("GARCÍA")[0] != garcia[0]
+    plain = features.ids("Garcia")
+    assert plain[1:3] != garcia[1:3] and plain[3:5] == garcia[3:5] and plain[5:] != garcia[5:]
+    # a fixed hash (not Python's salted one): the same ids in another process
+    code = "from synthdeid.hf_ner import WordFeatures; print(list(WordFeatures.new(4, lexical_rows=1000).ids('García')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == list(garcia)
+    # shapes only
+    assert WordFeatures.new(4).ids("García") == (word_shape("García"),) and WordFeatures.new(4).width == 1
+    with pytest.raises(ValueError, match="lexical_rows must be at least 0"):
+        WordFeatures.new(4, lexical_rows=-1)
+
+
+def test_word_features_save_and_load_their_layout(tmp_path):
+    from safetensors.torch import save_file
+
+    from synthdeid.hf_ner import N_WORD_SHAPES, WORD_FEATURES_FILE, WordFeatures
+
+    assert WordFeatures.load(tmp_path) is None
+    features = WordFeatures.new(4, lexical_rows=40)
+    with torch.no_grad():
+        features.embedding.weight[1:].normal_()  # row 0 (padding) stays 0, as training keeps it
+    features.save(tmp_path)
+    loaded = WordFeatures.load(tmp_path)
+    assert loaded.layout == features.layout and loaded.ids("Ana") == features.ids("Ana")
+    ids = torch.tensor([[features.ids("Ana"), features.padding()]])
+    assert torch.equal(loaded(ids), features(ids)) and not loaded(ids)[0, 1].any()
+    # a file of word shapes alone (saved before lexical features) still loads
+    save_file({"weight": torch.ones(N_WORD_SHAPES, 4)}, str(tmp_path / WORD_FEATURES_FILE))
+    assert WordFeatures.load(tmp_path).layout == {"shape": N_WORD_SHAPES}
+    save_file({"weight": torch.ones(N_WORD_SHAPES + 3, 4)}, str(tmp_path / WORD_FEATURES_FILE))
+    with pytest.raises(ValueError, match=f"{WORD_FEATURES_FILE}.*{N_WORD_SHAPES + 3} rows"):
+        WordFeatures.load(tmp_path)
