@@ -53,7 +53,7 @@ from spacy.util import filter_spans, minibatch
 OUTSIDE = "O"
 MODEL_DIR = "model"
 CFG_FILE = "cfg.json"
-WORD_FEATURES_FILE = "word_shape_embeddings.safetensors"
+WORD_FEATURES_FILE = "word_shape_embeddings.safetensors"  # named when it held shapes only; kept so older models load
 IGNORE_INDEX = -100  # label of sub-tokens without a loss (all but a word's first)
 DECODINGS = ("viterbi", "greedy")
 # Prefixes understood when decoding tags: BIO, plus BIOES/BILOU's end and
