@@ -595,7 +595,11 @@ class WordFeatures:
     order); each hashed key takes two rows of its feature, summed, so two
     keys rarely share both. Row 0 is padding (special tokens)."""
 
+    HASHED = ("norm", "prefix", "suffix")
+
     def __init__(self, embedding: Any, layout: Dict[str, int]) -> None:
+        if list(layout)[:1] != ["shape"] or not set(layout) - {"shape"} <= set(self.HASHED):
+            raise ValueError(f"word features: the layout {layout} is not shape followed by some of {self.HASHED}")
         if embedding.num_embeddings != sum(layout.values()):
             raise ValueError(f"word features: {embedding.num_embeddings} rows, the layout {layout} needs {sum(layout.values())}")
         self.embedding = embedding

@@ -412,3 +412,8 @@ def test_word_features_save_and_load_their_layout(tmp_path):
     save_file({"weight": torch.ones(N_WORD_SHAPES + 3, 4)}, str(tmp_path / WORD_FEATURES_FILE))
     with pytest.raises(ValueError, match=f"{WORD_FEATURES_FILE}.*{N_WORD_SHAPES + 3} rows"):
         WordFeatures.load(tmp_path)
+    # a layout this version cannot compute ids for is refused when loaded, not at the first doc
+    layout = {"shape": N_WORD_SHAPES, "lemma": 3}
+    save_file({"weight": torch.ones(N_WORD_SHAPES + 3, 4)}, str(tmp_path / WORD_FEATURES_FILE), metadata={"layout": json.dumps(layout)})
+    with pytest.raises(ValueError, match=f"{WORD_FEATURES_FILE}.*not shape followed by"):
+        WordFeatures.load(tmp_path)
