@@ -68,6 +68,7 @@ SETTINGS: Dict[str, type] = {
     "generator_width": int,
     "generator_heads": int,
     "generator_vocab_size": int,
+    "generator_dropout": float,
     "lora_r": int,
     "lora_alpha": int,
     "lora_dropout": float,
@@ -96,7 +97,7 @@ GOLD_PIPELINE_KEYS = ("annotator_fraction", "deid_config", "train_max_steps", "t
 GENERATOR_KEYS = (
     "generator_fraction", "generator_base", "generator_epochs", "generator_learning_rate",
     "generator_batch_size", "generator_block_size", "generator_layers", "generator_width",
-    "generator_heads", "generator_vocab_size", "lora_r", "lora_alpha", "lora_dropout",
+    "generator_heads", "generator_vocab_size", "generator_dropout", "lora_r", "lora_alpha", "lora_dropout",
     "lora_target_modules", "qlora", "device",
 )
 GENERATION_KEYS = ("generate_config", "samples_per_prompt", "top_p", "temperature", "generate_batch_size")
@@ -408,6 +409,7 @@ class Artifacts:
                     "--block-size", s["generator_block_size"], "--n-positions", s["generator_block_size"],
                     "--n-layer", s["generator_layers"], "--n-embd", s["generator_width"],
                     "--n-head", s["generator_heads"], "--vocab-size", s["generator_vocab_size"],
+                    "--dropout", s["generator_dropout"],
                     "--lora-r", s["lora_r"], "--lora-alpha", s["lora_alpha"], "--lora-dropout", s["lora_dropout"],
                     "--target-modules", s["lora_target_modules"], s["qlora"], "--seed", seed, "--device", s["device"],
                 )

@@ -210,19 +210,27 @@ def fit_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = 2)
     )
 
 
-def scratch_model(tokenizer: Any, *, n_layer: int, n_embd: int, n_head: int, n_positions: int, seed: int) -> Any:
-    """A randomly initialised (seeded) GPT-2 sized to the tokenizer."""
+def scratch_model(
+    tokenizer: Any, *, n_layer: int, n_embd: int, n_head: int, n_positions: int, seed: int, dropout: float = 0.1
+) -> Any:
+    """A randomly initialised (seeded) GPT-2 sized to the tokenizer; `dropout`
+    applies to embeddings, residuals and attention (GPT-2's 0.1 by default)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     if n_embd % n_head:
         raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=n_positions,
         n_embd=n_embd,
         n_layer=n_layer,
         n_head=n_head,
+        embd_pdrop=dropout,
+        resid_pdrop=dropout,
+        attn_pdrop=dropout,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -373,6 +381,7 @@ def adapt_generator(
     n_embd: int = 256,
     n_head: int = 4,
     n_positions: int = 1024,
+    dropout: float = 0.1,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
     max_grad_norm: float = 1.0,
@@ -386,7 +395,7 @@ def adapt_generator(
     the folder appears only when training finished). Returns the config.
 
     `base_model` empty trains a GPT-2 (`vocab_size`, `n_layer`, `n_embd`,
-    `n_head`, `n_positions`) from scratch; otherwise LoRA (`lora_r`,
+    `n_head`, `n_positions`, `dropout`) from scratch; otherwise LoRA (`lora_r`,
     `lora_alpha`, `lora_dropout`, `target_modules` comma-separated, empty for
     peft's per-architecture default) adapts the pretrained model, in 4-bit with
     `qlora`. `fraction` of the train documents (seeded choice, after `limit`
@@ -434,6 +443,7 @@ def adapt_generator(
         "n_embd": n_embd,
         "n_head": n_head,
         "n_positions": n_positions,
+        "dropout": dropout,
         "warmup_ratio": warmup_ratio,
         "weight_decay": weight_decay,
         "max_grad_norm": max_grad_norm,
@@ -459,7 +469,13 @@ def adapt_generator(
         tokenizer = fit_tokenizer(train_texts, vocab_size)
         tokenizer.model_max_length = n_positions  # saved, so users see the model's window
         model = scratch_model(
-            tokenizer, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=n_positions, seed=seed
+            tokenizer,
+            n_layer=n_layer,
+            n_embd=n_embd,
+            n_head=n_head,
+            n_positions=n_positions,
+            seed=seed,
+            dropout=dropout,
         )
     else:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training

@@ -267,6 +267,24 @@ def test_fraction_selects_documents(tmp_path, texts_corpus):
     assert not (tmp_path / "bad").exists()
 
 
+def test_scratch_dropout_is_saved_and_changes_training(tmp_path, texts_corpus, scratch_run):
+    from transformers import AutoConfig
+
+    saved = AutoConfig.from_pretrained(scratch_run[0] / MODEL_DIR)
+    assert (saved.embd_pdrop, saved.resid_pdrop, saved.attn_pdrop) == (0.1, 0.1, 0.1)
+    config = adapt_generator(
+        texts_corpus["train"], tmp_path / "no_dropout", dropout=0.0, epochs=3, device="cpu", progress=False, **TINY
+    )
+    saved = AutoConfig.from_pretrained(tmp_path / "no_dropout" / MODEL_DIR)
+    assert (saved.embd_pdrop, saved.resid_pdrop, saved.attn_pdrop) == (0.0, 0.0, 0.0)
+    assert config["arguments"]["dropout"] == 0.0
+    assert config["final"]["train_loss"] != scratch_run[1]["final"]["train_loss"]
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="dropout must be in"):
+            adapt_generator(texts_corpus["train"], tmp_path / "bad", dropout=bad, progress=False, **TINY)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_lora_trains_only_the_adapter_and_reloads_to_the_same_model(tmp_path, texts_corpus, tiny_base):
     out = tmp_path / "lora"
     config = adapt_generator(
