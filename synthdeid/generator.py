@@ -220,8 +220,6 @@ def scratch_model(
 
     if n_embd % n_head:
         raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=n_positions,
@@ -413,6 +411,8 @@ def adapt_generator(
 
     if epochs < 1 or batch_size < 1 or block_size < 2 or log_every < 1:
         raise ValueError("epochs, batch_size and log_every must be at least 1, block_size at least 2")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     mode = "scratch" if not base_model else ("qlora" if qlora else "lora")
     if qlora and not base_model:
         raise ValueError("qlora needs a pretrained base_model; the scratch model trains in full")
