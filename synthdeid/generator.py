@@ -211,10 +211,10 @@ def fit_tokenizer(texts: Sequence[str], vocab_size: int, min_frequency: int = 2)
 
 
 def scratch_model(
-    tokenizer: Any, *, n_layer: int, n_embd: int, n_head: int, n_positions: int, seed: int, dropout: float = 0.1
+    tokenizer: Any, *, n_layer: int, n_embd: int, n_head: int, n_positions: int, seed: int, dropout: float
 ) -> Any:
     """A randomly initialised (seeded) GPT-2 sized to the tokenizer; `dropout`
-    applies to embeddings, residuals and attention (GPT-2's 0.1 by default)."""
+    applies to embeddings, residuals and attention."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 

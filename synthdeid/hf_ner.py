@@ -595,11 +595,14 @@ class WordFeatures:
     order); each hashed key takes two rows of its feature, summed, so two
     keys rarely share both. Row 0 is padding (special tokens)."""
 
-    HASHED = ("norm", "prefix", "suffix")
+    # The hashed features: each maps the lower-cased word to its key.
+    HASHED = {"norm": lambda lower: lower, "prefix": lambda lower: lower[:3], "suffix": lambda lower: lower[-3:]}
 
     def __init__(self, embedding: Any, layout: Dict[str, int]) -> None:
         if list(layout)[:1] != ["shape"] or not set(layout) - {"shape"} <= set(self.HASHED):
-            raise ValueError(f"word features: the layout {layout} is not shape followed by some of {self.HASHED}")
+            raise ValueError(
+                f"word features: the layout {layout} is not shape followed by some of {tuple(self.HASHED)}"
+            )
         if embedding.num_embeddings != sum(layout.values()):
             raise ValueError(f"word features: {embedding.num_embeddings} rows, the layout {layout} needs {sum(layout.values())}")
         self.embedding = embedding
@@ -635,9 +638,9 @@ class WordFeatures:
     def _ids(self, word: str) -> Tuple[int, ...]:
         ids = [word_shape(word)]
         lower = word.lower()
-        keys = {"norm": lower, "prefix": lower[:3], "suffix": lower[-3:]}
         for feature in list(self.layout)[1:]:
-            digest = hashlib.blake2b(f"{feature}:{keys[feature]}".encode("utf-8"), digest_size=8).digest()
+            key = self.HASHED[feature](lower)
+            digest = hashlib.blake2b(f"{feature}:{key}".encode("utf-8"), digest_size=8).digest()
             rows, offset = self.layout[feature], self._offsets[feature]
             ids.extend(offset + int.from_bytes(digest[i : i + 4], "little") % rows for i in (0, 4))
         return tuple(ids)
