@@ -1,7 +1,7 @@
-"""Annotate generated texts with the annotator pipeline: synthetic train and
+"""Annotate generated texts with a labelling pipeline: synthetic train and
 validation DocBins, plus entity counts per label next to the gold counts.
 
-    python scripts/annotate.py GENERATED_JSONL ANNOTATOR_PIPELINE GOLD_TRAIN_DOCBIN OUT_DIR \
+    python scripts/annotate.py GENERATED_JSONL LABELLER_PIPELINE GOLD_TRAIN_DOCBIN OUT_DIR \
         [--validation-fraction 0.1] [--seed 0] [--batch-size 16] [--device cuda]
 
 Writes OUT_DIR/train.spacy, validation.spacy, stats.md and stats.json.
@@ -22,7 +22,7 @@ except ImportError:  # run from a checkout where the package is not installed
 
 def main(
     generated: Path = typer.Argument(..., help="Generated documents (.jsonl with 'id' and 'text' per line)"),
-    pipeline: Path = typer.Argument(..., help="Annotator pipeline folder (scripts/build_annotator_pipeline.py)"),
+    pipeline: Path = typer.Argument(..., help="Labelling pipeline folder: the annotator's (scripts/build_annotator_pipeline.py) or a trained spaCy NER pipeline"),
     gold: Path = typer.Argument(..., help="Gold train DocBin, for the label counts to compare with"),
     output_dir: Path = typer.Argument(..., help="Folder for train.spacy, validation.spacy, stats.md, stats.json"),
     validation_fraction: float = typer.Option(0.1, help="Share of generated documents held out for validation"),

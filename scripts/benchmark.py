@@ -67,7 +67,8 @@ def run_steps(
             typer.echo(f"benchmark: {name} is up to date, keeping its time ({recorded[name]:.0f} s)")
             seconds[name] = recorded[name]
         else:
-            timed = not step or name in step
+            # A step with no earlier time (new in the workflow) is timed too.
+            timed = not step or name in step or name not in previous
             start = time.perf_counter()
             subprocess.run(
                 [sys.executable, "-m", "weasel", "run", name, str(project_dir), *(["--force"] if timed else []), *overrides],
@@ -107,6 +108,10 @@ def main(
     recorded = json.loads((project_dir / STEPS_FILE).read_text(encoding="utf-8")) if report_only else {}
     for name in [workflow, *extra_workflow]:
         if report_only:
+            missing = [step_name for step_name in config["workflows"][name] if step_name not in recorded]
+            if missing:
+                typer.echo(f"benchmark: no recorded time in {STEPS_FILE} for {', '.join(missing)}; run them first", err=True)
+                raise typer.Exit(1)
             timings[name] = {step_name: recorded[step_name] for step_name in config["workflows"][name]}
             continue
         timings[name], stopped = run_steps(

@@ -1,5 +1,5 @@
-"""Relabel a gold DocBin with the annotator (the gap decomposition's corpus:
-gold texts, machine labels).
+"""Relabel a gold DocBin with the annotator: gold texts with machine labels,
+the labeller's training data and the gap decomposition's middle corpus.
 
     python scripts/relabel.py GOLD_DOCBIN ANNOTATOR_PIPELINE OUT_DOCBIN
 """

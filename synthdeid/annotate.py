@@ -1,8 +1,9 @@
 """Machine annotation of generated texts: the synthetic training corpus.
 
 `annotate_generated` reads the generation step's JSONL (one document per
-line; only `id` and `text` are used), runs the annotator pipeline over the
-texts, splits the documents (seeded, by id) into synthetic train and
+line; only `id` and `text` are used), runs a labelling pipeline over the
+texts (the annotator's `hf_ner` pipeline, or a spaCy NER pipeline such as the
+labeller distilled from it), splits the documents (seeded, by id) into synthetic train and
 validation DocBins and writes entity statistics next to those of the gold
 train corpus:
 
@@ -13,7 +14,7 @@ train corpus:
 
 Counts are comparable across corpora of different sizes through their
 density: entities per 1,000 words, where words are the non-whitespace tokens
-of the docs (for the synthetic docs: the annotator pipeline's tokenizer; for
+of the docs (for the synthetic docs: the labelling pipeline's tokenizer; for
 the gold docs: the tokenizer they were converted with, the same one in this
 project).
 """
@@ -98,9 +99,10 @@ def _density(count: int, words: int) -> float:
     return round(1000 * count / words, 4) if words else 0.0
 
 
-def load_annotator(pipeline_dir: str | Path, device: Optional[str] = None) -> spacy.Language:
-    """`spacy.load` the annotator pipeline, checking that some component
-    assigns `doc.ents`. `device` overrides the `hf_ner` component's device."""
+def load_labeller(pipeline_dir: str | Path, device: Optional[str] = None) -> spacy.Language:
+    """`spacy.load` a labelling pipeline (the annotator's, or any spaCy NER
+    pipeline), checking that some component assigns `doc.ents`. `device`
+    overrides the `hf_ner` component's device."""
     pipeline_dir = Path(pipeline_dir)
     if not (pipeline_dir / "config.cfg").is_file():
         raise AnnotateError(f"{pipeline_dir}: not a saved spaCy pipeline (no config.cfg)")
@@ -114,7 +116,7 @@ def load_annotator(pipeline_dir: str | Path, device: Optional[str] = None) -> sp
     if not any("doc.ents" in nlp.get_pipe_meta(name).assigns for name in nlp.pipe_names):
         raise AnnotateError(
             f"{pipeline_dir}: no component of the pipeline {nlp.pipe_names} assigns entities; "
-            "expected an annotator pipeline (scripts/build_annotator_pipeline.py)"
+            "expected an NER pipeline (the annotator's, scripts/build_annotator_pipeline.py, or a trained one)"
         )
     return nlp
 
@@ -175,7 +177,7 @@ def annotate_generated(
     batch_size: int = 16,
     device: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """Annotate the generated documents with the annotator pipeline and write
+    """Annotate the generated documents with a labelling pipeline and write
     `output_dir/{train,validation}.spacy`, `stats.md` and `stats.json`
     (each atomically, stats.json last); returns the stats. The split is
     `split_train_validation` on the document ids."""
@@ -187,7 +189,7 @@ def annotate_generated(
     output_dir = Path(output_dir)
     generated = read_generated(generated_path)
     gold = _read_gold(gold_path)
-    nlp = load_annotator(pipeline_dir, device)
+    nlp = load_labeller(pipeline_dir, device)
     msg.info(f"Read {len(generated)} generated documents from {generated_path}")
 
     try:
@@ -305,11 +307,11 @@ def relabel_docbin(
     gold_path: str | Path, pipeline_dir: str | Path, output_path: str | Path, *, batch_size: int = 16
 ) -> Dict[str, Any]:
     """Write (atomically) the documents of `gold_path` with the annotator's
-    entities in place of the hand-made ones: the gap decomposition's middle
-    corpus (real text, machine labels). Returns how the machine labels
+    entities in place of the hand-made ones: the labeller's training data and
+    the gap decomposition's middle corpus (real text, machine labels). Returns how the machine labels
     compare with the hand labels (strict entity scores) and label counts."""
     gold = _read_gold(gold_path)
-    nlp = load_annotator(pipeline_dir)
+    nlp = load_labeller(pipeline_dir)
     relabelled: List[Doc] = []
     for reference, doc in zip(
         gold,

@@ -15,8 +15,9 @@ from synthdeid.annotate import (
     GeneratedDoc,
     annotate_generated,
     corpus_stats,
-    load_annotator,
+    load_labeller,
     read_generated,
+    relabel_docbin,
 )
 from synthdeid.annotator import build_annotator_pipeline
 from synthdeid.corpus import split_train_validation
@@ -118,6 +119,46 @@ def test_annotate_cli_end_to_end(tmp_path, pipeline, gold):
     assert "| FECHAS | 0 | 0 | 12 |" in table
 
 
+def test_a_spacy_ner_pipeline_labels_like_the_annotator(tmp_path, pipeline, gold):
+    # The workflow's default labeller is a trained spaCy pipeline without
+    # hf_ner; an entity ruler with the rule model's patterns stands in for it.
+    nlp = make_nlp()
+    nlp.add_pipe("entity_ruler").add_patterns([
+        {"label": NOMBRE, "pattern": "Ana"},
+        {"label": TERRITORIO, "pattern": [{"TEXT": "Madrid"}, {"TEXT": "García", "OP": "?"}]},
+    ])
+    nlp.to_disk(tmp_path / "labeller")
+    generated = write_generated(tmp_path / "generated.jsonl")
+    by_ruler = annotate_generated(generated, tmp_path / "labeller", gold, tmp_path / "ruler", validation_fraction=0.2)
+    by_annotator = annotate_generated(generated, pipeline, gold, tmp_path / "annotator", validation_fraction=0.2)
+    assert by_ruler["splits"] == by_annotator["splits"]
+    for split in ("train.spacy", "validation.spacy"):
+        ruler_docs, annotator_docs = read_out(tmp_path / "ruler" / split), read_out(tmp_path / "annotator" / split)
+        assert [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in ruler_docs] == [
+            [(e.start_char, e.end_char, e.label_) for e in d.ents] for d in annotator_docs
+        ]
+    with pytest.raises(AnnotateError, match="labeller: no hf_ner component"):
+        load_labeller(tmp_path / "labeller", device="cpu")
+
+
+def test_relabel_keeps_texts_and_names_and_takes_the_pipelines_entities(tmp_path, pipeline, gold):
+    stats = relabel_docbin(gold, pipeline, tmp_path / "relabelled.spacy", batch_size=5)
+    hand, machine = read_out(gold), read_out(tmp_path / "relabelled.spacy")
+    nlp = spacy.load(pipeline)
+    assert [d.text for d in machine] == [d.text for d in hand]
+    assert [d.user_data["name"] for d in machine] == [d.user_data["name"] for d in hand]
+    assert [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in machine] == [
+        [(e.start_char, e.end_char, e.label_) for e in nlp(d.text).ents] for d in hand
+    ]
+    # The rule model finds no dates or ages: its labels cover part of the hand labels.
+    assert stats["documents"] == 12
+    assert stats["machine"]["labels"].keys() <= {NOMBRE, TERRITORIO}
+    assert 0 < stats["agreement_with_hand_labels"]["r"] < 1
+    with pytest.raises(AnnotateError, match="nowhere: not a saved spaCy pipeline"):
+        relabel_docbin(gold, tmp_path / "nowhere", tmp_path / "other.spacy")
+    assert not (tmp_path / "other.spacy").exists()
+
+
 def test_same_seed_same_split_other_seed_other_split(tmp_path, pipeline, gold):
     generated = write_generated(tmp_path / "generated.jsonl")
     ids = {}
@@ -179,7 +220,7 @@ def test_bad_inputs_write_nothing(tmp_path, pipeline, gold):
     with pytest.raises(AnnotateError, match="single.jsonl: a validation split needs at least 2"):
         annotate_generated(single, pipeline, gold, out)
     with pytest.raises(AnnotateError, match="no hf_ner component"):
-        load_annotator(tmp_path / "tokenizer-only", device="cpu")
+        load_labeller(tmp_path / "tokenizer-only", device="cpu")
     assert not out.exists()
 
     result = CliRunner().invoke(cli("annotate"), [str(tmp_path / "absent.jsonl"), str(pipeline), str(gold), str(out)])
@@ -189,7 +230,7 @@ def test_bad_inputs_write_nothing(tmp_path, pipeline, gold):
 
 
 def test_device_override(pipeline):
-    assert load_annotator(pipeline, device="cpu").get_pipe("hf_ner").cfg["device"] == "cpu"
+    assert load_labeller(pipeline, device="cpu").get_pipe("hf_ner").cfg["device"] == "cpu"
 
 
 def test_corpus_stats_counts_words_without_whitespace():

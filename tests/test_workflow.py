@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from synthdeid.io import read_docs
+
 REPO = Path(__file__).resolve().parents[1]
 MEDDOCAN = REPO.parent / "shared" / "meddocan"
 PACKAGE = "es_deid_meddocan"
@@ -40,6 +42,7 @@ SMOKE_VARS = {
     "annotator_epochs": 1,
     "train_max_steps": 300,
     "train_eval_frequency": 100,
+    "labeller_max_steps": 200,
     "generator_epochs": 1,
     "generator_layers": 1,
     "generator_width": 64,
@@ -49,7 +52,7 @@ SMOKE_VARS = {
     "size_multiple": 0.5,
     "samples_per_prompt": 4,
 }
-STEPS = 12
+STEPS = 14
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +93,17 @@ def test_workflow_writes_every_output(project):
     words = [len(record["text"].split()) for record in records]
     assert sum(words) == generation["words_kept"] and sum(words[:-1]) < generation["words_target"] <= sum(words)
     assert {record["end_reason"] for record in records} <= {"eos", "length"}
+    # The generated notes were labelled by the labeller, a spaCy pipeline
+    # trained on the gold texts as the annotator labels them.
+    relabelled = read_docs(project / "corpus/relabelled/train.spacy")
+    assert [doc.text for doc in relabelled] == [doc.text for doc in read_docs(project / "corpus/train.spacy")]
+    labeller = json.loads((project / "training/labeller/model-best/meta.json").read_text())
+    assert "ner" in labeller["pipeline"] and "hf_ner" not in labeller["pipeline"]
     synthetic = json.loads((project / "corpus/synthetic/stats.json").read_text())
+    assert synthetic["inputs"]["pipeline"] == "training/labeller/model-best"
     assert synthetic["splits"]["train"]["documents"] + synthetic["splits"]["validation"]["documents"] == len(records)
     evaluation = json.loads((project / "training/evaluation/evaluation.json").read_text())
-    assert set(evaluation["pipelines"]) == {"synthetic", "gold", "annotator"}
+    assert set(evaluation["pipelines"]) == {"synthetic", "gold", "annotator", "labeller"}
     for scores in evaluation["pipelines"].values():
         assert 0.0 <= scores["entity"]["micro"]["f"] <= 1.0
     assert (project / "training/evaluation/evaluation.md").read_text().startswith("# Evaluation")
