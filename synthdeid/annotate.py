@@ -2,10 +2,10 @@
 
 `annotate_generated` reads the generation step's JSONL (one document per
 line; only `id` and `text` are used), runs a labelling pipeline over the
-texts (the annotator's `hf_ner` pipeline, or a spaCy NER pipeline such as the
-labeller distilled from it), splits the documents (seeded, by id) into synthetic train and
-validation DocBins and writes entity statistics next to those of the gold
-train corpus:
+texts (the annotator's `hf_ner` pipeline, or a spaCy NER pipeline such as
+the labeller distilled from it), splits the documents (seeded, by id) into
+synthetic train and validation DocBins and writes entity statistics next to
+those of the gold train corpus:
 
     OUT/train.spacy, OUT/validation.spacy   docs with doc.ents; user_data
                                             {"name": id, "synthdeid_id": id}
@@ -308,8 +308,9 @@ def relabel_docbin(
 ) -> Dict[str, Any]:
     """Write (atomically) the documents of `gold_path` with the annotator's
     entities in place of the hand-made ones: the labeller's training data and
-    the gap decomposition's middle corpus (real text, machine labels). Returns how the machine labels
-    compare with the hand labels (strict entity scores) and label counts."""
+    the gap decomposition's middle corpus (real text, machine labels).
+    Returns how the machine labels compare with the hand labels (strict
+    entity scores) and label counts."""
     gold = _read_gold(gold_path)
     nlp = load_labeller(pipeline_dir)
     relabelled: List[Doc] = []
