@@ -48,6 +48,9 @@ def main(
     log_every: int = typer.Option(10, help="Log the mean training loss every N steps"),
     limit: int = typer.Option(0, help="Use the first N train docs only (0: all), before --fraction"),
     device: str = typer.Option("auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1"),
+    keep_best_epoch: bool = typer.Option(
+        True, help="Save the weights of the epoch with the lowest validation loss (else the last epoch's)"
+    ),
 ):
     config = adapt_generator(
         train_path,
@@ -74,16 +77,17 @@ def main(
         log_every=log_every,
         device=device,
         limit=limit,
+        keep_best_epoch=keep_best_epoch,
     )
-    final, params, train = config["final"], config["parameters"], config["tokens"]["train"]
-    validation_loss = final["validation_loss"]
+    kept, params, train = config["kept"], config["parameters"], config["tokens"]["train"]
+    validation_loss = kept["validation_loss"]
     typer.echo(
         f"Saved the {config['mode']} generator ({params['trainable']:,} of {params['total']:,} parameters trained, "
         f"{config['documents']['used']}/{config['documents']['available']} documents, "
         f"{train['truncated']} truncated to {config['block_size']} tokens, "
-        f"{config['wall_seconds']:.0f} s) to {output_dir}: train loss {final['train_loss']:.4f}"
+        f"{config['wall_seconds']:.0f} s) to {output_dir}: epoch {kept['epoch']}, train loss {kept['train_loss']:.4f}"
         + (
-            f", validation loss {validation_loss:.4f} (perplexity {final['validation_perplexity']:.2f})"
+            f", validation loss {validation_loss:.4f} (perplexity {kept['validation_perplexity']:.2f})"
             if validation_loss is not None
             else ""
         )

@@ -386,6 +386,7 @@ def adapt_generator(
     log_every: int = 10,
     device: str = "auto",
     limit: int = 0,
+    keep_best_epoch: bool = True,
     progress: bool = True,
 ) -> Dict[str, Any]:
     """Train the generator on the texts of the train DocBin and write
@@ -402,9 +403,12 @@ def adapt_generator(
     + note + EOS, see `note_sequences`) of at most `block_size` tokens, capped
     at the model's window; longer notes are truncated, and counted. A batch
     holds `batch_size` notes of similar length (`length_batches`), padded.
-    The validation DocBin, if given, only reports a loss and perplexity
-    (token-weighted, per note likewise) after each epoch. `device` "auto" is
-    CUDA when available, else CPU."""
+    The validation DocBin, if given, reports a loss and perplexity
+    (token-weighted, per note likewise) after each epoch; with
+    `keep_best_epoch` the trained weights of the epoch with the lowest
+    validation loss are saved (a small corpus overfits within a few epochs),
+    else those of the last epoch. `device` "auto" is CUDA when available,
+    else CPU."""
     import torch
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -450,6 +454,7 @@ def adapt_generator(
         "log_every": log_every,
         "device": device,
         "limit": limit,
+        "keep_best_epoch": keep_best_epoch,
     }
     start_time = time.perf_counter()
     texts = read_texts(train_path)
@@ -529,6 +534,7 @@ def adapt_generator(
     curve: Dict[str, List[Dict[str, Any]]] = {"steps": [], "epochs": []}
     step, window_losses = 0, []
     padded_tokens = 0
+    best: Optional[Tuple[float, int, Dict[str, Any]]] = None  # (validation loss, epoch, trained weights)
     for epoch in range(1, epochs + 1):
         model.train()
         batches = length_batches(lengths, batch_size, order_rng)
@@ -564,6 +570,10 @@ def adapt_generator(
             "validation_perplexity": perplexity(validation_loss),
         }
         curve["epochs"].append(record)
+        if keep_best_epoch and validation_loss is not None and (best is None or validation_loss < best[0]):
+            # Trainable weights only: for LoRA the adapter, never a 4-bit base.
+            weights = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+            best = (validation_loss, epoch, weights)
         if progress:
             print(
                 f"epoch {epoch}: train loss {record['train_loss']:.4f}"
@@ -574,6 +584,15 @@ def adapt_generator(
                 ),
                 flush=True,
             )
+    kept = curve["epochs"][-1]
+    if best is not None and best[1] != kept["epoch"]:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in best[2]:
+                    p.copy_(best[2][name])
+        kept = curve["epochs"][best[1] - 1]
+    if progress and best is not None:
+        print(f"Keeping the weights of epoch {kept['epoch']} (lowest validation loss)", flush=True)
     model.eval()
 
     config = {
@@ -593,8 +612,9 @@ def adapt_generator(
         "vocab_size": len(tokenizer),
         "steps": total_steps,
         "parameters": {"trainable": trainable, "total": total},
-        "final": curve["epochs"][-1],
-        "validation_perplexity": curve["epochs"][-1]["validation_perplexity"],
+        # The epoch whose weights were saved (see keep_best_epoch).
+        "kept": kept,
+        "validation_perplexity": kept["validation_perplexity"],
         "versions": _versions(qlora),
     }
     with atomic_path(output_dir) as tmp:

@@ -278,11 +278,45 @@ def test_scratch_dropout_is_saved_and_changes_training(tmp_path, texts_corpus, s
     saved = AutoConfig.from_pretrained(tmp_path / "no_dropout" / MODEL_DIR)
     assert (saved.embd_pdrop, saved.resid_pdrop, saved.attn_pdrop) == (0.0, 0.0, 0.0)
     assert config["arguments"]["dropout"] == 0.0
-    assert config["final"]["train_loss"] != scratch_run[1]["final"]["train_loss"]
+    assert config["kept"]["train_loss"] != scratch_run[1]["kept"]["train_loss"]
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="dropout must be in"):
             adapt_generator(texts_corpus["train"], tmp_path / "bad", dropout=bad, progress=False, **TINY)
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_epoch_with_the_lowest_validation_loss_is_saved(tmp_path, texts_corpus):
+    """Validation text the model cannot learn from (the train notes' words
+    reversed) makes it overfit after an epoch or two: the saved model is the
+    best epoch's, unless `keep_best_epoch` is off."""
+    import spacy
+
+    nlp = spacy.blank("es")
+    reversed_notes = [nlp(" ".join(text.split()[::-1])) for text in read_texts(texts_corpus["train"])[:3]]
+    validation = write_docbin(tmp_path / "reversed.spacy", reversed_notes)
+    settings = {**TINY, "learning_rate": 2e-2, "dropout": 0.0}
+    for keep_best in (True, False):
+        out = tmp_path / f"keep_best_{keep_best}"
+        config = adapt_generator(
+            texts_corpus["train"],
+            out,
+            validation_path=validation,
+            epochs=6,
+            device="cpu",
+            keep_best_epoch=keep_best,
+            progress=False,
+            **settings,
+        )
+        epochs = json.loads((out / LOSS_FILE).read_text())["epochs"]
+        losses = [e["validation_loss"] for e in epochs]
+        best = losses.index(min(losses)) + 1
+        assert best < len(epochs), "the run did not overfit; the test shows nothing"
+        kept = best if keep_best else len(epochs)
+        assert config["kept"] == epochs[kept - 1] and config["validation_perplexity"] == epochs[kept - 1]["validation_perplexity"]
+        model, tokenizer = load_generator(out)
+        sequences, _ = note_sequences(tokenizer, read_texts(validation), settings["block_size"])
+        loss, _ = evaluate_loss(model, sequences, 2, "cpu", tokenizer.pad_token_id)
+        assert loss == pytest.approx(losses[kept - 1], rel=1e-5)
 
 
 def test_lora_trains_only_the_adapter_and_reloads_to_the_same_model(tmp_path, texts_corpus, tiny_base):
