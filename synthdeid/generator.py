@@ -534,7 +534,8 @@ def adapt_generator(
     curve: Dict[str, List[Dict[str, Any]]] = {"steps": [], "epochs": []}
     step, window_losses = 0, []
     padded_tokens = 0
-    best: Optional[Tuple[float, int, Dict[str, Any]]] = None  # (validation loss, epoch, trained weights)
+    best_epoch: Optional[Dict[str, Any]] = None  # record of the epoch with the lowest validation loss
+    best_weights: Dict[str, Any] = {}
     for epoch in range(1, epochs + 1):
         model.train()
         batches = length_batches(lengths, batch_size, order_rng)
@@ -570,10 +571,14 @@ def adapt_generator(
             "validation_perplexity": perplexity(validation_loss),
         }
         curve["epochs"].append(record)
-        if keep_best_epoch and validation_loss is not None and (best is None or validation_loss < best[0]):
+        if keep_best_epoch and validation_loss is not None and (
+            best_epoch is None or validation_loss < best_epoch["validation_loss"]
+        ):
+            best_epoch = record
             # Trainable weights only: for LoRA the adapter, never a 4-bit base.
-            weights = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
-            best = (validation_loss, epoch, weights)
+            best_weights = {
+                name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad
+            }
         if progress:
             print(
                 f"epoch {epoch}: train loss {record['train_loss']:.4f}"
@@ -584,14 +589,13 @@ def adapt_generator(
                 ),
                 flush=True,
             )
-    kept = curve["epochs"][-1]
-    if best is not None and best[1] != kept["epoch"]:
+    kept = best_epoch or curve["epochs"][-1]
+    if kept is not curve["epochs"][-1]:
         with torch.no_grad():
             for name, p in model.named_parameters():
-                if name in best[2]:
-                    p.copy_(best[2][name])
-        kept = curve["epochs"][best[1] - 1]
-    if progress and best is not None:
+                if name in best_weights:
+                    p.copy_(best_weights[name])
+    if progress and best_epoch is not None:
         print(f"Keeping the weights of epoch {kept['epoch']} (lowest validation loss)", flush=True)
     model.eval()
 

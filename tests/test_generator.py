@@ -312,7 +312,8 @@ def test_the_epoch_with_the_lowest_validation_loss_is_saved(tmp_path, texts_corp
         best = losses.index(min(losses)) + 1
         assert best < len(epochs), "the run did not overfit; the test shows nothing"
         kept = best if keep_best else len(epochs)
-        assert config["kept"] == epochs[kept - 1] and config["validation_perplexity"] == epochs[kept - 1]["validation_perplexity"]
+        assert config["kept"] == epochs[kept - 1]
+        assert config["validation_perplexity"] == epochs[kept - 1]["validation_perplexity"]
         model, tokenizer = load_generator(out)
         sequences, _ = note_sequences(tokenizer, read_texts(validation), settings["block_size"])
         loss, _ = evaluate_loss(model, sequences, 2, "cpu", tokenizer.pad_token_id)
