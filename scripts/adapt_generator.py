@@ -47,7 +47,7 @@ def main(
     seed: int = typer.Option(0, help="Seed for the document choice, initialisation, dropout and data order"),
     log_every: int = typer.Option(10, help="Log the mean training loss every N steps"),
     limit: int = typer.Option(0, help="Use the first N train docs only (0: all), before --fraction"),
-    device: str = typer.Option("auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1"),
+    device: str = typer.Option("auto", help="auto (CUDA if available), cpu or cuda (pick a GPU with CUDA_VISIBLE_DEVICES)"),
     keep_best_epoch: bool = typer.Option(
         True, help="Save the weights of the epoch with the lowest validation loss (else the last epoch's)"
     ),

@@ -33,7 +33,9 @@ def main(
         "fp32", help="fp32, bf16 (bfloat16 autocast in training) or auto (bf16 where the device has bfloat16 kernels)"
     ),
     limit: int = typer.Option(0, help="Train on the first N train docs only (0: all)"),
-    device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1, mps"),
+    device: str = typer.Option(
+        "cpu", help="cpu, or cuda / mps: the Trainer's accelerator (pick a GPU with CUDA_VISIBLE_DEVICES)"
+    ),
 ):
     log = train_annotator(
         train_path,

@@ -6,23 +6,26 @@ at most `window_words` spaCy tokens that never cut an entity, the windows are
 encoded word by word (`is_split_into_words=True`) and only the first sub-token
 of each word carries a label. After every epoch the model is scored on the
 validation DocBin through the `hf_ner` component itself (the same inference
-path a built pipeline uses), and the best epoch is kept.
+path a built pipeline uses), and the best epoch is kept. Hugging Face's
+`Trainer` runs the optimisation; a callback validates and keeps the best epoch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import spacy
+import torch
 from spacy.tokens import Doc
+from transformers import Trainer, TrainerCallback, set_seed
 
 from .hf_ner import IGNORE_INDEX, HFNER, WordFeatures, forward, load_token_classifier, pad_windows, window_inputs
+from .hf_trainer import training_arguments
 from .io import atomic_path, read_docs
 from .metrics import doc_spans, entity_scores
 
@@ -180,13 +183,91 @@ def bf16_supported(device: Any) -> bool:
     return False
 
 
-def set_seed(seed: int) -> None:
-    import numpy
-    import torch
+class Tagger(torch.nn.Module):
+    """What the Trainer trains: the token classifier and, with them, the
+    word-feature embeddings added to its input (`hf_ner.forward`)."""
 
-    random.seed(seed)
-    numpy.random.seed(seed)
-    torch.manual_seed(seed)
+    def __init__(self, model: Any, word_features: Optional[WordFeatures]) -> None:
+        super().__init__()
+        self.model = model
+        self.word_features = word_features
+        if word_features is not None:
+            self.word_embedding = word_features.embedding  # registered, so trained, clipped and moved
+
+    def forward(self, input_ids: Any, attention_mask: Any, feature_ids: Any, labels: Any = None) -> Any:
+        return forward(self.model, self.word_features, input_ids, attention_mask, feature_ids, labels)
+
+
+class WindowTrainer(Trainer):
+    """Hugging Face `Trainer` over encoded windows that also records, per
+    epoch, the batch losses and the sub-token positions fed (padding included)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.epoch_losses: Dict[int, List[float]] = {}
+        self.epoch_positions: Dict[int, int] = {}
+
+    def compute_loss(self, model: Any, inputs: Dict[str, Any], return_outputs: bool = False, **kwargs: Any) -> Any:
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
+        if model.training:
+            # state.epoch is epoch + finished steps / steps per epoch: its integer part is the epoch (from 0).
+            epoch = int(self.state.epoch)
+            self.epoch_losses.setdefault(epoch, []).append(loss.detach().mean().item())
+            self.epoch_positions[epoch] = self.epoch_positions.get(epoch, 0) + inputs["input_ids"].numel()
+        return (loss, outputs) if return_outputs else loss
+
+
+class EpochValidation(TrainerCallback):
+    """Times each epoch; after each of `validated_epochs` scores the `hf_ner`
+    component (Viterbi, which selects the epoch, and greedy decoding) on the
+    validation docs and saves the model and word features to `save_dir` when
+    its F1 is the best so far (ties keep the earlier epoch)."""
+
+    def __init__(
+        self,
+        component: HFNER,
+        docs: Sequence[Doc],
+        validated_epochs: Sequence[int],
+        batch_size: int,
+        save_dir: Path,
+        progress: bool,
+    ) -> None:
+        self.component, self.docs, self.validated_epochs = component, docs, set(validated_epochs)
+        self.batch_size, self.save_dir, self.progress = batch_size, save_dir, progress
+        self.records: List[Dict[str, Any]] = []
+        self.best_epoch: Optional[int] = None
+        self._best_f = -1.0
+        self._start = 0.0
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        seconds = time.perf_counter() - self._start
+        record: Dict[str, Any] = {"epoch": len(self.records) + 1, "train_seconds": seconds, "seconds": seconds}
+        self.records.append(record)
+        if record["epoch"] not in self.validated_epochs:
+            return
+        component = self.component
+        component.model.eval()
+        validation = evaluate_component(component, self.docs, self.batch_size)
+        component.cfg["decoding"] = "greedy"
+        greedy = evaluate_component(component, self.docs, self.batch_size)
+        component.cfg["decoding"] = "viterbi"
+        record["validation"] = validation
+        record["validation_greedy"] = {k: greedy[k] for k in ("p", "r", "f")}
+        record["seconds"] += validation["seconds"]
+        if self.progress:
+            print(
+                f"epoch {record['epoch']}: validation P {validation['p']:.4f} R {validation['r']:.4f} "
+                f"F1 {validation['f']:.4f} (greedy decoding F1 {greedy['f']:.4f})",
+                flush=True,
+            )
+        if validation["f"] > self._best_f:
+            self._best_f, self.best_epoch = validation["f"], record["epoch"]
+            component.model.save_pretrained(self.save_dir)
+            if component.word_features is not None:
+                component.word_features.save(self.save_dir)
 
 
 def load_base_model(base_model: str | Path, labels: List[str]) -> Tuple[Any, Any]:
@@ -253,8 +334,11 @@ def train_annotator(
     optimizer steps (so a small train set gets as many updates as a large one);
     validation then still runs `epochs` times, evenly spaced, and last after
     the final epoch (a 5% train set would otherwise be validated ~36 times).
-    `group_by_length` batches windows of similar length, as the Hugging Face
-    Trainer's option of that name does: on MEDDOCAN it feeds 1.02 positions per
+    Hugging Face's `Trainer` runs the training (`WindowTrainer`, on the
+    `Tagger`: the classifier with its word features); `device` "cpu" keeps it
+    on the CPU, anything else lets the Trainer pick the accelerator.
+    `group_by_length` is the Trainer's option of that name (windows of similar
+    length in a batch): on MEDDOCAN it feeds 1.02 positions per
     sub-token instead of 1.25 and trains 25% faster, but the one run measured
     scored 0.009 lower on validation, so it is off by default. The log gives
     the positions fed per sub-token.
@@ -263,10 +347,7 @@ def train_annotator(
     float32); "auto" picks it where the device has bfloat16 kernels (CUDA, or
     a CPU with AVX512-BF16/AMX, as oneDNN reports), "fp32" never.
     `limit` > 0 trains on the first `limit` train docs only. Returns the log."""
-    import torch
-    from tqdm import tqdm
-    from transformers import get_linear_schedule_with_warmup
-    from transformers.trainer_pt_utils import get_length_grouped_indices
+    from transformers import PrinterCallback
 
     if epochs < 1 or batch_size < 1 or min_steps < 0:
         raise ValueError("epochs and batch_size must be at least 1, min_steps at least 0")
@@ -318,31 +399,14 @@ def train_annotator(
     word_embeddings = WordFeatures.new(size, arguments["lexical_rows"]) if word_features else None
     features, truncated = encode_windows(tokenizer, windows, label2id, max_length, word_embeddings)
     inference = {"window_words": window_words, "max_length": max_length, "stride": min(stride, window_words - 1)}
-    component = HFNER("hf_ner", model=base, batch_size=eval_batch_size, device=device, **inference)
-    component.set_model(model, tokenizer, word_embeddings)
-    torch_device = torch.device(device)
     if precision == "auto":
-        precision = "bf16" if bf16_supported(torch_device) else "fp32"
-    forward_precision = (
-        torch.autocast(torch_device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    )
+        precision = "bf16" if bf16_supported(torch.device(device)) else "fp32"
 
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    named = list(model.named_parameters()) + (list(word_embeddings.embedding.named_parameters("word_features")) if word_embeddings else [])
-    groups = [
-        {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": weight_decay},
-        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=learning_rate)
     steps_per_epoch = math.ceil(len(features) / batch_size)
     requested_epochs = epochs
     epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
     validated_epochs = sorted({math.ceil(k * epochs / requested_epochs) for k in range(1, requested_epochs + 1)})
     total_steps = steps_per_epoch * epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-    order_rng = random.Random(seed)
-    order_generator = torch.Generator().manual_seed(seed)  # for group_by_length
-    lengths = [len(f["input_ids"]) for f in features]
     pad_id = tokenizer.pad_token_id or 0
 
     log: Dict[str, Any] = {
@@ -364,72 +428,53 @@ def train_annotator(
     unknown = sorted({e.label_ for d in validation_docs for e in d.ents} - {label[2:] for label in labels[1:]})
     if unknown:
         log["validation_labels_not_in_train"] = unknown
-    best_f = -1.0
-    with atomic_path(output_dir) as tmp:
+    with atomic_path(output_dir) as tmp, tempfile.TemporaryDirectory(prefix="synthdeid-trainer-") as trainer_dir:
         tmp.mkdir(parents=True)
-        for epoch in range(1, epochs + 1):
-            model.train()
-            if group_by_length:
-                order = get_length_grouped_indices(lengths, batch_size, generator=order_generator)
-            else:
-                order = list(range(len(features)))
-                order_rng.shuffle(order)
-            start = time.perf_counter()
-            losses = []
-            padded = 0  # sub-token positions fed to the model, padding included
-            bar = tqdm(
-                range(0, len(order), batch_size),
-                desc=f"epoch {epoch}/{epochs}",
-                unit="batch",
-                disable=not progress,
+        args = training_arguments(
+            trainer_dir,  # stays empty: nothing is saved during training
+            device=device,
+            progress=progress,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,  # not on biases and LayerNorm weights (Trainer's default split)
+            warmup_ratio=warmup_ratio,
+            max_grad_norm=max_grad_norm,
+            # bfloat16 autocast of the training forward pass; weights and optimizer stay float32.
+            bf16=precision == "bf16",
+            group_by_length=group_by_length,
+            logging_steps=50,
+            seed=seed,
+        )
+        log["device"] = str(args.device)
+        # Validation runs the hf_ner component in float32 on the Trainer's device.
+        component = HFNER("hf_ner", model=base, batch_size=eval_batch_size, device=str(args.device), **inference)
+        component.set_model(model, tokenizer, word_embeddings)
+        validation = EpochValidation(component, validation_docs, validated_epochs, eval_batch_size, tmp, progress)
+        trainer = WindowTrainer(
+            model=Tagger(model, word_embeddings),
+            args=args,
+            train_dataset=features,
+            data_collator=lambda windows: pad_windows(windows, pad_id),
+            callbacks=[validation],
+        )
+        if not progress:
+            trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        subtokens = sum(len(f["input_ids"]) for f in features)
+        for index, record in enumerate(validation.records):
+            losses = trainer.epoch_losses[index]
+            log["epochs"].append(
+                {
+                    "epoch": record["epoch"],
+                    "loss": sum(losses) / len(losses),
+                    "train_seconds": record["train_seconds"],
+                    "sequences_per_second": len(features) / record["train_seconds"],
+                    "padded_per_subtoken": trainer.epoch_positions[index] / subtokens,
+                    **{key: value for key, value in record.items() if key not in ("epoch", "train_seconds")},
+                }
             )
-            for first in bar:
-                batch = pad_windows([features[i] for i in order[first : first + batch_size]], pad_id)
-                padded += batch["input_ids"].numel()
-                batch = {k: v.to(torch_device) for k, v in batch.items()}
-                with forward_precision:
-                    loss = forward(
-                        model, word_embeddings, batch["input_ids"], batch["attention_mask"], batch["feature_ids"], batch["labels"]
-                    ).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for _, p in named], max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-                losses.append(loss.item())
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            train_seconds = time.perf_counter() - start
-            record = {
-                "epoch": epoch,
-                "loss": sum(losses) / len(losses),
-                "train_seconds": train_seconds,
-                "sequences_per_second": len(features) / train_seconds if train_seconds else 0.0,
-                "padded_per_subtoken": padded / sum(lengths),
-                "seconds": train_seconds,
-            }
-            log["epochs"].append(record)
-            if epoch not in validated_epochs:
-                continue
-            model.eval()
-            validation = evaluate_component(component, validation_docs, eval_batch_size)
-            component.cfg["decoding"] = "greedy"
-            greedy = evaluate_component(component, validation_docs, eval_batch_size)
-            component.cfg["decoding"] = "viterbi"
-            record["validation"] = validation
-            record["validation_greedy"] = {k: greedy[k] for k in ("p", "r", "f")}
-            record["seconds"] += validation["seconds"]
-            if progress:
-                print(
-                    f"epoch {epoch}: loss {record['loss']:.4f}, validation P {validation['p']:.4f} "
-                    f"R {validation['r']:.4f} F1 {validation['f']:.4f} (greedy decoding F1 {greedy['f']:.4f})",
-                    flush=True,
-                )
-            if validation["f"] > best_f:  # ties keep the earlier epoch
-                best_f = validation["f"]
-                log["best_epoch"] = epoch
-                model.save_pretrained(tmp)
-                if word_embeddings is not None:
-                    word_embeddings.save(tmp)
+        log["best_epoch"] = validation.best_epoch
         log["best_validation"] = log["epochs"][log["best_epoch"] - 1]["validation"]
         tokenizer.save_pretrained(tmp)
         (tmp / LOG_FILE).write_text(json.dumps(log, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

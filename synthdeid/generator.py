@@ -16,11 +16,13 @@ begin: each training sequence is ONE note, opened by the note-start token
 (`note_start_id`: the tokenizer's BOS, else its EOS; the scratch tokenizer's
 BOS is its EOS, `<|endoftext|>`) and closed by EOS, truncated to `block_size`
 tokens (the model's window at most; how many notes lose their end is counted
-and logged). Sequences are batched with notes of similar length (seeded) and
-padded on the right; padding has attention 0 and label -100, so it is neither
-read nor predicted. Generation encodes a prompt the same way, note-start +
-prompt tokens (`prompt_batch`), so the generator continues a note opening
-exactly as it saw note openings in training.
+and logged). Hugging Face's `Trainer` runs the training (AdamW, linear warmup
+and decay, gradient clipping; accelerate places it on the available device).
+Its batches hold notes of similar length (seeded) padded on the right;
+padding has attention 0 and label -100, so it is neither read nor predicted.
+Generation encodes a prompt the same way, note-start + prompt tokens
+(`prompt_batch`), so the generator continues a note opening exactly as it
+saw note openings in training.
 
 Output folder (written atomically):
     model/               full model (scratch) or adapter (lora), with tokenizer
@@ -38,11 +40,14 @@ import json
 import math
 import platform
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .annotator import set_seed
+from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
+
+from .hf_trainer import training_arguments
 from .io import atomic_path, read_docs
 
 MODEL_DIR = "model"
@@ -145,7 +150,9 @@ def prompt_batch(tokenizer: Any, prompts: Sequence[str]) -> Dict[str, Any]:
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> Dict[str, Any]:
     """`input_ids`, `attention_mask` and `labels` of sequences padded on the
     right to the longest: padding has attention 0 and label -100 (ignored by
-    the loss); every real token is its own label (the model shifts)."""
+    the loss); every real token is its own label (the model shifts), except
+    the first of each row, which nothing predicts: -100 there makes the
+    Trainer's count of scored tokens (`num_items_in_batch`) the real one."""
     import torch
 
     width = max(len(sequence) for sequence in sequences)
@@ -155,6 +162,7 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> Dict[str, Any]
         input_ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
         mask[row, : len(sequence)] = 1
     labels = input_ids.masked_fill(mask == 0, -100)
+    labels[:, 0] = -100
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
@@ -319,6 +327,95 @@ def resolve_device(device: str) -> str:
 # -------------------------------------------------------------- training
 
 
+class LengthBatchSampler:
+    """The Trainer's batch sampler: `length_batches` of the train notes, a
+    new seeded draw each epoch (the Trainer calls `set_epoch`). Trainer's own
+    `group_by_length` would feed each pool's batches longest first; these are
+    shuffled."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size = list(lengths), batch_size
+        self.epoch = 0
+        self._rng = random.Random(seed)
+        self._epochs: List[List[List[int]]] = []  # drawn in order, so epoch k's batches do not depend on calls
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        while len(self._epochs) <= self.epoch:
+            self._epochs.append(length_batches(self.lengths, self.batch_size, self._rng))
+        return iter(self._epochs[self.epoch])
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+
+class NoteTrainer(Trainer):
+    """Hugging Face `Trainer` over one-note sequences, batched by
+    `LengthBatchSampler`; it also sums, per epoch, the token-weighted train
+    loss and the padded positions fed to the model."""
+
+    def __init__(self, *args: Any, batch_sampler: LengthBatchSampler, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_sampler = batch_sampler
+        self.scored_loss: Dict[int, float] = {}  # epoch (from 0) -> sum of loss x scored tokens
+        self.scored_tokens: Dict[int, int] = {}
+        self.padded_positions = 0
+
+    def get_train_dataloader(self) -> Any:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(self.train_dataset, batch_sampler=self.batch_sampler, collate_fn=self.data_collator)
+        return self.accelerator.prepare(loader)
+
+    def compute_loss(self, model: Any, inputs: Dict[str, Any], return_outputs: bool = False, **kwargs: Any) -> Any:
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
+        if model.training:
+            epoch, tokens = self.batch_sampler.epoch, int((inputs["labels"] != -100).sum())
+            self.scored_loss[epoch] = self.scored_loss.get(epoch, 0.0) + loss.detach().mean().item() * tokens
+            self.scored_tokens[epoch] = self.scored_tokens.get(epoch, 0) + tokens
+            self.padded_positions += inputs["input_ids"].numel()
+        return (loss, outputs) if return_outputs else loss
+
+
+class EpochValidation(TrainerCallback):
+    """Logs the last step (the Trainer logs every `logging_steps` only), and
+    after each epoch records the token-weighted validation loss (`evaluate_loss`,
+    comparable across batch sizes, unlike the Trainer's per-batch mean) and,
+    with `keep_best`, a copy of the trainable weights of the epoch with the
+    lowest loss so far (for LoRA the adapter, never a 4-bit base)."""
+
+    def __init__(
+        self, sequences: Optional[List[List[int]]], batch_size: int, pad_id: int, keep_best: bool, progress: bool
+    ) -> None:
+        self.sequences, self.batch_size, self.pad_id = sequences, batch_size, pad_id
+        self.keep_best, self.progress = keep_best, progress
+        self.records: List[Dict[str, Any]] = []
+        self.best: Optional[Dict[str, Any]] = None
+        self.best_weights: Dict[str, Any] = {}
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == state.max_steps:
+            control.should_log = True
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        loss = (
+            evaluate_loss(model, self.sequences, self.batch_size, args.device, self.pad_id)[0]
+            if self.sequences is not None
+            else None
+        )
+        record = {"epoch": len(self.records) + 1, "validation_loss": loss, "validation_perplexity": perplexity(loss)}
+        self.records.append(record)
+        if self.progress and loss is not None:
+            print(f"epoch {record['epoch']}: validation loss {loss:.4f} (perplexity {perplexity(loss):.2f})", flush=True)
+        if self.keep_best and loss is not None and (self.best is None or loss < self.best["validation_loss"]):
+            self.best = record
+            self.best_weights = {
+                name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad
+            }
+
+
 def evaluate_loss(
     model: Any, sequences: Sequence[Sequence[int]], batch_size: int, device: Any, pad_id: int
 ) -> Tuple[float, int]:
@@ -401,8 +498,9 @@ def adapt_generator(
     keeps the first N) is used. `learning_rate` 0 picks the mode's default
     (DEFAULT_LEARNING_RATES). Each training sequence is one note (note-start
     + note + EOS, see `note_sequences`) of at most `block_size` tokens, capped
-    at the model's window; longer notes are truncated, and counted. A batch
-    holds `batch_size` notes of similar length (`length_batches`), padded.
+    at the model's window; longer notes are truncated, and counted. The
+    Trainer (`NoteTrainer`) feeds batches of `batch_size` notes of similar
+    length (`LengthBatchSampler`), padded.
     The validation DocBin, if given, reports a loss and perplexity
     (token-weighted, per note likewise) after each epoch; with
     `keep_best_epoch` the trained weights of the epoch with the lowest
@@ -410,8 +508,6 @@ def adapt_generator(
     else those of the last epoch. `device` "auto" is CUDA when available,
     else CPU."""
     import torch
-    from tqdm import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
     if epochs < 1 or batch_size < 1 or block_size < 2 or log_every < 1:
         raise ValueError("epochs, batch_size and log_every must be at least 1, block_size at least 2")
@@ -517,85 +613,55 @@ def adapt_generator(
         )
     trainable, total = parameter_counts(model)
     lr = learning_rate or DEFAULT_LEARNING_RATES[mode]
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    # Biases and norm weights (1-D) are not decayed.
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=lr)
-    steps_per_epoch = math.ceil(len(sequences) / batch_size)
-    total_steps = steps_per_epoch * epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-    order_rng = random.Random(seed)
-
-    lengths = [len(sequence) for sequence in sequences]
-    curve: Dict[str, List[Dict[str, Any]]] = {"steps": [], "epochs": []}
-    step, window_losses = 0, []
-    padded_tokens = 0
-    best_epoch: Optional[Dict[str, Any]] = None  # record of the epoch with the lowest validation loss
-    best_weights: Dict[str, Any] = {}
-    for epoch in range(1, epochs + 1):
-        model.train()
-        batches = length_batches(lengths, batch_size, order_rng)
-        epoch_loss, epoch_tokens = 0.0, 0
-        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress)
-        for indices in bar:
-            batch = pad_batch([sequences[i] for i in indices], pad_id)
-            padded_tokens += batch["input_ids"].numel()
-            n_scored = predicted_tokens(batch["labels"])
-            loss = model(**{key: value.to(device) for key, value in batch.items()}).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            epoch_loss += loss.item() * n_scored
-            epoch_tokens += n_scored
-            window_losses.append(loss.item())
-            if step % log_every == 0 or step == total_steps:
-                curve["steps"].append({"step": step, "epoch": epoch, "loss": sum(window_losses) / len(window_losses)})
-                window_losses = []
-                bar.set_postfix(loss=f"{curve['steps'][-1]['loss']:.4f}")
-        validation_loss = (
-            evaluate_loss(model, validation_sequences, batch_size, device, pad_id)[0]
-            if validation_sequences is not None
-            else None
+    validation = EpochValidation(validation_sequences, batch_size, pad_id, keep_best_epoch, progress)
+    with tempfile.TemporaryDirectory(prefix="synthdeid-trainer-") as trainer_dir:
+        trainer = NoteTrainer(
+            model=model,
+            args=training_arguments(
+                trainer_dir,  # stays empty: nothing is saved during training
+                device=device,
+                progress=progress,
+                num_train_epochs=epochs,
+                per_device_train_batch_size=batch_size,
+                learning_rate=lr,
+                weight_decay=weight_decay,  # not on biases and norm weights (Trainer's default split)
+                warmup_ratio=warmup_ratio,
+                max_grad_norm=max_grad_norm,
+                logging_steps=log_every,
+                seed=seed,
+            ),
+            train_dataset=[{"input_ids": sequence} for sequence in sequences],
+            data_collator=lambda notes: pad_batch([note["input_ids"] for note in notes], pad_id),
+            callbacks=[validation],
+            batch_sampler=LengthBatchSampler([len(sequence) for sequence in sequences], batch_size, seed),
         )
-        record = {
-            "epoch": epoch,
-            "train_loss": epoch_loss / epoch_tokens,
-            "validation_loss": validation_loss,
-            "validation_perplexity": perplexity(validation_loss),
-        }
-        curve["epochs"].append(record)
-        if keep_best_epoch and validation_loss is not None and (
-            best_epoch is None or validation_loss < best_epoch["validation_loss"]
-        ):
-            best_epoch = record
-            # Trainable weights only: for LoRA the adapter, never a 4-bit base.
-            best_weights = {
-                name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad
+        if not progress:
+            trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    total_steps, steps_per_epoch = trainer.state.global_step, len(trainer.batch_sampler)
+    curve: Dict[str, List[Dict[str, Any]]] = {
+        "steps": [
+            {"step": entry["step"], "epoch": math.ceil(entry["step"] / steps_per_epoch), "loss": entry["loss"]}
+            for entry in trainer.state.log_history
+            if "loss" in entry
+        ],
+        "epochs": [
+            {
+                "epoch": record["epoch"],
+                "train_loss": trainer.scored_loss[index] / trainer.scored_tokens[index],
+                "validation_loss": record["validation_loss"],
+                "validation_perplexity": record["validation_perplexity"],
             }
-        if progress:
-            print(
-                f"epoch {epoch}: train loss {record['train_loss']:.4f}"
-                + (
-                    f", validation loss {validation_loss:.4f} (perplexity {record['validation_perplexity']:.2f})"
-                    if validation_loss is not None
-                    else ""
-                ),
-                flush=True,
-            )
-    kept = best_epoch or curve["epochs"][-1]
+            for index, record in enumerate(validation.records)
+        ],
+    }
+    kept = curve["epochs"][(validation.best or validation.records[-1])["epoch"] - 1]
     if kept is not curve["epochs"][-1]:
         with torch.no_grad():
             for name, p in model.named_parameters():
-                if name in best_weights:
-                    p.copy_(best_weights[name])
-    if progress and best_epoch is not None:
+                if name in validation.best_weights:
+                    p.copy_(validation.best_weights[name])
+    if progress and validation.best is not None:
         print(f"Keeping the weights of epoch {kept['epoch']} (lowest validation loss)", flush=True)
     model.eval()
 
@@ -611,7 +677,7 @@ def adapt_generator(
             "train": train_counts,
             "validation": validation_counts,
             # Share of the padded batch positions that are padding (all epochs).
-            "padding_share": 1.0 - train_counts["tokens"] * epochs / padded_tokens,
+            "padding_share": 1.0 - train_counts["tokens"] * epochs / trainer.padded_positions,
         },
         "vocab_size": len(tokenizer),
         "steps": total_steps,

@@ -16,6 +16,7 @@ from synthdeid.generator import (
     CONFIG_FILE,
     LOSS_FILE,
     MODEL_DIR,
+    LengthBatchSampler,
     adapt_generator,
     evaluate_loss,
     length_batches,
@@ -23,6 +24,7 @@ from synthdeid.generator import (
     note_sequences,
     note_start_id,
     pad_batch,
+    predicted_tokens,
     prompt_batch,
     read_texts,
     select_documents,
@@ -174,8 +176,10 @@ def test_note_sequences_pad_batch_and_length_batches(scratch_run):
     short = len(sequences[0])
     assert batch["input_ids"].shape == (2, 12)
     assert batch["attention_mask"][0].tolist() == [1] * short + [0] * (12 - short)
-    assert batch["labels"][0].tolist() == sequences[0] + [-100] * (12 - short)
-    assert batch["labels"][1].tolist() == sequences[1]
+    # Nothing predicts a row's first token: -100, so the Trainer counts only scored tokens.
+    assert batch["labels"][0].tolist() == [-100] + sequences[0][1:] + [-100] * (12 - short)
+    assert batch["labels"][1].tolist() == [-100] + sequences[1][1:]
+    assert int((batch["labels"] != -100).sum()) == predicted_tokens(batch["labels"])
     # Batches of similar length, every index once, reproducible for a seed.
     lengths = [random.Random(i).randint(10, 500) for i in range(40)]
     batches = length_batches(lengths, 4, random.Random(1))
@@ -189,6 +193,14 @@ def test_note_sequences_pad_batch_and_length_batches(scratch_run):
     shuffled = list(range(40))
     random.Random(1).shuffle(shuffled)
     assert padding(batches) < padding([shuffled[i : i + 4] for i in range(0, 40, 4)]) / 4
+    # The Trainer's sampler: one draw per epoch, the same whatever order epochs are asked in.
+    sampler = LengthBatchSampler(lengths, 4, seed=1)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    sampler.set_epoch(0)
+    assert list(sampler) == batches and len(sampler) == 10
+    rng = random.Random(1)
+    assert second == [length_batches(lengths, 4, rng) for _ in range(2)][1] != batches
 
 
 def test_prompts_are_encoded_as_note_openings_in_training(scratch_run):
