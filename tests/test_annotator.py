@@ -137,7 +137,7 @@ def test_group_by_length_batches_windows_of_similar_length(trained, corpus, tiny
     assert 1.0 <= grouped["epochs"][0]["padded_per_subtoken"] < 1.0 + (random_padding - 1.0) / 2
 
 
-def test_bf16_precision_autocasts_the_training_forward_pass(corpus, tiny_model_dir, tmp_path):
+def test_bf16_precision_autocasts_the_training_forward_pass(corpus, tiny_model_dir, tmp_path, monkeypatch):
     import torch
 
     from synthdeid.annotator import bf16_supported
@@ -149,6 +149,11 @@ def test_bf16_precision_autocasts_the_training_forward_pass(corpus, tiny_model_d
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
     loss32, loss16 = fp32["epochs"][0]["loss"], bf16["epochs"][0]["loss"]
     assert loss16 != loss32 and abs(loss16 - loss32) < 0.05 * loss32  # rounded, not a different model
+    # The bf16 run exported ACCELERATE_MIXED_PRECISION=bf16 (TrainingArguments does), and the
+    # Trainer's accelerator reads it: a float32 run after it, or under a caller's setting, stays float32.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    again = train_annotator(corpus["train"], corpus["validation"], tmp_path / "fp32_again", **args)
+    assert again["epochs"][0]["loss"] == loss32
     # weights stay float32, so the saved model loads like any other
     saved = AutoModelForTokenClassification.from_pretrained(tmp_path / "bf16")
     assert next(saved.parameters()).dtype == torch.float32

@@ -251,7 +251,9 @@ def test_scratch_generator_loads_and_generates_in_batches(scratch_run):
     assert load_generator(out / MODEL_DIR)[0].config.n_layer == 1
 
 
-def test_same_seed_same_curve_through_the_cli(tmp_path, texts_corpus, scratch_run):
+def test_same_seed_same_curve_through_the_cli(tmp_path, texts_corpus, scratch_run, monkeypatch):
+    # Also under an environment that asks accelerate for bf16: the generator trains in float32.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     spec = importlib.util.spec_from_file_location("adapt_generator_cli", REPO / "scripts" / "adapt_generator.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
