@@ -372,7 +372,7 @@ class NoteTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: Dict[str, Any], return_outputs: bool = False, **kwargs: Any) -> Any:
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
         if model.training:
-            epoch, tokens = self.batch_sampler.epoch, int((inputs["labels"] != -100).sum())
+            epoch, tokens = self.batch_sampler.epoch, predicted_tokens(inputs["labels"])
             self.scored_loss[epoch] = self.scored_loss.get(epoch, 0.0) + loss.detach().mean().item() * tokens
             self.scored_tokens[epoch] = self.scored_tokens.get(epoch, 0) + tokens
             self.padded_positions += inputs["input_ids"].numel()
