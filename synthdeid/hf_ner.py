@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -49,6 +48,8 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import filter_spans, minibatch
+
+from .io import folder_from_bytes, folder_to_bytes, start_component_folder
 
 OUTSIDE = "O"
 MODEL_DIR = "model"
@@ -414,10 +415,7 @@ class HFNER:
         features) to `path`; "cfg" or "model" in `exclude` leaves one out."""
         if not self.is_initialized:
             raise ValueError(Errors.E109.format(name=self.name))
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        if "cfg" not in exclude:
-            srsly.write_json(path / CFG_FILE, self.cfg)
+        path = start_component_folder(path, self.cfg, CFG_FILE, exclude)
         if "model" not in exclude:
             self.model.save_pretrained(path / MODEL_DIR)
             self.tokenizer.save_pretrained(path / MODEL_DIR)
@@ -446,21 +444,10 @@ class HFNER:
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
         """The component as bytes: its settings and the files of `to_disk`."""
-        with tempfile.TemporaryDirectory() as tmp:
-            self.to_disk(tmp, exclude=exclude)
-            files = {
-                str(f.relative_to(tmp)): f.read_bytes() for f in sorted(Path(tmp).rglob("*")) if f.is_file()
-            }
-        return srsly.msgpack_dumps({"files": files})
+        return folder_to_bytes(lambda folder: self.to_disk(folder, exclude=exclude))
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "HFNER":
-        files = srsly.msgpack_loads(bytes_data)["files"]
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, data in files.items():
-                target = Path(tmp) / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            return self.from_disk(tmp, exclude=exclude)
+        return folder_from_bytes(bytes_data, lambda folder: self.from_disk(folder, exclude=exclude))
 
 
 # ------------------------------------------------------------ word encoding

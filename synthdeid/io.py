@@ -12,7 +12,9 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Type, TypeVar
+
+import srsly
 
 import spacy
 from spacy.tokens import Doc, DocBin
@@ -72,6 +74,39 @@ def folder_digest(path: str | Path) -> Optional[str]:
             for block in iter(lambda: data.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+T = TypeVar("T")
+
+
+def start_component_folder(path: str | Path, cfg: Dict[str, Any], cfg_file: str, exclude: Any) -> Path:
+    """Create a component's `to_disk` folder and write its settings there
+    (unless "cfg" is in `exclude`)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if "cfg" not in exclude:
+        srsly.write_json(path / cfg_file, cfg)
+    return path
+
+
+def folder_to_bytes(write: Callable[[Path], None]) -> bytes:
+    """The files that `write(folder)` saves, as one msgpack blob: `to_bytes`
+    for a component whose `to_disk` writes a folder of files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp))
+        files = {str(f.relative_to(tmp)): f.read_bytes() for f in sorted(Path(tmp).rglob("*")) if f.is_file()}
+    return srsly.msgpack_dumps({"files": files})
+
+
+def folder_from_bytes(data: bytes, read: Callable[[Path], T]) -> T:
+    """`read(folder)` on the files of a `folder_to_bytes` blob."""
+    files = srsly.msgpack_loads(data)["files"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in files.items():
+            target = Path(tmp) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        return read(Path(tmp))
 
 
 def write_text(target: str | Path, text: str) -> None:

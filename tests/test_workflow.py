@@ -43,6 +43,7 @@ SMOKE_VARS = {
     "train_max_steps": 300,
     "train_eval_frequency": 100,
     "labeller_max_steps": 200,
+    "committee_max_steps": 200,
     "generator_epochs": 1,
     "generator_layers": 1,
     "generator_width": 64,
@@ -52,7 +53,7 @@ SMOKE_VARS = {
     "size_multiple": 0.5,
     "samples_per_prompt": 4,
 }
-STEPS = 14
+STEPS = 16
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,12 @@ def test_workflow_writes_every_output(project):
     words = [len(record["text"].split()) for record in records]
     assert sum(words) == generation["words_kept"] and sum(words[:-1]) < generation["words_target"] <= sum(words)
     assert {record["end_reason"] for record in records} <= {"eos", "length"}
+    # The chain's annotator is the committee: it holds its three members.
+    committee = json.loads((project / "training/committee/meta.json").read_text())
+    assert committee["pipeline"] == ["ner_committee"]
+    assert sorted(p.name for p in (project / "training/committee/ner_committee/members").iterdir()) == ["0", "1", "2"]
     # The generated notes were labelled by the labeller, a spaCy pipeline
-    # trained on the gold texts as the annotator labels them.
+    # trained on the gold texts as the committee labels them.
     relabelled = read_docs(project / "corpus/relabelled/train.spacy")
     assert [doc.text for doc in relabelled] == [doc.text for doc in read_docs(project / "corpus/train.spacy")]
     labeller = json.loads((project / "training/labeller/model-best/meta.json").read_text())
@@ -103,7 +108,7 @@ def test_workflow_writes_every_output(project):
     assert synthetic["inputs"]["pipeline"] == "training/labeller/model-best"
     assert synthetic["splits"]["train"]["documents"] + synthetic["splits"]["validation"]["documents"] == len(records)
     evaluation = json.loads((project / "training/evaluation/evaluation.json").read_text())
-    assert set(evaluation["pipelines"]) == {"synthetic", "gold", "annotator", "labeller"}
+    assert set(evaluation["pipelines"]) == {"synthetic", "gold", "annotator", "committee", "labeller"}
     for scores in evaluation["pipelines"].values():
         assert 0.0 <= scores["entity"]["micro"]["f"] <= 1.0
     assert (project / "training/evaluation/evaluation.md").read_text().startswith("# Evaluation")
