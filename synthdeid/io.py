@@ -1,6 +1,7 @@
 """File helpers: the one DocBin reader, the one reader of `{"id", "text"}`
-JSONL files, and atomic output (a step either leaves a complete output or
-none)."""
+JSONL files, atomic output (a step either leaves a complete output or
+none), and the folder-and-bytes serialisation that spaCy components holding
+files share."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Type, TypeVar
 
-import srsly
-
 import spacy
+import srsly
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
