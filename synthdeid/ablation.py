@@ -376,7 +376,7 @@ class Artifacts:
                     "--base-model", s["annotator_base"], "--epochs", s["annotator_epochs"],
                     "--min-steps", s["annotator_min_steps"],
                     "--batch-size", s["annotator_batch_size"], "--learning-rate", s["annotator_learning_rate"],
-                    "--window-words", s["annotator_window_words"], s["annotator_word_features"],
+                    "--window-words", s["annotator_window_words"], "--" + s["annotator_word_features"],
                     "--lexical-rows", s["annotator_lexical_rows"], "--precision", s["annotator_precision"],
                     "--seed", seed, "--device", s["device"],
                 ),
@@ -411,7 +411,7 @@ class Artifacts:
                     "--n-head", s["generator_heads"], "--vocab-size", s["generator_vocab_size"],
                     "--dropout", s["generator_dropout"],
                     "--lora-r", s["lora_r"], "--lora-alpha", s["lora_alpha"], "--lora-dropout", s["lora_dropout"],
-                    "--target-modules", s["lora_target_modules"], s["qlora"], "--seed", seed, "--device", s["device"],
+                    "--target-modules", s["lora_target_modules"], "--" + s["qlora"], "--seed", seed, "--device", s["device"],
                 )
             ],
             steps,

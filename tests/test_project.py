@@ -100,3 +100,20 @@ def test_commands_depend_on_their_scripts_modules_and_configs():
         stale += [f"{command['name']}: {dep}" for dep in sorted(deps - used) if dep.startswith(f"{PACKAGE}/")]
     assert not missing, "deps missing from project.yml:\n" + "\n".join(missing)
     assert not stale, "deps on modules the step does not run:\n" + "\n".join(stale)
+
+
+def test_flag_vars_can_be_overridden_on_the_command_line():
+    # weasel drops every "--" of an override ("--vars.qlora=--qlora" arrives
+    # as "qlora"), so a var holds a flag's name and the command adds the dashes.
+    from weasel.util import parse_config_overrides
+
+    defaults = load_project_config(REPO)
+    assert not [name for name, value in defaults["vars"].items() if str(value).startswith("--")]
+    flips = {"annotator_word_features": "no-word-features", "annotator_group_by_length": "group-by-length",
+             "qlora": "qlora"}
+    overrides = parse_config_overrides([f"--vars.{name}={value}" for name, value in flips.items()])
+    project = load_project_config(REPO, overrides=overrides)
+    scripts = {command["name"]: " ".join(command["script"]) for command in project["commands"]}
+    assert " --no-word-features " in scripts["train-annotator"]
+    assert " --group-by-length " in scripts["train-annotator"]
+    assert " --qlora " in scripts["adapt-generator"]
