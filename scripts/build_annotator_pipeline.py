@@ -31,14 +31,18 @@ def main(
         "batch_size": batch_size, "window_words": window_words, "max_length": max_length, "stride": stride,
         "decoding": decoding, "break_penalty": break_penalty,
     }
-    build_annotator_pipeline(
-        model_dir,
-        tokenizer_dir,
-        output_dir,
-        name=name,
-        description=description,
-        component_config={key: value for key, value in overrides.items() if value is not None},
-    )
+    try:
+        build_annotator_pipeline(
+            model_dir,
+            tokenizer_dir,
+            output_dir,
+            name=name,
+            description=description,
+            component_config={key: value for key, value in overrides.items() if value is not None},
+        )
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"Saved the annotator pipeline to {output_dir}")
 
 

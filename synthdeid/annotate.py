@@ -37,7 +37,16 @@ from wasabi import msg
 
 from . import hf_ner  # noqa: F401 (registers the hf_ner factory without the entry point)
 from .corpus import split_train_validation
-from .io import atomic_path, folder_digest, read_docs, read_text_records, write_json, write_text
+from .io import (
+    PipelineFolderError,
+    atomic_path,
+    folder_digest,
+    load_ner_pipeline,
+    read_docs,
+    read_text_records,
+    write_json,
+    write_text,
+)
 from .metrics import doc_spans, entity_scores
 
 ID_KEY = "synthdeid_id"
@@ -104,21 +113,18 @@ def load_labeller(pipeline_dir: str | Path, device: Optional[str] = None) -> spa
     pipeline), checking that some component assigns `doc.ents`. `device`
     overrides the `hf_ner` component's device."""
     pipeline_dir = Path(pipeline_dir)
-    if not (pipeline_dir / "config.cfg").is_file():
-        raise AnnotateError(f"{pipeline_dir}: not a saved spaCy pipeline (no config.cfg)")
     config = {}
-    if device:
+    if device and (pipeline_dir / "config.cfg").is_file():
         components = spacy.util.load_config(pipeline_dir / "config.cfg").get("components", {})
         if "hf_ner" not in components:
             raise AnnotateError(f"{pipeline_dir}: no hf_ner component whose device could be set")
         config["components.hf_ner.device"] = device
-    nlp = spacy.load(pipeline_dir, config=config)
-    if not any("doc.ents" in nlp.get_pipe_meta(name).assigns for name in nlp.pipe_names):
+    try:
+        return load_ner_pipeline(pipeline_dir, config)
+    except PipelineFolderError as error:
         raise AnnotateError(
-            f"{pipeline_dir}: no component of the pipeline {nlp.pipe_names} assigns entities; "
-            "expected an NER pipeline (the annotator's, scripts/build_annotator_pipeline.py, or a trained one)"
-        )
-    return nlp
+            f"{error}; expected an NER pipeline (the annotator's, scripts/build_annotator_pipeline.py, or a trained one)"
+        ) from error
 
 
 class AnnotationCheckpoints:

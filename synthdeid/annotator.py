@@ -26,7 +26,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 
 from .hf_ner import IGNORE_INDEX, HFNER, WordFeatures, forward, load_token_classifier, pad_windows, window_inputs
 from .hf_trainer import training_arguments
-from .io import atomic_path, read_docs
+from .io import atomic_path, load_pipeline, read_docs, save_pipeline
 from .metrics import doc_spans, entity_scores
 
 OUTSIDE = "O"
@@ -513,13 +513,11 @@ def build_annotator_pipeline(
     model_dir, tokenizer_dir = Path(model_dir), Path(tokenizer_dir)
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir}: not a trained model folder (no config.json)")
-    if not (tokenizer_dir / "config.cfg").exists():
-        raise FileNotFoundError(f"{tokenizer_dir}: not a saved spaCy pipeline (no config.cfg)")
+    nlp = load_pipeline(tokenizer_dir)
     training = {}
     if (model_dir / LOG_FILE).exists():
         training = json.loads((model_dir / LOG_FILE).read_text(encoding="utf-8"))
     config = {"model": str(model_dir), **training.get("inference", {}), **(component_config or {})}
-    nlp = spacy.load(tokenizer_dir)
     component = nlp.add_pipe("hf_ner", config=config)
     component.initialize(nlp=nlp)
     if description is None:
@@ -535,7 +533,4 @@ def build_annotator_pipeline(
     nlp.meta["name"] = name
     nlp.meta["description"] = description
     nlp.meta["labels"] = {"hf_ner": list(component.labels)}
-    with atomic_path(output_dir) as tmp:
-        nlp.to_disk(tmp)
-        spacy.load(tmp)("Prueba.")  # the saved folder loads on its own
-    return Path(output_dir)
+    return save_pipeline(nlp, output_dir)

@@ -25,7 +25,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-import spacy
 import srsly
 from spacy.errors import Errors
 from spacy.language import Language
@@ -34,7 +33,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import minibatch
 
-from .io import atomic_path, folder_from_bytes, folder_to_bytes, start_component_folder
+from .io import folder_from_bytes, folder_to_bytes, load_ner_pipeline, load_pipeline, save_pipeline, start_component_folder
 
 CFG_FILE = "cfg.json"
 MEMBERS_DIR = "members"
@@ -117,7 +116,7 @@ class NERCommittee:
                 f"ner_committee component '{self.name}': no members; set [components.{self.name}] members "
                 "to the folders of saved NER pipelines"
             )
-        self.set_members([load_member(source) for source in sources])
+        self.set_members([load_ner_pipeline(source) for source in sources])
         self.cfg["members"] = sources
 
     def set_members(self, pipelines: Sequence[Language]) -> None:
@@ -188,7 +187,7 @@ class NERCommittee:
                 f"{path}: not a saved ner_committee component (no {MEMBERS_DIR}/0); "
                 "save the pipeline with nlp.to_disk() after initialize()"
             )
-        self.set_members([load_member(folder) for folder in folders])
+        self.set_members([load_ner_pipeline(folder) for folder in folders])
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
@@ -219,17 +218,6 @@ def elect(member_spans: Sequence[Sequence[Vote]], min_votes: int) -> List[Vote]:
     return sorted(elected)
 
 
-def load_member(folder: str | Path) -> Language:
-    """`spacy.load` a member pipeline, checking that it assigns entities."""
-    folder = Path(folder)
-    if not (folder / "config.cfg").is_file():
-        raise FileNotFoundError(f"{folder}: not a saved spaCy pipeline (no config.cfg)")
-    nlp = spacy.load(folder)
-    if not any("doc.ents" in nlp.get_pipe_meta(name).assigns for name in nlp.pipe_names):
-        raise ValueError(f"{folder}: no component of the pipeline {nlp.pipe_names} assigns entities")
-    return nlp
-
-
 def build_committee_pipeline(
     members: Sequence[str | Path],
     tokenizer_dir: str | Path,
@@ -240,10 +228,7 @@ def build_committee_pipeline(
 ) -> Path:
     """Save (atomically) a pipeline: the tokenizer of `tokenizer_dir` followed
     by `ner_committee` over `members`, each stored inside the saved folder."""
-    tokenizer_dir = Path(tokenizer_dir)
-    if not (tokenizer_dir / "config.cfg").exists():
-        raise FileNotFoundError(f"{tokenizer_dir}: not a saved spaCy pipeline (no config.cfg)")
-    nlp = spacy.load(tokenizer_dir)
+    nlp = load_pipeline(tokenizer_dir)
     component = nlp.add_pipe("ner_committee", config={"members": [str(m) for m in members], "min_votes": min_votes})
     component.initialize(nlp=nlp)
     nlp.meta["name"] = name
@@ -252,7 +237,4 @@ def build_committee_pipeline(
         f"NER pipelines predict ({', '.join(str(m) for m in members)})"
     )
     nlp.meta["labels"] = {"ner_committee": list(component.labels)}
-    with atomic_path(output_dir) as tmp:
-        nlp.to_disk(tmp)
-        spacy.load(tmp)("Prueba.")  # the saved folder loads on its own
-    return Path(output_dir)
+    return save_pipeline(nlp, output_dir)

@@ -1,7 +1,7 @@
 """File helpers: the one DocBin reader, the one reader of `{"id", "text"}`
 JSONL files, atomic output (a step either leaves a complete output or
-none), and the folder-and-bytes serialisation that spaCy components holding
-files share."""
+none), loading and saving spaCy pipeline folders with checks, and the
+folder-and-bytes serialisation that spaCy components holding files share."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Type, TypeVar
 
 import spacy
 import srsly
+from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
@@ -107,6 +108,35 @@ def folder_from_bytes(data: bytes, read: Callable[[Path], T]) -> T:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         return read(Path(tmp))
+
+
+class PipelineFolderError(ValueError):
+    """A folder that is not the saved spaCy pipeline a step needs (the message names it)."""
+
+
+def load_pipeline(folder: str | Path, config: Optional[Dict[str, Any]] = None) -> Language:
+    """`spacy.load` a saved pipeline folder, with `config` overrides."""
+    folder = Path(folder)
+    if not (folder / "config.cfg").is_file():
+        raise PipelineFolderError(f"{folder}: not a saved spaCy pipeline (no config.cfg)")
+    return spacy.load(folder, config=config or {})
+
+
+def load_ner_pipeline(folder: str | Path, config: Optional[Dict[str, Any]] = None) -> Language:
+    """`load_pipeline`, checking that some component assigns entities."""
+    nlp = load_pipeline(folder, config)
+    if not any("doc.ents" in nlp.get_pipe_meta(name).assigns for name in nlp.pipe_names):
+        raise PipelineFolderError(f"{folder}: no component of the pipeline {nlp.pipe_names} assigns entities")
+    return nlp
+
+
+def save_pipeline(nlp: Language, output_dir: str | Path) -> Path:
+    """Save `nlp` to `output_dir` atomically, once the saved folder has loaded
+    on its own and run."""
+    with atomic_path(output_dir) as tmp:
+        nlp.to_disk(tmp)
+        spacy.load(tmp)("Prueba.")
+    return Path(output_dir)
 
 
 def write_text(target: str | Path, text: str) -> None:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from synthdeid.annotator import build_annotator_pipeline
 from synthdeid.committee import NERCommittee, build_committee_pipeline, elect
+from synthdeid.io import PipelineFolderError
 
 TEXT = "Ana vive en Madrid y Sevilla."
 
@@ -107,11 +108,13 @@ def test_saved_committee_holds_its_members_and_loads_offline(tmp_path, members):
 
 def test_bad_members_are_clear_errors_and_write_nothing(tmp_path, members):
     tokenizer, out = tmp_path / "tokenizer", tmp_path / "out"
-    with pytest.raises(FileNotFoundError, match="missing-member"):
+    with pytest.raises(PipelineFolderError, match="missing-member: not a saved spaCy pipeline"):
         build_committee_pipeline([*members[:2], tmp_path / "missing-member"], tokenizer, out)
     spacy.blank("es").to_disk(tmp_path / "no-ner")
-    with pytest.raises(ValueError, match="no-ner.*assigns entities"):
+    with pytest.raises(PipelineFolderError, match="no-ner.*assigns entities"):
         build_committee_pipeline([*members[:2], tmp_path / "no-ner"], tokenizer, out)
+    with pytest.raises(PipelineFolderError, match="no-tokenizer: not a saved spaCy pipeline"):
+        build_committee_pipeline(members, tmp_path / "no-tokenizer", out)
     with pytest.raises(ValueError, match="min_votes 4 exceeds the 3 members"):
         build_committee_pipeline(members, tokenizer, out, min_votes=4)
     result = CliRunner().invoke(cli("build_committee"), [str(tokenizer), str(out), str(tmp_path / "missing-member")])

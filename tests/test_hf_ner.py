@@ -15,6 +15,7 @@ from spacy.vocab import Vocab
 from typer.testing import CliRunner
 
 from synthdeid.hf_ner import HFNER, decode_tags, split_tag
+from synthdeid.io import PipelineFolderError
 
 
 def ents(doc):
@@ -238,8 +239,12 @@ def test_build_errors_name_the_path(tmp_path, trained):
 
     with pytest.raises(FileNotFoundError, match="no-model"):
         build_annotator_pipeline(tmp_path / "no-model", tmp_path, tmp_path / "out")
-    with pytest.raises(FileNotFoundError, match="no-tokenizer"):
+    with pytest.raises(PipelineFolderError, match="no-tokenizer: not a saved spaCy pipeline"):
         build_annotator_pipeline(trained[0], tmp_path / "no-tokenizer", tmp_path / "out")
+    result = CliRunner().invoke(
+        cli("build_annotator_pipeline"), [str(trained[0]), str(tmp_path / "no-tokenizer"), str(tmp_path / "out")]
+    )
+    assert result.exit_code == 1 and "no-tokenizer: not a saved spaCy pipeline" in result.output
     assert not (tmp_path / "out").exists()
 
 
