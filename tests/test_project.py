@@ -109,11 +109,11 @@ def test_flag_vars_can_be_overridden_on_the_command_line():
 
     defaults = load_project_config(REPO)
     assert not [name for name, value in defaults["vars"].items() if str(value).startswith("--")]
-    flips = {"annotator_word_features": "no-word-features", "annotator_group_by_length": "group-by-length",
+    flips = {"annotator_word_features": "no-word-features", "annotator_group_by_length": "no-group-by-length",
              "qlora": "qlora"}
     overrides = parse_config_overrides([f"--vars.{name}={value}" for name, value in flips.items()])
     project = load_project_config(REPO, overrides=overrides)
     scripts = {command["name"]: " ".join(command["script"]) for command in project["commands"]}
     assert " --no-word-features " in scripts["train-annotator"]
-    assert " --group-by-length " in scripts["train-annotator"]
+    assert " --no-group-by-length " in scripts["train-annotator"]
     assert " --qlora " in scripts["adapt-generator"]
