@@ -82,6 +82,7 @@ SETTINGS: Dict[str, type] = {
     "generate_batch_size": int,
     "device": str,
     "synthetic_validation_fraction": float,
+    "surrogate_copies": int,
 }
 # Settings that only exist in a study: the share of gold train words the
 # annotator (and the gold pipeline) and the generator learn from.
@@ -444,18 +445,24 @@ class Artifacts:
 
     def synthetic_corpus(self, s: Mapping[str, Any], seed: int, generation: Path, annotator: Path,
                          steps: List[Dict[str, Any]]) -> Path:
-        """The prefix of `generation` holding size_multiple x gold train words, annotated."""
+        """The prefix of `generation` holding size_multiple x gold train words,
+        annotated, and its train notes with their surrogate copies (as `all`)."""
         key = artifact_key(
             f"x{_fmt(s['size_multiple'])}-annotator-f{_fmt(s['annotator_fraction'])}-{generator_label(s)}",
-            s, ("size_multiple", "synthetic_validation_fraction"), seed, generation.parent.name, annotator.parent.name,
+            s, ("size_multiple", "synthetic_validation_fraction", "surrogate_copies"), seed, generation.parent.name,
+            annotator.parent.name,
         )
 
         def commands(out: Path) -> List[List[str]]:
             write_prefix(generation, out / "generated.jsonl", s["size_multiple"], self.paths.train)
-            return [self.script(
-                "annotate", out / "generated.jsonl", annotator, self.paths.train, out,
-                "--validation-fraction", s["synthetic_validation_fraction"], "--seed", seed,
-            )]
+            return [
+                self.script(
+                    "annotate", out / "generated.jsonl", annotator, self.paths.train, out,
+                    "--validation-fraction", s["synthetic_validation_fraction"], "--seed", seed,
+                ),
+                self.script("augment", out / "train.spacy", out / "train_augmented.spacy",
+                            "--copies", s["surrogate_copies"], "--seed", seed),
+            ]
 
         return self._build("synthetic_corpus", key, commands, steps)
 
@@ -469,8 +476,8 @@ class Artifacts:
         max_steps = s["train_max_steps"] if annotated else 1
         folder = self._build(
             "synthetic_pipeline", key,
-            lambda out: [self.spacy_train({**s, "train_max_steps": max_steps}, seed, out, corpus / "train.spacy",
-                                          corpus / "validation.spacy")],
+            lambda out: [self.spacy_train({**s, "train_max_steps": max_steps}, seed, out,
+                                          corpus / "train_augmented.spacy", corpus / "validation.spacy")],
             steps,
             record={"train_entities": annotated, "max_steps": max_steps},
         )

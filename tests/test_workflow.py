@@ -53,7 +53,7 @@ SMOKE_VARS = {
     "size_multiple": 0.5,
     "samples_per_prompt": 4,
 }
-STEPS = 16
+STEPS = 17
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,10 @@ def test_workflow_writes_every_output(project):
     synthetic = json.loads((project / "corpus/synthetic/stats.json").read_text())
     assert synthetic["inputs"]["pipeline"] == "training/labeller/model-best"
     assert synthetic["splits"]["train"]["documents"] + synthetic["splits"]["validation"]["documents"] == len(records)
+    # The synthetic pipeline trains on the labelled notes and two surrogate copies of each.
+    augmented = read_docs(project / "corpus/synthetic/train_augmented.spacy")
+    assert len(augmented) == 3 * synthetic["splits"]["train"]["documents"]
+    assert augmented[-1].user_data["name"].endswith("~surrogate2")
     evaluation = json.loads((project / "training/evaluation/evaluation.json").read_text())
     assert set(evaluation["pipelines"]) == {"synthetic", "gold", "annotator", "committee", "labeller"}
     for scores in evaluation["pipelines"].values():

@@ -1,0 +1,100 @@
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from spacy.tokens import DocBin
+
+from synthdeid.augment import DATE_WRITINGS, augment_docbin, random_date_text, surrogate_copy
+from synthdeid.corpus import RawDoc, to_doc
+from synthdeid.io import read_docs
+from synthdeid.redact import PIIRedactor, shift_date
+from synthdeid.tokenizer import make_nlp
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT = (
+    "Nombre: Ana. Apellidos: Ruiz García. NHC: 4829311. Domicilio: Calle Mayor, 12. "
+    "Localidad: Valladolid. Fecha de ingreso: 12/03/2018. Sexo: Mujer. "
+    "En mayo de 2006 consultó en el Hospital Clínico San Carlos."
+)
+VALUES = [
+    ("Ana", "NOMBRE_SUJETO_ASISTENCIA"), ("Ruiz García", "NOMBRE_SUJETO_ASISTENCIA"),
+    ("4829311", "ID_SUJETO_ASISTENCIA"), ("Calle Mayor, 12", "CALLE"), ("Valladolid", "TERRITORIO"),
+    ("12/03/2018", "FECHAS"), ("Mujer", "SEXO_SUJETO_ASISTENCIA"), ("mayo de 2006", "FECHAS"),
+    ("Hospital Clínico San Carlos", "HOSPITAL"),
+]
+
+
+def labelled_doc(nlp, name="note-1"):
+    spans = []
+    for value, label in VALUES:
+        start = TEXT.index(value, spans[-1][1] if spans else 0)
+        spans.append((start, start + len(value), label))
+    doc, _ = to_doc(nlp, RawDoc(name=name, text=TEXT, spans=spans))
+    return doc
+
+
+def write_corpus(path, nlp, n=3):
+    DocBin(store_user_data=True, docs=[labelled_doc(nlp, f"note-{i}") for i in range(n)]).to_disk(path)
+
+
+def test_every_date_writing_is_a_date_the_redactor_reads():
+    rng = random.Random(0)
+    texts = {random_date_text(rng) for _ in range(500)}
+    assert all(shift_date(text, 1) is not None for text in texts), texts
+    # Each writing is drawn, month names among them (the generator writes none).
+    assert len(texts) > 400 and any("de" in text for text in texts) and any(text.isdigit() for text in texts)
+    assert len(DATE_WRITINGS) == 12
+
+
+def test_surrogate_copy_replaces_values_and_moves_labels():
+    nlp = make_nlp()
+    doc = labelled_doc(nlp)
+    copy = surrogate_copy(doc, PIIRedactor(strategy="surrogate", seed=3), random.Random(3), nlp, "note-1~s")
+    assert [e.label_ for e in copy.ents] == [label for _, label in VALUES]
+    originals = {e.label_ + e.text for e in doc.ents}
+    changed = [e for e in copy.ents if e.label_ + e.text not in originals]
+    # Every value with a surrogate changed; the sex has none and stays.
+    assert {e.label_ for e in changed} == {label for _, label in VALUES} - {"SEXO_SUJETO_ASISTENCIA"}
+    assert [e.text for e in copy.ents if e.label_ == "SEXO_SUJETO_ASISTENCIA"] == ["Mujer"]
+    assert all(shift_date(e.text, 1) for e in copy.ents if e.label_ == "FECHAS")
+    # The text between entities is the note's own.
+    def between(d):
+        cuts = [0] + [x for e in d.ents for x in (e.start_char, e.end_char)] + [len(d.text)]
+        return [d.text[a:b] for a, b in zip(cuts[::2], cuts[1::2])]
+    assert between(copy) == between(doc)
+    assert all(e.text == e.text.strip() for e in copy.ents)
+    assert copy.user_data["name"] == "note-1~s"
+    assert doc._.pii_replacements is None  # the redactor ran on a copy of the note
+
+
+def test_augment_docbin_appends_seeded_copies(tmp_path):
+    nlp = make_nlp()
+    source = tmp_path / "train.spacy"
+    write_corpus(source, nlp)
+    stats = augment_docbin(source, tmp_path / "a.spacy", copies=2, seed=0)
+    docs = read_docs(tmp_path / "a.spacy", nlp.vocab)
+    assert stats["output"]["documents"] == len(docs) == 9 and stats["input"]["documents"] == 3
+    assert [d.text for d in docs[:3]] == [TEXT] * 3  # the labelled notes first, as they were
+    assert [d.user_data["name"] for d in docs[3:]] == [f"note-{i}~surrogate{k}" for k in (1, 2) for i in range(3)]
+    assert len({d.text for d in docs[3:]}) == 6  # every copy draws its own values
+    assert stats["output"]["entities"] == 3 * stats["input"]["entities"]
+    augment_docbin(source, tmp_path / "b.spacy", copies=2, seed=0)
+    assert [d.text for d in read_docs(tmp_path / "b.spacy", nlp.vocab)] == [d.text for d in docs]
+    augment_docbin(source, tmp_path / "c.spacy", copies=2, seed=1)
+    assert [d.text for d in read_docs(tmp_path / "c.spacy", nlp.vocab)][3:] != [d.text for d in docs][3:]
+    augment_docbin(source, tmp_path / "none.spacy", copies=0)
+    assert [d.text for d in read_docs(tmp_path / "none.spacy", nlp.vocab)] == [TEXT] * 3
+
+
+def test_augment_rejects_bad_input_and_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="copies"):
+        augment_docbin(tmp_path / "x.spacy", tmp_path / "out.spacy", copies=-1)
+    (tmp_path / "bad.spacy").write_text("not a docbin", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "augment.py"), str(tmp_path / "bad.spacy"), str(tmp_path / "out.spacy")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 1 and "error:" in result.stderr and "bad.spacy" in result.stderr
+    assert not (tmp_path / "out.spacy").exists()
