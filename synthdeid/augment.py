@@ -102,6 +102,8 @@ def augment_docbin(
         raise ValueError(f"copies must be 0 or more, got {copies}")
     nlp = make_nlp()
     docs = read_docs(input_path, nlp.vocab)
+    if not docs:  # an empty corpus would train nothing, and spaCy says so only much later
+        raise ValueError(f"{input_path}: no documents to copy")
     out: List[Doc] = list(docs)
     for k in range(copies):
         redactor = PIIRedactor(strategy="surrogate", seed=seed + k)

@@ -98,3 +98,7 @@ def test_augment_rejects_bad_input_and_writes_nothing(tmp_path):
     )
     assert result.returncode == 1 and "error:" in result.stderr and "bad.spacy" in result.stderr
     assert not (tmp_path / "out.spacy").exists()
+    DocBin().to_disk(tmp_path / "empty.spacy")
+    with pytest.raises(ValueError, match="empty.spacy: no documents"):
+        augment_docbin(tmp_path / "empty.spacy", tmp_path / "out.spacy")
+    assert not (tmp_path / "out.spacy").exists()
