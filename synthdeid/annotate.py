@@ -25,10 +25,9 @@ import hashlib
 import json
 import shutil
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, List, Optional
 
 import spacy
 from spacy.tokens import Doc, DocBin
@@ -36,7 +35,7 @@ from tqdm import tqdm
 from wasabi import msg
 
 from . import hf_ner  # noqa: F401 (registers the hf_ner factory without the entry point)
-from .corpus import split_train_validation
+from .corpus import ID_KEY, corpus_stats, split_train_validation
 from .io import (
     PipelineFolderError,
     atomic_path,
@@ -48,8 +47,6 @@ from .io import (
     write_text,
 )
 from .metrics import doc_spans, entity_scores
-
-ID_KEY = "synthdeid_id"
 
 
 class AnnotateError(ValueError):
@@ -82,30 +79,6 @@ def read_generated(path: str | Path) -> List[GeneratedDoc]:
     if not docs:
         raise AnnotateError(f"{path}: no documents")
     return docs
-
-
-def corpus_stats(docs: Iterable[Doc]) -> Dict[str, Any]:
-    """Documents, words (non-whitespace tokens), entities, entities per label
-    and per-label density (entities per 1,000 words)."""
-    n_docs = n_words = 0
-    labels: Counter = Counter()
-    for doc in docs:
-        n_docs += 1
-        # token.text, not token.is_space: docs read with a bare Vocab lack lexeme flags.
-        n_words += sum(not token.text.isspace() for token in doc)
-        labels.update(ent.label_ for ent in doc.ents)
-    return {
-        "documents": n_docs,
-        "words": n_words,
-        "entities": sum(labels.values()),
-        "labels": dict(sorted(labels.items(), key=lambda item: (-item[1], item[0]))),
-        "per_1000_words": {label: _density(n, n_words) for label, n in sorted(labels.items())},
-        "entities_per_1000_words": _density(sum(labels.values()), n_words),
-    }
-
-
-def _density(count: int, words: int) -> float:
-    return round(1000 * count / words, 4) if words else 0.0
 
 
 def load_labeller(pipeline_dir: str | Path, device: Optional[str] = None) -> spacy.Language:

@@ -23,8 +23,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from tqdm import tqdm
 
-from .annotate import ID_KEY, corpus_stats
-from .corpus import RawDoc, to_doc
+from .corpus import ID_KEY, RawDoc, corpus_stats, to_doc
 from .io import atomic_path, read_docs
 from .redact import MONTHS, PIIRedactor
 from .tokenizer import make_nlp

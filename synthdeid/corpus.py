@@ -61,6 +61,8 @@ _T_ID = re.compile(r"T[0-9]+")
 _OFFSET = re.compile(r"[0-9]+")
 _BOM = "\ufeff"
 MAX_EXAMPLES = 10
+# user_data key of a machine-labelled document's id (the generated note's).
+ID_KEY = "synthdeid_id"
 
 
 class CorpusError(ValueError):
@@ -599,3 +601,27 @@ def _print_summary(stats: Dict[str, Any]) -> None:
                 f"{info['skipped_annotation_lines_by_type']}, removed {info['byte_order_marks_removed']} "
                 f"byte-order marks, trimmed {info['trimmed_spans']} spans"
             )
+
+
+def corpus_stats(docs: Iterable[Doc]) -> Dict[str, Any]:
+    """Documents, words (non-whitespace tokens), entities, entities per label
+    and per-label density (entities per 1,000 words)."""
+    n_docs = n_words = 0
+    labels: Counter = Counter()
+    for doc in docs:
+        n_docs += 1
+        # token.text, not token.is_space: docs read with a bare Vocab lack lexeme flags.
+        n_words += sum(not token.text.isspace() for token in doc)
+        labels.update(ent.label_ for ent in doc.ents)
+    return {
+        "documents": n_docs,
+        "words": n_words,
+        "entities": sum(labels.values()),
+        "labels": dict(sorted(labels.items(), key=lambda item: (-item[1], item[0]))),
+        "per_1000_words": {label: _density(n, n_words) for label, n in sorted(labels.items())},
+        "entities_per_1000_words": _density(sum(labels.values()), n_words),
+    }
+
+
+def _density(count: int, words: int) -> float:
+    return round(1000 * count / words, 4) if words else 0.0

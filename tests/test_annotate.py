@@ -10,17 +10,15 @@ from spacy.tokens import Doc, Span
 from typer.testing import CliRunner
 
 from synthdeid.annotate import (
-    ID_KEY,
     AnnotateError,
     GeneratedDoc,
     annotate_generated,
-    corpus_stats,
     load_labeller,
     read_generated,
     relabel_docbin,
 )
 from synthdeid.annotator import build_annotator_pipeline
-from synthdeid.corpus import split_train_validation
+from synthdeid.corpus import ID_KEY, corpus_stats, split_train_validation
 from synthdeid.io import read_docs
 from synthdeid.metrics import doc_spans
 from synthdeid.tokenizer import make_nlp
