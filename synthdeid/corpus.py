@@ -5,7 +5,9 @@ malformed input raises `CorpusError` naming the file and line. `to_doc` turns
 a `RawDoc` into a `Doc` whose `doc.ents` are exactly the gold spans: a span
 whose edge falls inside a token splits that token (reported as misaligned),
 never dropped or stretched. `convert_corpus` writes the train / validation /
-test DocBins, the tokenizer they were made with and `stats.json`.
+test DocBins, the tokenizer they were made with and `stats.json`;
+`corpus_stats` counts the words and entities of any labelled corpus (gold,
+machine-labelled, augmented).
 
 Policies for odd data (counted in `ReadReport` and `stats.json`):
 
