@@ -57,7 +57,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 EOS_TOKEN = "<|endoftext|>"
 # Peak learning rates used when `learning_rate` is 0: a model trained from
 # random weights needs a much larger step than a LoRA adapter on a pretrained one.
-DEFAULT_LEARNING_RATES = {"scratch": 1e-3, "lora": 2e-4, "qlora": 2e-4}
+DEFAULT_LEARNING_RATES = {"scratch": 2e-3, "lora": 2e-4, "qlora": 2e-4}
 
 
 # ------------------------------------------------------------------ data
