@@ -52,33 +52,37 @@ def main(
         True, help="Save the weights of the epoch with the lowest validation loss (else the last epoch's)"
     ),
 ):
-    config = adapt_generator(
-        train_path,
-        output_dir,
-        base_model=base_model,
-        fraction=fraction,
-        seed=seed,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        block_size=block_size,
-        validation_path=validation,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        target_modules=target_modules,
-        qlora=qlora,
-        vocab_size=vocab_size,
-        n_layer=n_layer,
-        n_embd=n_embd,
-        n_head=n_head,
-        n_positions=n_positions,
-        dropout=dropout,
-        log_every=log_every,
-        device=device,
-        limit=limit,
-        keep_best_epoch=keep_best_epoch,
-    )
+    try:
+        config = adapt_generator(
+            train_path,
+            output_dir,
+            base_model=base_model,
+            fraction=fraction,
+            seed=seed,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            block_size=block_size,
+            validation_path=validation,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules=target_modules,
+            qlora=qlora,
+            vocab_size=vocab_size,
+            n_layer=n_layer,
+            n_embd=n_embd,
+            n_head=n_head,
+            n_positions=n_positions,
+            dropout=dropout,
+            log_every=log_every,
+            device=device,
+            limit=limit,
+            keep_best_epoch=keep_best_epoch,
+        )
+    except (OSError, ValueError) as err:  # a missing or unreadable corpus or base model, a bad setting
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
     kept, params, train = config["kept"], config["parameters"], config["tokens"]["train"]
     validation_loss = kept["validation_loss"]
     typer.echo(

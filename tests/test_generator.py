@@ -251,14 +251,19 @@ def test_scratch_generator_loads_and_generates_in_batches(scratch_run):
     assert load_generator(out / MODEL_DIR)[0].config.n_layer == 1
 
 
-def test_same_seed_same_curve_through_the_cli(tmp_path, texts_corpus, scratch_run, monkeypatch):
-    # Also under an environment that asks accelerate for bf16: the generator trains in float32.
-    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+def adapt_generator_cli() -> typer.Typer:
     spec = importlib.util.spec_from_file_location("adapt_generator_cli", REPO / "scripts" / "adapt_generator.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     app = typer.Typer()
     app.command()(module.main)
+    return app
+
+
+def test_same_seed_same_curve_through_the_cli(tmp_path, texts_corpus, scratch_run, monkeypatch):
+    # Also under an environment that asks accelerate for bf16: the generator trains in float32.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    app = adapt_generator_cli()
     options = [f"--{key.replace('_', '-')}={value}" for key, value in TINY.items()]
     args = [str(texts_corpus["train"]), str(tmp_path / "again"), f"--validation={texts_corpus['validation']}"]
     result = CliRunner().invoke(app, [*args, "--epochs=3", "--device=cpu", *options])
@@ -267,6 +272,23 @@ def test_same_seed_same_curve_through_the_cli(tmp_path, texts_corpus, scratch_ru
     first = json.loads((scratch_run[0] / LOSS_FILE).read_text())
     again = json.loads((tmp_path / "again" / LOSS_FILE).read_text())
     assert again == first
+
+
+def test_cli_bad_corpus_or_base_model_is_an_error_naming_it_and_writes_nothing(tmp_path, texts_corpus):
+    empty = tmp_path / "empty.spacy"
+    empty.write_bytes(b"")
+    missing_model = tmp_path / "no-such-model"
+    cases = [
+        ([str(tmp_path / "missing.spacy")], f"error: {tmp_path / 'missing.spacy'}"),
+        ([str(empty)], f"error: {empty}"),
+        ([str(texts_corpus["train"]), f"--base-model={missing_model}"], f"error: base model '{missing_model}'"),
+    ]
+    for i, (args, message) in enumerate(cases):
+        out = tmp_path / f"out-{i}"
+        result = CliRunner().invoke(adapt_generator_cli(), [args[0], str(out), *args[1:], "--device=cpu"])
+        assert result.exit_code == 1, result.output
+        assert message in result.output and "Traceback" not in result.output
+        assert not out.exists()
 
 
 def test_fraction_selects_documents(tmp_path, texts_corpus):
