@@ -19,13 +19,13 @@ def main(
     validation: Optional[Path] = typer.Option(
         None, help="Gold validation DocBin: reports a loss and perplexity per epoch"
     ),
-    epochs: int = typer.Option(4, help="Training epochs"),
+    epochs: int = typer.Option(6, help="Training epochs"),
     learning_rate: float = typer.Option(
         0.0,
         help="Peak AdamW learning rate (linear warmup/decay); 0: "
         + ", ".join(f"{lr:g} for {mode}" for mode, lr in DEFAULT_LEARNING_RATES.items()),
     ),
-    batch_size: int = typer.Option(8, help="Notes per training step (batched by similar length, padded)"),
+    batch_size: int = typer.Option(1, help="Notes per training step (batched by similar length, padded)"),
     block_size: int = typer.Option(
         1024,
         help="Longest training sequence in tokens (note-start + note + EOS, one note each; longer notes are "
@@ -43,7 +43,9 @@ def main(
     n_embd: int = typer.Option(256, help="Scratch: hidden size"),
     n_head: int = typer.Option(4, help="Scratch: attention heads"),
     n_positions: int = typer.Option(1024, help="Scratch: longest sequence the model can read (its window)"),
-    dropout: float = typer.Option(0.1, help="Scratch: dropout of embeddings, residuals and attention"),
+    dropout: float = typer.Option(
+        0.0, help="Scratch: dropout of embeddings, residuals and attention (GPT-2's is 0.1)"
+    ),
     seed: int = typer.Option(0, help="Seed for the document choice, initialisation, dropout and data order"),
     log_every: int = typer.Option(10, help="Log the mean training loss every N steps"),
     limit: int = typer.Option(0, help="Use the first N train docs only (0: all), before --fraction"),

@@ -307,13 +307,13 @@ def test_scratch_dropout_is_saved_and_changes_training(tmp_path, texts_corpus, s
     from transformers import AutoConfig
 
     saved = AutoConfig.from_pretrained(scratch_run[0] / MODEL_DIR)
-    assert (saved.embd_pdrop, saved.resid_pdrop, saved.attn_pdrop) == (0.1, 0.1, 0.1)
+    assert (saved.embd_pdrop, saved.resid_pdrop, saved.attn_pdrop) == (0.0, 0.0, 0.0)  # the default
     config = adapt_generator(
-        texts_corpus["train"], tmp_path / "no_dropout", dropout=0.0, epochs=3, device="cpu", progress=False, **TINY
+        texts_corpus["train"], tmp_path / "dropout", dropout=0.1, epochs=3, device="cpu", progress=False, **TINY
     )
-    saved = AutoConfig.from_pretrained(tmp_path / "no_dropout" / MODEL_DIR)
-    assert (saved.embd_pdrop, saved.resid_pdrop, saved.attn_pdrop) == (0.0, 0.0, 0.0)
-    assert config["arguments"]["dropout"] == 0.0
+    saved = AutoConfig.from_pretrained(tmp_path / "dropout" / MODEL_DIR)
+    assert (saved.embd_pdrop, saved.resid_pdrop, saved.attn_pdrop) == (0.1, 0.1, 0.1)
+    assert config["arguments"]["dropout"] == 0.1
     assert config["kept"]["train_loss"] != scratch_run[1]["kept"]["train_loss"]
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="dropout must be in"):
