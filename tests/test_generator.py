@@ -2,12 +2,10 @@ import importlib.util
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 import torch
-import typer
-from conftest import make_docs, write_docbin
+from conftest import cli, make_docs, write_docbin
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
@@ -30,7 +28,6 @@ from synthdeid.generator import (
     select_documents,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 # A scratch GPT-2 small enough to train in a second or two on 2 CPU cores.
 # Its tokenizer makes the 10 train notes 48-59 tokens long (note-start + note
 # + EOS), so a block of 56 truncates three of them.
@@ -251,19 +248,10 @@ def test_scratch_generator_loads_and_generates_in_batches(scratch_run):
     assert load_generator(out / MODEL_DIR)[0].config.n_layer == 1
 
 
-def adapt_generator_cli() -> typer.Typer:
-    spec = importlib.util.spec_from_file_location("adapt_generator_cli", REPO / "scripts" / "adapt_generator.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    app = typer.Typer()
-    app.command()(module.main)
-    return app
-
-
 def test_same_seed_same_curve_through_the_cli(tmp_path, texts_corpus, scratch_run, monkeypatch):
     # Also under an environment that asks accelerate for bf16: the generator trains in float32.
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
-    app = adapt_generator_cli()
+    app = cli("adapt_generator")
     options = [f"--{key.replace('_', '-')}={value}" for key, value in TINY.items()]
     args = [str(texts_corpus["train"]), str(tmp_path / "again"), f"--validation={texts_corpus['validation']}"]
     result = CliRunner().invoke(app, [*args, "--epochs=3", "--device=cpu", *options])
@@ -285,7 +273,7 @@ def test_cli_bad_corpus_or_base_model_is_an_error_naming_it_and_writes_nothing(t
     ]
     for i, (args, message) in enumerate(cases):
         out = tmp_path / f"out-{i}"
-        result = CliRunner().invoke(adapt_generator_cli(), [args[0], str(out), *args[1:], "--device=cpu"])
+        result = CliRunner().invoke(cli("adapt_generator"), [args[0], str(out), *args[1:], "--device=cpu"])
         assert result.exit_code == 1, result.output
         assert message in result.output and "Traceback" not in result.output
         assert not out.exists()
