@@ -44,7 +44,7 @@ from spacy.tokens import Doc, DocBin
 from tqdm import tqdm
 from wasabi import msg
 
-from .io import atomic_path, decode_utf8, id_problem, read_docs, unencodable, write_json
+from .io import atomic_path, decode_utf8, id_problem, json_error, read_docs, unencodable, write_json
 from .tokenizer import make_nlp
 
 Span = Tuple[int, int, str]
@@ -236,7 +236,7 @@ def read_jsonl(path: str | Path, report: Optional[ReadReport] = None) -> Iterato
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise CorpusError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
+            raise CorpusError(json_error(where, err)) from None
         if not isinstance(record, dict):
             raise CorpusError(f"{where}: expected a JSON object, got {type(record).__name__}")
         unknown = sorted(set(record) - {"text", "spans", "name", "id"})

@@ -5,11 +5,15 @@ folder-and-bytes serialisation that spaCy components holding files share."""
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,29 +40,94 @@ def read_docs(path: str | Path, vocab: Optional[Vocab] = None) -> List[Doc]:
     return list(docbin.get_docs(vocab or spacy.blank("xx").vocab))
 
 
+# Marks a temporary folder of atomic_path as this project's, with the pid and
+# host of the process that made it, so a later run can tell a stale one.
+OWNER_FILE = ".synthdeid-owner"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: str | Path) -> List[Path]:
+    """Remove the temporary folders that runs writing `target` left behind
+    when they were killed before they could clean up (SIGKILL, a crash): those
+    whose owner process on this host is gone. Returns what was removed."""
+    target = Path(target)
+    removed = []
+    for candidate in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        owner = candidate / OWNER_FILE
+        try:
+            pid, host = owner.read_text(encoding="utf-8").split()
+        except (OSError, ValueError):
+            continue  # not one of ours
+        if host == socket.gethostname() and not _process_alive(int(pid)):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
 @contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
+def atomic_path(target: str | Path, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling path; move it onto `target` only on success.
 
     Works for files and directories alike: the caller writes whatever it wants
-    at the yielded path. On an exception the temporary output is removed and
-    an existing `target` is left untouched.
+    at the yielded path. On an exception (or a signal turned into one) the
+    temporary output is removed and an existing `target` is left untouched.
+    An existing folder is first moved aside whole, in one rename, and deleted
+    only once the new one is in place. With `replace=False` a `target` that
+    appeared while the caller was writing is left as it is (FileExistsError).
+    Temporaries of earlier runs that were killed are removed first.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() and target.is_dir():
+        raise IsADirectoryError(f"{target}: is a link to a folder; name the folder itself")
+    remove_stale_temporaries(target)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    (tmp_dir / OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}", encoding="utf-8")
     tmp = tmp_dir / target.name
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written for {target}")
-        if target.is_dir() and not target.is_symlink():
-            if not tmp.is_dir():  # a file must not wipe out a folder that happens to have its name
-                raise IsADirectoryError(f"{target}: is a folder; a file cannot replace it")
-            shutil.rmtree(target)
+        if target.exists() or target.is_symlink():
+            if not replace:
+                raise FileExistsError(f"{target}: appeared while this run was writing it; left as it is")
+            if target.is_dir() and not target.is_symlink():
+                if not tmp.is_dir():  # a file must not wipe out a folder that happens to have its name
+                    raise IsADirectoryError(f"{target}: is a folder; a file cannot replace it")
+                os.replace(target, tmp_dir / "replaced")  # removed below, with the temporary folder
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if tmp_dir.exists():
+            warnings.warn(f"could not remove all of {tmp_dir} (a replaced output or an unfinished one); "
+                          "the next run writing the same output removes it, or remove it by hand")
+
+
+@contextmanager
+def exclusive(target: str | Path) -> Iterator[None]:
+    """Hold a lock on writing `target` for the block; another process that
+    asks for it meanwhile gets FileExistsError at once."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = target.parent / f".{target.name}.lock"
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileExistsError(f"{target}: another run is writing it now") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
 
 
 def folder_digest(path: str | Path) -> Optional[str]:
@@ -158,6 +227,13 @@ def decode_utf8(data: bytes, where: str, error: Type[Exception], first_line: int
         raise error(f"{where}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x})") from None
 
 
+def json_error(where: str, err: json.JSONDecodeError) -> str:
+    """`<where>: invalid JSON (<what> at column N)`; some of json's messages
+    already end in "at"."""
+    what = err.msg[: -len(" at")] if err.msg.endswith(" at") else err.msg
+    return f"{where}: invalid JSON ({what} at column {err.colno})"
+
+
 def id_problem(value: Any, integer_ids: bool) -> Optional[str]:
     """Why `value` cannot be a document id (None if it can): ids are
     non-empty strings, or also integers with `integer_ids` (never booleans)."""
@@ -207,7 +283,7 @@ def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[T
                 line = decode_utf8(raw, str(path), ValueError, first_line=number)
                 record = json.loads(line.lstrip("\ufeff") if number == 1 else line)
             except json.JSONDecodeError as err:
-                yield TextRecord(where, error=f"{where}: invalid JSON ({err.msg} at column {err.colno})")
+                yield TextRecord(where, error=json_error(where, err))
                 continue
             except ValueError as err:
                 yield TextRecord(where, error=str(err))

@@ -64,13 +64,20 @@ def nlp_configuration(model: str, mapping: Optional[Mapping[str, str]] = None) -
     }
 
 
+def pipeline_labels(nlp) -> set:
+    """The labels of every component of `nlp` that sets entities."""
+    return {label for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns
+            for label in getattr(nlp.get_pipe(name), "labels", ())}
+
+
 def analyzer_engine(model: str, mapping: Optional[Mapping[str, str]] = None, with_pattern_recognizers: bool = False):
     """A Presidio AnalyzerEngine for Spanish whose NER is the synthdeid pipeline.
 
     with_pattern_recognizers adds Presidio's own predefined recognizers for
     Spanish (regular expressions, checksums) next to it. A model that is neither
     an installed package nor a folder raises ValueError (Presidio would try to
-    download it)."""
+    download it), and so does a pipeline label that `mapping` lacks (Presidio
+    would pass its entities through)."""
     from pathlib import Path
 
     import spacy.util
@@ -78,11 +85,20 @@ def analyzer_engine(model: str, mapping: Optional[Mapping[str, str]] = None, wit
     from presidio_analyzer.nlp_engine import NlpEngineProvider
     from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
+    # A pipeline folder names factories that only synthdeid registers (an
+    # installed package registers its own copy of the redactor).
+    from . import committee, hf_ner, redact  # noqa: F401
+
     # Presidio would try to download a model it cannot find: refuse it here.
     if not (spacy.util.is_package(str(model)) or Path(model).is_dir()):
         raise ValueError(f"{model}: neither an installed pipeline package nor a pipeline folder")
     mapping = dict(mapping or ENTITY_MAPPING)
     nlp_engine = NlpEngineProvider(nlp_configuration=nlp_configuration(model, mapping)).create_engine()
+    unmapped = sorted(pipeline_labels(nlp_engine.nlp["es"]) - set(mapping))
+    if unmapped:
+        raise ValueError(f"{model}: the pipeline's labels {', '.join(unmapped)} have no Presidio entity type, so "
+                         "Presidio would leave them unredacted; give them one in `mapping` (e.g. "
+                         f"{{**ENTITY_MAPPING, {unmapped[0]!r}: 'PERSON'}})")
     registry = RecognizerRegistry(supported_languages=["es"])
     if with_pattern_recognizers:
         registry.load_predefined_recognizers(languages=["es"], nlp_engine=nlp_engine)

@@ -63,26 +63,34 @@ DEFAULT_CONFIG = {
     "template": "[{label}]",
     "hash_template": "[{label}-{digest}]",
     "hash_key": "",
+    "hash_key_file": "",
     "seed": 0,
     "date_shift_days": [-365, 365],
     "consistency": "document",
     "known_labels": list(MEDDOCAN_LABELS),
 }
+# A shift past a century is no shift a date in a clinical note needs, and it
+# keeps every moved date inside the calendar for any note of the last 8,000 years.
+MAX_SHIFT_DAYS = 36525
 
 
+# The settings carry no type annotations on purpose: spaCy would validate them
+# itself and print every setting of the component in its error, and
+# PIIRedactor checks each one with a message that never repeats a secret.
 def make_pii_redactor(
     nlp: Language,
     name: str,
-    strategy: str,
-    strategies: Dict[str, str],
-    labels: List[str],
-    template: str,
-    hash_template: str,
-    hash_key: str,
-    seed: int,
-    date_shift_days: List[int],
-    consistency: str,
-    known_labels: List[str],
+    strategy: Any,
+    strategies: Any,
+    labels: Any,
+    template: Any,
+    hash_template: Any,
+    hash_key: Any,
+    hash_key_file: Any,
+    seed: Any,
+    date_shift_days: Any,
+    consistency: Any,
+    known_labels: Any,
 ) -> "PIIRedactor":
     """Set `doc._.deidentified` (the text with PII replaced) and
     `doc._.pii_replacements` (the mapping).
@@ -92,18 +100,21 @@ def make_pii_redactor(
     labels: the labels to replace; empty means all; others are kept.
     template: the mask text; `{label}` is the label (`{text}` is refused).
     hash_template: the hash text; `{label}` and `{digest}` (12 hex digits).
-    hash_key: the HMAC key of `hash`; empty reads the SYNTHDEID_HASH_KEY
-        environment variable (so the key need not live in the pipeline).
-    seed: seed of surrogates and date offsets.
-    date_shift_days: [low, high] range of the per-document date offset (0 excluded).
+    hash_key: must stay empty: a key in the config would be saved in the
+        pipeline's config.cfg. The HMAC key of `hash` is read from
+        `hash_key_file` or else the SYNTHDEID_HASH_KEY environment variable.
+    hash_key_file: a file whose content (less a final newline) is the key.
+    seed: seed of surrogates and date offsets (an integer).
+    date_shift_days: [low, high] range of the per-document date offset (0
+        excluded), within ±36525 days.
     consistency: "document" (fresh surrogates per document) or "corpus"
         (one mapping for every document this component sees).
     known_labels: labels a config may name; a label outside it is an error.
     """
     return PIIRedactor(
         name=name, strategy=strategy, strategies=strategies, labels=labels, template=template,
-        hash_template=hash_template, hash_key=hash_key, seed=seed, date_shift_days=date_shift_days,
-        consistency=consistency, known_labels=known_labels,
+        hash_template=hash_template, hash_key=hash_key, hash_key_file=hash_key_file, seed=seed,
+        date_shift_days=date_shift_days, consistency=consistency, known_labels=known_labels,
     )
 
 
@@ -119,7 +130,10 @@ def _config_error(name: str, message: str) -> ValueError:
 
 
 def _suggest(value: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(value, list(choices), n=2)
+    choices = sorted(choices)
+    close = difflib.get_close_matches(value, choices, n=2)
+    # "NOMBRE" is too short for difflib's ratio against "NOMBRE_SUJETO_ASISTENCIA": also offer labels it begins
+    close += [c for c in choices if value and c.upper().startswith(value.upper()) and c not in close][:2]
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
@@ -163,28 +177,30 @@ _YEAR = re.compile(r"^(1[89]\d\d|20\d\d)$")
 def shift_date(text: str, days: int) -> Optional[str]:
     """`text` moved by `days`, written as before; None when it is not a date
     this function reads (day/month/year with / - or ., year-month-day,
-    month/year, '12 de marzo de 2018' and its parts, a year)."""
+    month/year, '12 de marzo de 2018' and its parts, a year) or when the
+    moved date falls outside the calendar (years 1 to 9999)."""
+    try:
+        return _shift_date(text, days)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _shift_date(text: str, days: int) -> Optional[str]:
     stripped = text.strip()
     match = _NUMERIC_DATE.match(stripped)
     if match:
         day, sep, month, year = match.groups()
         year_value = (2000 + int(year) if int(year) < 50 else 1900 + int(year)) if year and len(year) == 2 else int(year or 2000)
-        try:
-            moved = dt.date(year_value, int(month), int(day)) + dt.timedelta(days=days)
-        except ValueError:
-            return None
+        moved = dt.date(year_value, int(month), int(day)) + dt.timedelta(days=days)
         parts = [f"{moved.day:0{len(day)}d}", f"{moved.month:0{len(month)}d}"]
         if year:
-            parts.append(f"{moved.year % 100:02d}" if len(year) == 2 else str(moved.year))
+            parts.append(f"{moved.year % 100:02d}" if len(year) == 2 else f"{moved.year:04d}")
         return text.replace(stripped, sep.join(parts))
     match = _ISO_DATE.match(stripped)
     if match:
         year, sep, month, day = match.groups()
-        try:
-            moved = dt.date(int(year), int(month), int(day)) + dt.timedelta(days=days)
-        except ValueError:
-            return None
-        return text.replace(stripped, sep.join([str(moved.year), f"{moved.month:0{len(month)}d}",
+        moved = dt.date(int(year), int(month), int(day)) + dt.timedelta(days=days)
+        return text.replace(stripped, sep.join([f"{moved.year:04d}", f"{moved.month:0{len(month)}d}",
                                                 f"{moved.day:0{len(day)}d}"]))
     match = _MONTH_YEAR.match(stripped)
     if match:
@@ -192,20 +208,17 @@ def shift_date(text: str, days: int) -> Optional[str]:
         if not 1 <= int(month) <= 12:
             return None
         moved = dt.date(int(year), int(month), 15) + dt.timedelta(days=days)
-        return text.replace(stripped, f"{moved.month:0{len(month)}d}{sep}{moved.year}")
+        return text.replace(stripped, f"{moved.month:0{len(month)}d}{sep}{moved.year:04d}")
     match = _TEXT_DATE.match(stripped)
     if match:
         day, ordinal, day_link, month_name, link, year = match.groups()
         month = (MONTHS.index(month_name.lower()) if month_name.lower() in MONTHS else 8) + 1
-        try:
-            moved = dt.date(int(year or 2000), month, int(day or 15)) + dt.timedelta(days=days)
-        except ValueError:
-            return None
+        moved = dt.date(int(year or 2000), month, int(day or 15)) + dt.timedelta(days=days)
         name = _match_case(MONTHS[moved.month - 1], month_name)
         if month_name[0].isupper() and not month_name.isupper():
             name = name.capitalize()
         day_written = f"{moved.day}{'º' if ordinal and moved.day == 1 else ''} {day_link or ''}" if day else ""
-        year_written = (f" {link} {moved.year}" if link else f" {moved.year}") if year else ""
+        year_written = (f" {link} {moved.year:04d}" if link else f" {moved.year:04d}") if year else ""
         written = day_written + name + year_written
         return text.replace(stripped, written)
     match = _YEAR.match(stripped)
@@ -214,7 +227,97 @@ def shift_date(text: str, days: int) -> Optional[str]:
     return None
 
 
-_TITLES = {"sr", "sra", "srta", "dr", "dra", "don", "dona", "dna", "prof", "profa"}
+# Words a replacement keeps on purpose (accent- and case-folded): they say what
+# kind of thing an entity is, not who or where. Every other word of an entity
+# is replaced, and a replacement that repeats a word of any entity of its
+# document is masked instead (PIIRedactor.__call__).
+TITLES = frozenset({"sr", "sra", "srta", "dr", "dra", "don", "dona", "dna", "dª", "prof", "profa"})
+PARTICLES = frozenset({"de", "del", "la", "las", "los", "el", "y", "e", "i", "da", "das", "do", "dos", "di", "du",
+                       "van", "von", "der", "den", "le", "al"})
+KINSHIP = frozenset({
+    "su", "sus", "mi", "mis", "un", "una", "unos", "unas", "madre", "padre", "padres", "hijo", "hija", "hijos",
+    "hijas", "hermano", "hermana", "hermanos", "hermanas", "esposo", "esposa", "marido", "mujer", "pareja", "novio",
+    "novia", "abuelo", "abuela", "abuelos", "nieto", "nieta", "nietos", "tio", "tia", "tios", "primo", "prima",
+    "primos", "sobrino", "sobrina", "cunado", "cunada", "suegro", "suegra", "yerno", "nuera", "familiar",
+    "familiares", "conyuge", "gemelo", "gemela", "padrastro", "madrastra", "mayor", "menor", "materno", "materna",
+    "paterno", "paterna", "tutor", "tutora",
+})
+STREET_WORDS = frozenset({
+    "calle", "c", "cl", "avenida", "avda", "av", "plaza", "pza", "pl", "paseo", "pº", "camino", "carretera", "ctra",
+    "ronda", "travesia", "urbanizacion", "urb", "barrio", "poligono", "glorieta", "via", "cuesta", "callejon",
+    "pasaje", "rambla", "alameda", "piso", "puerta", "bajo", "izq", "izquierda", "dcha", "derecha", "escalera",
+    "esc", "portal", "bloque", "numero", "num", "n", "no", "nº", "km", "s", "sn",
+})
+INSTITUTION_WORDS = frozenset({
+    "hospital", "centro", "salud", "clinica", "universitario", "universitaria", "general", "fundacion", "servicio",
+    "servicios", "unidad", "complejo", "hospitalario", "sanatorio", "instituto", "consultorio", "ambulatorio",
+    "area", "sanitaria", "sanitario", "atencion", "primaria", "especialidades", "residencia", "policlinica",
+})
+WEB_WORDS = frozenset({"http", "https", "www", "com", "es", "org", "net", "eu", "info", "html", "htm", "php"})
+NAME_LABELS = ("NOMBRE_SUJETO_ASISTENCIA", "NOMBRE_PERSONAL_SANITARIO")
+ORGANISATION_LABELS = ("HOSPITAL", "CENTRO_SALUD", "INSTITUCION")
+_MARKS = "\u0300-\u036f"  # combining accents: part of the letter before them
+_WORD = re.compile(rf"(?:[^\W_][{_MARKS}]*)+")  # a run of letters and digits
+_NAME_PART = re.compile(rf"(?:[^\W\d_][{_MARKS}]*)+|\d+")  # a run of letters, or of digits
+_INITIALS = "ABCDEFGHIJLMNOPRSTV"
+
+
+def kept_words(label: str) -> frozenset:
+    """The folded words a surrogate of `label` keeps as written."""
+    if label in NAME_LABELS:
+        return PARTICLES | TITLES
+    if label == "FAMILIARES_SUJETO_ASISTENCIA":
+        return PARTICLES | TITLES | KINSHIP
+    if label == "CALLE":
+        return PARTICLES | STREET_WORDS
+    if label in ORGANISATION_LABELS:
+        return PARTICLES | INSTITUTION_WORDS
+    if label in ("CORREO_ELECTRONICO", "URL_WEB", "DIRECCION_IP"):
+        return WEB_WORDS
+    return PARTICLES
+
+
+def is_kept(label: str, word: str) -> bool:
+    """Whether a surrogate of `label` keeps `word` as written: a word of
+    `kept_words`, but in a name a capital single letter is an initial ("Ana
+    Y. Ruiz"), not the particle "y"."""
+    if label in NAME_LABELS + ("FAMILIARES_SUJETO_ASISTENCIA",) and len(word) == 1 and not word.islower():
+        return False
+    return _ascii_fold(word) in kept_words(label)
+
+
+def words(text: str) -> set:
+    """The folded letter-and-digit runs of `text`."""
+    return {_ascii_fold(word) for word in _WORD.findall(text)}
+
+
+def identifying_words(label: str, text: str) -> set:
+    """The words of an entity that no replacement may repeat: all but those
+    its surrogate keeps on purpose. A date is moved as a whole (its year or
+    day may repeat by chance), a sex is kept, and an age keeps numbers up to 89."""
+    if label in ("FECHAS", "SEXO_SUJETO_ASISTENCIA"):
+        return set()
+    found = {_ascii_fold(word) for word in _WORD.findall(text) if not is_kept(label, word)}
+    if label == "EDAD_SUJETO_ASISTENCIA":
+        return {word for word in found if word.isdigit() and int(word) > 89}
+    return found
+
+
+def entity_core(text: str, start: int, end: int) -> Tuple[int, int]:
+    """The span without the punctuation, symbols and spaces at its edges (the
+    NER may take `"Ana Ruiz"` with its quotes): those stay outside the
+    replacement, as written. A span of nothing else stays whole."""
+    def edge(char: str) -> bool:
+        return unicodedata.category(char)[0] in "PSZC"
+
+    core_start, core_end = start, end
+    while core_start < core_end and edge(text[core_start]):
+        core_start += 1
+    while core_end > core_start and edge(text[core_end - 1]):
+        core_end -= 1
+    return (core_start, core_end) if core_start < core_end else (start, end)
+
+
 _FIRST_NAMES: Optional[Tuple[set, set]] = None
 
 
@@ -229,6 +332,14 @@ def _first_names() -> Tuple[set, set]:
     return _FIRST_NAMES
 
 
+def _one_word(draw: Callable[[], str]) -> Callable[[], str]:
+    """A draw of Faker's that gives one word: its first that is no particle ("de la Fuente")."""
+    def one() -> str:
+        value = draw().split()
+        return next((word for word in value if _ascii_fold(word) not in PARTICLES), value[-1])
+    return one
+
+
 class _Surrogates:
     """The fake values of one consistency scope (a document or a corpus)."""
 
@@ -237,97 +348,104 @@ class _Surrogates:
         self.fake = fake
         fake.seed_instance(rng.getrandbits(32))
         low, high = date_shift_days
-        offsets = [d for d in range(low, high + 1) if d != 0]
-        self.date_offset = rng.choice(offsets) if offsets else 0
+        if low <= 0 <= high:  # 0 is excluded: draw from a range one shorter and step over it
+            offset = rng.randint(low, high - 1)
+            self.date_offset = offset + 1 if offset >= 0 else offset
+        else:
+            self.date_offset = rng.randint(low, high)
         self.by_value: Dict[Tuple[str, str], str] = {}
         self.used: Dict[str, set] = {}
+        # The identifying words of the scope's real entities: no fake may use one
+        # (a surrogate must never be another patient's real name).
+        self.forbidden: set = set()
 
-    def _unique(self, kind: str, original: str, draw: Callable[[], str]) -> str:
+    def _unique(self, kind: str, label: str, original: str, draw: Callable[[], str]) -> Optional[str]:
         """One fake per original value of a kind, never shared by two values
-        and never the original itself."""
+        and sharing no identifying word with a real entity; None when no
+        draw gives one (the caller then masks)."""
         key = (kind, _ascii_fold(original))
         if key in self.by_value:
             return self.by_value[key]
         used = self.used.setdefault(kind, set())
-        for attempt in range(50):
+        taboo = self.forbidden | identifying_words(label, original)
+        for _ in range(50):
             fake = draw()
-            if _ascii_fold(fake) not in used and _ascii_fold(fake) != key[1]:
+            folded = _ascii_fold(fake)
+            if folded not in used and folded != key[1] and not words(fake) & taboo:
                 break
-        else:  # the kind's values ran out: add a distinguishing number
-            fake = f"{draw()} {len(used) + 1}"
-        used.add(_ascii_fold(fake))
+        else:
+            return None
+        used.add(folded)
         self.by_value[key] = fake
         return fake
 
-    def name(self, text: str) -> str:
+    def name(self, label: str, text: str) -> Optional[str]:
+        """Each part of a name replaced on its own (the same part, the same
+        fake), except the titles, particles and, for a relative, kinship
+        words that `is_kept` keeps; digits are reshaped."""
         first_names, female = _first_names()
-        parts = re.split(r"(\s+|-)", text)
-        # Capitalised words are the name ("su hermano Pedro", "García de la
-        # Fuente"); in an all-lowercase mention every word is.
-        capitalised = any(part[:1].isupper() for part in parts)
-        out = []
-        for part in parts:
-            bare = part.strip(".,")
-            folded = _ascii_fold(bare)
-            if (not bare or not bare[0].isalpha() or folded in _TITLES
-                    or (capitalised and not bare[0].isupper())):
-                out.append(part)  # separators, titles (Sra., Dr, Doña) and lowercase words stay
+        out, cursor = [], 0
+        for match in _NAME_PART.finditer(text):
+            part = match.group()
+            out.append(text[cursor : match.start()])
+            cursor = match.end()
+            folded = _ascii_fold(part)
+            if is_kept(label, part):
+                out.append(part)
                 continue
-            if len(bare) == 1:  # an initial: another letter, the same for the same initial
-                key = ("initial", folded)
-                if key not in self.by_value:  # draw only once: later draws stay as they were
-                    self.by_value[key] = self.rng.choice([c for c in "ABCDEFGHIJLMNOPRSTV" if c.lower() != folded])
-                out.append(part.replace(bare, _match_case(self.by_value[key], bare)))
-                continue
-            if folded in first_names:
+            if part.isdigit():
+                fake = self._unique("number", label, part, lambda: _reshape(part, self.rng))
+            elif len(part) == 1:  # an initial: another letter, the same for the same initial
+                fake = self._unique("initial", label, part, lambda: self.rng.choice(_INITIALS))
+            elif folded in first_names:
                 draw = self.fake.first_name_female if folded in female else self.fake.first_name_male
-                fake = self._unique("first_name", bare, lambda: draw().split()[0])
+                fake = self._unique("first_name", label, part, _one_word(draw))
             else:
-                fake = self._unique("surname", bare, lambda: self.fake.last_name().split()[0])
-            out.append(part.replace(bare, _match_case(fake, bare)))
+                fake = self._unique("surname", label, part, _one_word(self.fake.last_name))
+            if fake is None:
+                return None
+            out.append(_match_case(fake, part))
+        out.append(text[cursor:])
         return "".join(out)
 
     def value(self, label: str, text: str) -> Optional[str]:
         """The surrogate of `text`; None when the label has no surrogate."""
-        if label in ("NOMBRE_SUJETO_ASISTENCIA", "NOMBRE_PERSONAL_SANITARIO"):
-            return self.name(text)
+        if label in NAME_LABELS or label == "FAMILIARES_SUJETO_ASISTENCIA":  # "su madre" stays
+            return self.name(label, text)
         if label == "FECHAS":
             return shift_date(text, self.date_offset)
         if label == "EDAD_SUJETO_ASISTENCIA":
             if not re.search(r"\d", text):
                 return None  # an age in words ("noventa y cinco años") cannot be capped: mask it
             return re.sub(r"\d+", lambda m: m.group() if int(m.group()) <= 89 else "90", text)
-        if label == "FAMILIARES_SUJETO_ASISTENCIA":  # "su madre" stays, "su hermano Pedro" is a name
-            return self.name(text) if any(c.isupper() for c in text) else text
         if label == "SEXO_SUJETO_ASISTENCIA":
             return text  # a sex is not an identifier by itself
-        if label == "CORREO_ELECTRONICO":
-            return self._unique(label, text, self.fake.free_email)
-        if label == "URL_WEB":
-            return self._unique(label, text, self.fake.url)
-        if label == "DIRECCION_IP":
-            return self._unique(label, text, self.fake.ipv4)
-        if label == "PAIS":
-            return self._unique(label, text, self.fake.country)
-        if label == "PROFESION":
-            return self._unique(label, text, self.fake.job)
+        draws = {"CORREO_ELECTRONICO": self.fake.free_email, "URL_WEB": self.fake.url,
+                 "DIRECCION_IP": self.fake.ipv4, "PAIS": self.fake.country, "PROFESION": self.fake.job}
+        if label in draws:
+            return self._unique(label, label, text, draws[label])
         if label == "TERRITORIO":
             if any(c.isdigit() for c in text):
-                return self._unique(label, text, lambda: _reshape(text, self.rng))
-            return _match_case(self._unique(label, text, self.fake.city), text)
+                return self._unique(label, label, text, lambda: _reshape(text, self.rng))
+            fake = self._unique(label, label, text, self.fake.city)
+            return fake and _match_case(fake, text)
         if label == "CALLE":  # "Calle Mayor, 12, 3º B": a fake street, then the number's shape
             digit = next((i for i, c in enumerate(text) if c.isdigit()), len(text))
             head, tail = text[:digit], text[digit:]
             if not head.strip(" ,"):
-                return _reshape(text, self.rng)
-            street = self._unique(label, head.strip(" ,"), self.fake.street_name)
-            return street + head[len(head.rstrip(" ,")):] + _reshape(tail, self.rng)
-        if label in ("HOSPITAL", "CENTRO_SALUD", "INSTITUCION"):
+                return self._unique("street_number", label, text, lambda: _reshape(text, self.rng))
+            street = self._unique(label, label, head.strip(" ,"), self.fake.street_name)
+            number = self._unique("street_number", label, tail, lambda: _reshape(tail, self.rng)) if tail else ""
+            if street is None or number is None:
+                return None
+            return street + head[len(head.rstrip(" ,")):] + number
+        if label in ORGANISATION_LABELS:
             kind = {"HOSPITAL": "Hospital", "CENTRO_SALUD": "Centro de Salud", "INSTITUCION": "Fundación"}[label]
-            return self._unique(label, text, lambda: f"{kind} {self.fake.last_name().split()[0]}")
+            surname = _one_word(self.fake.last_name)
+            return self._unique(label, label, text, lambda: f"{kind} {surname()}")
         numeric_other = label == "OTROS_SUJETO_ASISTENCIA" and any(c.isdigit() for c in text)
         if label.startswith(("ID_", "NUMERO_", "OTRO_NUMERO")) or numeric_other:
-            return self._unique(label, text, lambda: _reshape(text, self.rng))
+            return self._unique(label, label, text, lambda: _reshape(text, self.rng))
         return None
 
 
@@ -341,13 +459,42 @@ class PIIRedactor:
         template: str = "[{label}]",
         hash_template: str = "[{label}-{digest}]",
         hash_key: str = "",
+        hash_key_file: str = "",
         seed: int = 0,
         date_shift_days: Sequence[int] = (-365, 365),
         consistency: str = "document",
         known_labels: Sequence[str] = MEDDOCAN_LABELS,
     ):
-        strategies = dict(strategies or {})
         self.name = name
+        if hash_key:  # never repeat it: the message may reach a log
+            raise _config_error(name, "hash_key is set in the config, which spaCy saves with the pipeline "
+                                      f"(config.cfg); set the {HASH_KEY_ENV} environment variable or "
+                                      "hash_key_file (a file holding the key) instead")
+
+        def expect(where: str, value: Any, ok: bool, what: str) -> None:
+            if not ok:
+                raise _config_error(name, f"{where} = {value!r}: expected {what}")
+
+        strings = lambda value: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)  # noqa: E731
+        expect("strategies", strategies, strategies is None or (isinstance(strategies, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in strategies.items())), "a table LABEL = strategy")
+        expect("labels", labels, strings(labels), "a list of labels")
+        expect("known_labels", known_labels, strings(known_labels), "a list of labels")
+        for where, value in (("strategy", strategy), ("template", template), ("hash_template", hash_template),
+                             ("hash_key_file", hash_key_file), ("consistency", consistency)):
+            expect(where, value, isinstance(value, str), "a string")
+        expect("seed", seed, isinstance(seed, int) and not isinstance(seed, bool), "an integer")
+        expect("date_shift_days", date_shift_days, isinstance(date_shift_days, (list, tuple))
+               and len(date_shift_days) == 2 and all(isinstance(d, int) and not isinstance(d, bool)
+                                                     for d in date_shift_days)
+               and date_shift_days[0] <= date_shift_days[1], "[low, high], two integers, low <= high")
+        if max(abs(d) for d in date_shift_days) > MAX_SHIFT_DAYS:
+            raise _config_error(name, f"date_shift_days = {list(date_shift_days)!r}: a shift is at most "
+                                      f"{MAX_SHIFT_DAYS} days (a century) either way")
+        if list(date_shift_days) == [0, 0]:
+            raise _config_error(name, "date_shift_days = [0, 0] leaves every date as written; give a range "
+                                      "with a non-zero offset")
+        strategies = dict(strategies or {})
         known = set(known_labels)
         for where, value in [("strategy", strategy)] + [(f"strategies.{k}", v) for k, v in strategies.items()]:
             if value not in STRATEGIES:
@@ -371,26 +518,34 @@ class PIIRedactor:
                                       "get the same token")
         if consistency not in ("document", "corpus"):
             raise _config_error(name, f"consistency = {consistency!r}: use 'document' or 'corpus'")
-        if len(date_shift_days) != 2 or date_shift_days[0] > date_shift_days[1]:
-            raise _config_error(name, f"date_shift_days = {list(date_shift_days)!r}: expected [low, high], low <= high")
-        if list(date_shift_days) == [0, 0]:
-            raise _config_error(name, "date_shift_days = [0, 0] leaves every date as written; give a range "
-                                      "with a non-zero offset")
         self.strategy = strategy
         self.strategies = strategies
         self.labels = set(labels)
         self.template = template
         self.hash_template = hash_template
+        self.hash_key = self._read_key(hash_key_file)
         uses_hash = strategy == "hash" or "hash" in strategies.values()
-        self.hash_key = (hash_key or os.environ.get(HASH_KEY_ENV, "")).encode("utf-8")
         if uses_hash and not self.hash_key:
-            raise _config_error(name, f"strategy 'hash' needs a key: set hash_key or the {HASH_KEY_ENV} "
+            raise _config_error(name, f"strategy 'hash' needs a key: set hash_key_file or the {HASH_KEY_ENV} "
                                       "environment variable")
         self.seed = seed
         self.date_shift_days = tuple(date_shift_days)
         self.consistency = consistency
         self._corpus_scope: Optional[_Surrogates] = None
         self._fake: Any = None
+
+    def _read_key(self, key_file: str) -> bytes:
+        """The HMAC key: the content of `key_file` (less a final newline), or the environment's."""
+        if not key_file:
+            return os.environ.get(HASH_KEY_ENV, "").encode("utf-8")
+        try:
+            with open(key_file, "rb") as data:
+                key = data.read().rstrip(b"\r\n")
+        except OSError as err:
+            raise _config_error(self.name, f"hash_key_file {key_file}: cannot be read ({err.strerror})") from None
+        if not key:
+            raise _config_error(self.name, f"hash_key_file {key_file}: is empty")
+        return key
 
     def strategy_for(self, label: str) -> str:
         if self.labels and label not in self.labels:
@@ -414,35 +569,61 @@ class PIIRedactor:
         message = f"{label}\0{' '.join(text.split())}".encode("utf-8")
         return hmac.new(self.hash_key, message, hashlib.sha256).hexdigest()[:12]
 
+    @staticmethod
+    def _surrogate(scope: _Surrogates, label: str, original: str, taboo: set) -> Optional[str]:
+        """The surrogate, or None (mask it) when there is none, when a date
+        would stay as written, or when it would repeat an identifying word
+        of its entity or (but for dates, ages and sexes) of any entity of the
+        document."""
+        try:
+            replacement = scope.value(label, original)
+        except Exception:  # noqa: BLE001  a value no surrogate rule foresaw: the mask is always safe
+            return None
+        if replacement is None or (label == "FECHAS" and _ascii_fold(replacement) == _ascii_fold(original)):
+            return None
+        # Dates, ages and sexes keep numbers and words on purpose: a day that
+        # another entity also holds is no leak.
+        calendar = label in ("FECHAS", "EDAD_SUJETO_ASISTENCIA", "SEXO_SUJETO_ASISTENCIA")
+        if words(replacement) & ((set() if calendar else taboo) | identifying_words(label, original)):
+            return None
+        return replacement
+
     def __call__(self, doc: Doc) -> Doc:
         text = doc.text  # Doc.text rebuilds the string: read it once
+        entities = []
+        for ent in doc.ents:
+            strategy = self.strategy_for(ent.label_)
+            if strategy != "keep":
+                entities.append((*entity_core(text, ent.start_char, ent.end_char), ent.label_, strategy))
+        taboo: set = set()
+        for start, end, label, strategy in entities:
+            taboo |= identifying_words(label, text[start:end])
         pieces: List[str] = []
         replacements: List[Dict[str, Any]] = []
         cursor = written = 0
         scope: Optional[_Surrogates] = None
-        for ent in doc.ents:
-            strategy = self.strategy_for(ent.label_)
-            if strategy == "keep":
-                continue
-            original = text[ent.start_char : ent.end_char]
+        for start, end, label, strategy in entities:
+            original = text[start:end]
             replacement = None
             if strategy == "surrogate":
-                scope = scope or self._scope(text)
-                replacement = scope.value(ent.label_, original)
+                if scope is None:
+                    scope = self._scope(text)
+                    scope.forbidden |= taboo
+                replacement = self._surrogate(scope, label, original, taboo)
             elif strategy == "hash":
-                replacement = self.hash_template.format(label=ent.label_, digest=self._digest(ent.label_, original))
-            if replacement is None:  # mask, and labels or values without a surrogate
-                replacement = self.template.format(label=ent.label_)
-            before = text[cursor : ent.start_char]
+                replacement = self.hash_template.format(label=label, digest=self._digest(label, original))
+            if replacement is None:  # mask, and labels or values without a safe surrogate
+                replacement = self.template.format(label=label)
+            before = text[cursor:start]
             pieces += [before, replacement]
             written += len(before)
             replacements.append({
-                "start": ent.start_char, "end": ent.end_char, "label": ent.label_, "text": original,
+                "start": start, "end": end, "label": label, "text": original,
                 "replacement": replacement, "replacement_start": written,
                 "replacement_end": written + len(replacement),
             })
             written += len(replacement)
-            cursor = ent.end_char
+            cursor = end
         pieces.append(text[cursor:])
         doc._.deidentified = "".join(pieces)
         doc._.pii_replacements = replacements

@@ -3,9 +3,12 @@ nothing half-written; and the redactor copy shipped inside a wheel."""
 
 import importlib.util
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import spacy
@@ -131,12 +134,16 @@ def test_broken_jsonl_line_names_file_and_line(tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": "a", "text": "hola"}\n{"id": "b"}\nnot json\n{"id": 7, "text": "adiós"}\n'
                       '{"id": true, "text": "x"}\n')
-    items = list(read_inputs(source))
+    items = [(doc_id, text) for doc_id, _, text in read_inputs(source)]
     assert items[0] == ("a", "hola")
     assert items[1] == ("b", items[1][1]) and str(items[1][1]) == f"{source}:2: 'text' is missing"
     assert str(items[2][1]).startswith(f"{source}:3: invalid JSON")
     assert items[3] == ("7", "adiós")  # integer ids are read as strings
     assert str(items[4][1]) == f"{source}:5: 'id' must be a non-empty string or an integer, got True"
+    assert [where for _, where, _ in read_inputs(source)] == [f"{source}:{line}" for line in range(1, 6)]
+    source.write_text('{"id": "a", "text": "tab\there"}\n')  # a raw tab inside a JSON string
+    [(_, _, error)] = read_inputs(source)
+    assert str(error) == f"{source}:1: invalid JSON (Invalid control character at column 25)"
 
 
 def test_jsonl_ids_must_be_unique_and_safe_as_file_names(pipeline, tmp_path):
@@ -145,7 +152,7 @@ def test_jsonl_ids_must_be_unique_and_safe_as_file_names(pipeline, tmp_path):
                {"id": "x" * 300, "text": TEXTS["b"]},
                {"id": "../escape", "text": TEXTS["b"]}, {"id": "sub/b", "text": TEXTS["b"]}]
     source.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records) + b'{"id": "c", "text": "\xff"}\n')
-    items = list(read_inputs(source))
+    items = [(doc_id, text) for doc_id, _, text in read_inputs(source)]
     assert f"{source}:2: duplicate id 'a' (first on line 1)" == str(items[1][1])
     assert "'id' must be a non-empty string or an integer, got None" in str(items[2][1])
     assert str(items[6][1]).startswith(f"{source}:7: not valid UTF-8 (byte 0xff)")
@@ -153,7 +160,7 @@ def test_jsonl_ids_must_be_unique_and_safe_as_file_names(pipeline, tmp_path):
     skipped = []
     summary = deidentify_files(nlp, source, tmp_path / "out", progress=False, report=skipped.append)
     assert summary.documents == 2 and len(skipped) == 5
-    assert any("'../escape' cannot name an output file" in m for m in skipped)
+    assert any(f"{source}:5: id '../escape' cannot name an output file" in m for m in skipped)
     assert any(f"'{'x' * 300}' cannot name an output file" in m for m in skipped)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.txt")) == ["out/a.txt", "out/sub/b.txt"]
     # One JSONL output file takes any id; the duplicate is still refused.
@@ -223,7 +230,7 @@ def test_bom_surrogates_and_overlong_texts_in_jsonl(pipeline, tmp_path):
         f"skipped: {source}:2: 'text' holds a character UTF-8 cannot encode (a lone surrogate, '\\ud800' at "
         "character 9)",
         f"skipped: {source}:3: 200 characters, more than the pipeline's max_length (100); split the document "
-        "or raise nlp.max_length",
+        "or raise it (--max-length)",
     ]
 
 
@@ -262,3 +269,216 @@ def test_packaged_copy_of_the_redactor_loads_beside_synthdeid(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert spacy.blank("es").add_pipe("pii_redactor") is not None
+
+
+# --- what a run leaves behind, whatever happens to it
+
+def many_notes(path, count=20000):
+    path.write_text("".join(json.dumps({"id": f"n{i}", "text": f"Paciente Ana Ruiz, visita {i}."}) + "\n"
+                            for i in range(count)))
+    return path
+
+
+def start_cli(*args):
+    return subprocess.Popen([sys.executable, "-m", "synthdeid.deidentify", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_temporaries(folder, process, timeout=120):
+    """Wait until the run has started writing (its temporary output exists)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(p.name.startswith(".out.") and p.is_dir() for p in folder.iterdir()):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the run never started writing: {process.communicate()}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signalled_run_leaves_no_output_mapping_or_temporary(pipeline, tmp_path, signum):
+    source = many_notes(tmp_path / "in.jsonl")
+    work = tmp_path / "work"
+    work.mkdir()
+    process = start_cli(source, work / "out", "--model", pipeline, "--mapping", work / "mapping.jsonl")
+    wait_for_temporaries(work, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode in (128 + signum, 1, -signum) and process.returncode != 0, stderr
+    assert process.returncode != -signum, "the signal killed the run before it could clean up"
+    assert list(work.iterdir()) == [], list(work.iterdir())
+
+
+def test_a_rerun_removes_what_a_killed_run_left(pipeline, tmp_path):
+    source = many_notes(tmp_path / "in.jsonl", 5000)
+    work = tmp_path / "work"
+    work.mkdir()
+    process = start_cli(source, work / "out", "--model", pipeline, "--mapping", work / "mapping.jsonl")
+    wait_for_temporaries(work, process)
+    process.kill()  # SIGKILL: nothing can clean up
+    process.communicate()
+    assert any(p.name.startswith((".out.", ".mapping.jsonl.")) for p in work.iterdir())
+    cli(source, work / "out", "--model", pipeline, "--mapping", work / "mapping.jsonl")
+    assert sorted(p.name for p in work.iterdir()) == ["mapping.jsonl", "out"]
+
+
+def test_two_runs_cannot_write_one_output(pipeline, tmp_path):
+    source = many_notes(tmp_path / "in.jsonl")
+    work = tmp_path / "work"
+    work.mkdir()
+    first = start_cli(source, work / "out", "--model", pipeline)
+    wait_for_temporaries(work, first)
+    second = cli(source, work / "out", "--model", pipeline, "--overwrite", check=False)
+    assert second.returncode == 1 and "another run is writing it now" in second.stderr
+    first.communicate(timeout=300)
+    assert first.returncode == 0 and len(list((work / "out").iterdir())) == 20000
+
+
+def test_overwrite_keeps_the_old_output_until_the_new_one_is_in_place(pipeline, tmp_path, monkeypatch):
+    """Removing the old output fails half-way (a read-only subfolder for a
+    user who is not root): the new output is in place all the same."""
+    import shutil
+
+    import synthdeid.io
+
+    source = write_folder(tmp_path / "in", TEXTS)
+    old = tmp_path / "out"
+    (old / "sub").mkdir(parents=True)
+    for i in range(20):
+        (old / "sub" / f"old{i}.txt").write_text("old")
+    real_rmtree = shutil.rmtree
+
+    def failing_rmtree(path, ignore_errors=False, **kwargs):
+        doomed = sorted(Path(path).rglob("old*.txt"))
+        if not doomed:
+            return real_rmtree(path, ignore_errors=ignore_errors, **kwargs)
+        for file in doomed[:5]:
+            file.unlink()
+        if not ignore_errors:
+            raise PermissionError(13, "Permission denied", str(doomed[5]))
+
+    monkeypatch.setattr(synthdeid.io.shutil, "rmtree", failing_rmtree)
+    nlp = load_pipeline(str(pipeline), {})
+    with pytest.warns(UserWarning, match="could not remove all of"):
+        deidentify_files(nlp, source, old, overwrite=True, progress=False)
+    assert sorted(p.name for p in old.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_the_mapping_is_private_and_links_and_pipelines_are_not_outputs(pipeline, tmp_path):
+    source = write_folder(tmp_path / "in", TEXTS)
+    cli(source, tmp_path / "out", "--model", pipeline, "--mapping", tmp_path / "mapping.jsonl")
+    assert (tmp_path / "mapping.jsonl").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    meta = (pipeline / "meta.json").read_bytes()
+    (tmp_path / "notes.md").write_text("mine")
+    nlp = load_pipeline(str(pipeline), {})
+    for output, mapping, message in [
+        (tmp_path / "link", None, "is a symbolic link"),
+        (tmp_path / "o2", pipeline / "meta.json", "lie inside the pipeline"),
+        (pipeline / "out", None, "lie inside the pipeline"),
+        (tmp_path / "o3", tmp_path / "notes.md", "not a mapping this command wrote"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            deidentify_files(nlp, source, output, mapping=mapping, overwrite=True, model=str(pipeline),
+                             progress=False)
+    assert (pipeline / "meta.json").read_bytes() == meta and (tmp_path / "notes.md").read_text() == "mine"
+    assert list((tmp_path / "real").iterdir()) == []
+    # a mapping this command wrote is replaced
+    cli(source, tmp_path / "o4", "--model", pipeline, "--mapping", tmp_path / "mapping.jsonl", "--overwrite")
+
+
+def test_every_bad_record_follows_on_error(pipeline, tmp_path, monkeypatch):
+    source = write_folder(tmp_path / "in", {**TEXTS, "locked": "Ana Ruiz", "dates": "Ana Ruiz, 31/12/9999 y 01/01/0001."})
+    (source / os.fsdecode(b"caf\xe9.txt")).write_text("Ana Ruiz")
+    real_read = Path.read_bytes
+
+    def read_bytes(self):  # what chmod 000 does for a user who is not root
+        if self.name == "locked.txt":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    nlp = load_pipeline(str(pipeline), {"strategy": "surrogate"})
+    skipped = []
+    summary = deidentify_files(nlp, source, tmp_path / "out", progress=False, report=skipped.append)
+    assert summary.documents == 3, skipped
+    assert any("locked.txt: cannot be read (Permission denied)" in m for m in skipped)
+    assert any("caf\\xe9.txt: the file name is not UTF-8" in m for m in skipped)
+    # whichever way the offset goes, one of the two dates falls off the calendar: masked, no traceback
+    assert "[FECHAS]" in (tmp_path / "out" / "dates.txt").read_text()
+    with pytest.raises(InputError, match="not UTF-8"):  # the first bad file in order
+        deidentify_files(nlp, source, tmp_path / "stopped", on_error="stop", progress=False)
+    assert not (tmp_path / "stopped").exists()
+
+    records = tmp_path / "ids.jsonl"
+    records.write_text("".join(json.dumps({"id": i, "text": TEXTS["a"]}) + "\n" for i in ("q.txt/z", "q", "r")))
+    skipped = []
+    summary = deidentify_files(nlp, records, tmp_path / "by_id", progress=False, report=skipped.append)
+    assert summary.documents == 2
+    assert skipped == [f"skipped: {records}:2: cannot write its output file q.txt (another document's output has that name)"]
+
+
+def test_the_command_line_uses_the_pipelines_saved_redactor(pipeline, tmp_path):
+    nlp = spacy.load(pipeline)
+    nlp.add_pipe("pii_redactor", config={"strategy": "surrogate", "labels": ["NOMBRE_SUJETO_ASISTENCIA"],
+                                         "seed": 42})
+    nlp.to_disk(tmp_path / "saved")
+    source = write_folder(tmp_path / "in", TEXTS)
+    result = cli(source, tmp_path / "out", "--model", tmp_path / "saved", "--summary", tmp_path / "summary.json")
+    text = (tmp_path / "out" / "a.txt").read_text()
+    assert "Ana Ruiz" not in text and "[" not in text and "12/03/2018" in text  # surrogate, names only
+    assert "strategy surrogate (pipeline)" in result.stdout and "seed 42 (pipeline)" in result.stdout
+    assert "labels NOMBRE_SUJETO_ASISTENCIA (pipeline)" in result.stdout
+    settings = json.loads((tmp_path / "summary.json").read_text())["redactor"]
+    assert settings["seed"] == {"value": 42, "from": "pipeline"}
+    result = cli(source, tmp_path / "out2", "--model", tmp_path / "saved", "--strategy", "mask")
+    assert "[NOMBRE_SUJETO_ASISTENCIA]" in (tmp_path / "out2" / "a.txt").read_text()
+    assert "strategy mask (option)" in result.stdout
+    result = cli(source, tmp_path / "out3", "--model", pipeline)
+    assert "strategy mask (default)" in result.stdout
+
+
+def test_options_checked_on_the_command_line(pipeline, tmp_path):
+    source = write_folder(tmp_path / "in", TEXTS)
+    result = cli(source, tmp_path / "out", "--model", pipeline, "--n-process", "0", check=False)
+    assert result.returncode == 2 and "n-process" in result.stderr
+    result = cli(source, tmp_path / "out", "--model", pipeline, "--labels", "NOMBRE", check=False)
+    assert result.returncode == 1 and "did you mean NOMBRE_PERSONAL_SANITARIO or NOMBRE_SUJETO_ASISTENCIA" in result.stderr
+    long_note = tmp_path / "long.txt"
+    long_note.write_text("Paciente Ana Ruiz. " * 60000)  # 1,140,000 characters, over spaCy's default
+    result = cli(long_note, tmp_path / "long_out.txt", "--model", pipeline, check=False)
+    assert result.returncode == 1 and "--max-length" in result.stderr
+    cli(long_note, tmp_path / "long_out.txt", "--model", pipeline, "--max-length", "2000000")
+    assert (tmp_path / "long_out.txt").read_text().count("[NOMBRE_SUJETO_ASISTENCIA]") == 60000
+
+
+def test_a_byte_order_mark_comes_back_and_the_mapping_restores_the_bytes(pipeline, tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    original = "\ufeffPaciente Ana Ruiz, 12/03/2018.\r\nAlta.\n".encode("utf-8")
+    (source / "a.txt").write_bytes(original)
+    cli(source, tmp_path / "out", "--model", pipeline, "--mapping", tmp_path / "m.jsonl")
+    output = (tmp_path / "out" / "a.txt").read_bytes()
+    assert output.startswith("\ufeffPaciente [NOMBRE_SUJETO_ASISTENCIA]".encode("utf-8"))
+    mapping = [json.loads(line) for line in (tmp_path / "m.jsonl").open(encoding="utf-8")]
+    assert reidentify(output.decode("utf-8"), mapping).encode("utf-8") == original
+
+
+def test_the_hash_key_appears_in_no_output_and_no_message(pipeline, tmp_path):
+    key = "s3cret-hosp1tal-key"
+    source = write_folder(tmp_path / "in", TEXTS)
+    env = {**os.environ, "SYNTHDEID_HASH_KEY": key}
+    runs = [subprocess.run([sys.executable, "-m", "synthdeid.deidentify", str(source), str(tmp_path / "out"),
+                            "--model", str(pipeline), "--strategy", "hash", "--mapping", str(tmp_path / "m.jsonl"),
+                            "--summary", str(tmp_path / "summary.json"), "--output-format", "brat"],
+                           capture_output=True, text=True, env=env, check=True)]
+    runs.append(subprocess.run([sys.executable, "-m", "synthdeid.deidentify", str(source), str(tmp_path / "o2"),
+                                "--model", str(pipeline), "--strategy", "hash", "--seed", "x"],
+                               capture_output=True, text=True, env=env))
+    assert "[NOMBRE_SUJETO_ASISTENCIA-" in (tmp_path / "out" / "a.txt").read_text()
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or key.encode() not in path.read_bytes(), path
+    for run in runs:
+        assert key not in run.stdout + run.stderr

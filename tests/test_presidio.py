@@ -50,3 +50,31 @@ def test_an_unknown_model_fails_before_presidio_tries_a_download(tmp_path, monke
     monkeypatch.setattr(spacy.cli, "download", lambda *a, **k: pytest.fail("Presidio tried to download a model"))
     with pytest.raises(ValueError, match="es_deid_meddocn: neither an installed pipeline package nor a pipeline"):
         analyzer_engine("es_deid_meddocn")
+
+
+def test_a_pipeline_folder_loads_in_a_fresh_process_and_unmapped_labels_are_refused(tmp_path):
+    import subprocess
+    import sys
+
+    import synthdeid.redact  # noqa: F401  only to build the folder; the child process imports nothing of ours
+
+    nlp = spacy.blank("es")
+    nlp.add_pipe("entity_ruler").add_patterns([
+        {"label": "NOMBRE_SUJETO_ASISTENCIA", "pattern": "Ana Ruiz"}, {"label": "PERSONA_X", "pattern": "Luis"}])
+    nlp.add_pipe("pii_redactor")
+    nlp.to_disk(tmp_path / "pipeline")
+    script = (
+        "import sys\n"
+        "from synthdeid.presidio import ENTITY_MAPPING, analyzer_engine\n"
+        "try:\n"
+        f"    analyzer_engine({str(tmp_path / 'pipeline')!r})\n"
+        "except ValueError as err:\n"
+        "    print('refused:', err)\n"
+        f"engine = analyzer_engine({str(tmp_path / 'pipeline')!r}, {{**ENTITY_MAPPING, 'PERSONA_X': 'PERSON'}})\n"
+        "text = 'Paciente Ana Ruiz y Luis.'\n"
+        "print(sorted(text[r.start:r.end] for r in engine.analyze(text, language='es')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "refused:" in result.stdout and "PERSONA_X have no Presidio entity type" in result.stdout
+    assert "['Ana Ruiz', 'Luis']" in result.stdout

@@ -187,7 +187,8 @@ def test_hash_is_keyed_and_consistent(monkeypatch):
     entities = [("Ana Ruiz", "NOMBRE_SUJETO_ASISTENCIA"), ("Luis Soto", "NOMBRE_SUJETO_ASISTENCIA"),
                 ("Ana  Ruiz", "NOMBRE_SUJETO_ASISTENCIA")]
     text = "Ana Ruiz y Luis Soto; Ana  Ruiz."
-    doc = redact({"strategy": "hash", "hash_key": "k1"}, text, entities)
+    monkeypatch.setenv("SYNTHDEID_HASH_KEY", "k1")
+    doc = redact({"strategy": "hash"}, text, entities)
     tokens = [r["replacement"] for r in doc._.pii_replacements]
     assert re.fullmatch(r"\[NOMBRE_SUJETO_ASISTENCIA-[0-9a-f]{12}\]", tokens[0])
     assert tokens[0] == tokens[2] != tokens[1]
@@ -197,8 +198,9 @@ def test_hash_is_keyed_and_consistent(monkeypatch):
 
 
 @pytest.mark.parametrize("strategy", ["mask", "surrogate", "hash"])
-def test_mapping_round_trip(strategy):
-    doc = redact({"strategy": strategy, "hash_key": "k"})
+def test_mapping_round_trip(strategy, monkeypatch):
+    monkeypatch.setenv("SYNTHDEID_HASH_KEY", "k")
+    doc = redact({"strategy": strategy})
     assert doc._.deidentified != NOTE
     assert reidentify(doc._.deidentified, doc._.pii_replacements) == NOTE
     with pytest.raises(ValueError, match="does not fit"):
@@ -218,3 +220,58 @@ def test_time_grows_linearly_with_the_text():
     small, large = seconds(100), seconds(1000)
     # linear: about 10x; the old redactor (text rebuilt per entity) was about 100x
     assert large / small < 30, (small, large)
+
+
+def test_the_hash_key_is_never_in_the_config_a_file_or_an_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("SYNTHDEID_HASH_KEY", raising=False)
+    key = "k3y-0f-the-h0spital"
+    nlp = spacy.blank("es")
+    nlp.add_pipe("pii_redactor")
+    nlp.to_disk(tmp_path / "p")
+    # A key in the config is refused, and no error names it, not even spaCy's for another bad setting.
+    for config in ({"components.pii_redactor.hash_key": key},
+                   {"components.pii_redactor.hash_key": key, "components.pii_redactor.seed": "abc"},
+                   {"components.pii_redactor.hash_key": key, "components.pii_redactor.date_shift_days": "x"}):
+        with pytest.raises(ValueError) as err:
+            spacy.load(tmp_path / "p", config=config)
+        assert key not in str(err.value) and "pii_redactor" in str(err.value)
+    with pytest.raises(ValueError, match="seed = 'abc': expected an integer"):
+        spacy.load(tmp_path / "p", config={"components.pii_redactor.seed": "abc"})
+    # The key comes from a file the config names; saving the pipeline writes the path, not the key.
+    (tmp_path / "key").write_text(key + "\n")
+    loaded = spacy.load(tmp_path / "p", config={"components.pii_redactor.strategy": "hash",
+                                                "components.pii_redactor.hash_key_file": str(tmp_path / "key")})
+    loaded.to_disk(tmp_path / "saved")
+    monkeypatch.setenv("SYNTHDEID_HASH_KEY", key)
+    from_env = redact({"strategy": "hash"})
+    from_file = redact({"strategy": "hash", "hash_key_file": str(tmp_path / "key")})
+    assert from_env._.deidentified == from_file._.deidentified  # the same key either way
+    for path in (tmp_path / "saved").rglob("*"):
+        assert not path.is_file() or key.encode() not in path.read_bytes(), path
+    with pytest.raises(ValueError, match="hash_key_file .*missing: cannot be read"):
+        redact({"strategy": "hash", "hash_key_file": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"date_shift_days": [5000000, 5000001]}, "at most 36525 days"),
+    ({"date_shift_days": [-4000000, 4000000]}, "at most 36525 days"),
+    ({"date_shift_days": [1.5, 3]}, "two integers"),
+    ({"seed": True}, "seed = True: expected an integer"),
+    ({"labels": "NOMBRE_SUJETO_ASISTENCIA"}, "a list of labels"),
+    ({"labels": ["NOMBRE"]}, "did you mean NOMBRE_PERSONAL_SANITARIO or NOMBRE_SUJETO_ASISTENCIA"),
+])
+def test_settings_outside_what_the_redactor_can_do_fail_at_load(config, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        spacy.blank("es").add_pipe("pii_redactor", config=config)
+
+
+@pytest.mark.parametrize("text, days, expected", [
+    ("31/12/9999", 1, None),  # past the calendar: masked, not an OverflowError
+    ("01/01/0001", -1, None),
+    ("0001-01-02", 65, "0001-03-08"),  # years keep their four digits
+    ("01/01/1000", -400, "27/11/0998"),
+    ("0000-01-01", 1, None),
+    ("03/0000", 1, None),
+])
+def test_dates_at_the_ends_of_the_calendar(text, days, expected):
+    assert shift_date(text, days) == expected
