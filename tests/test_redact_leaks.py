@@ -177,3 +177,28 @@ def test_surrogates_are_never_another_entity_of_the_note():
         real = set().union(*(identifying_words("NOMBRE_SUJETO_ASISTENCIA", name) for name in names))
         for item in doc._.pii_replacements:
             assert not words(item["replacement"]) & real, item
+
+
+def test_the_leak_benchmark_counts_leaks_of_an_older_redactor(tmp_path):
+    """scripts/benchmark_leaks.py finds no leak in this redactor, and finds the
+    leaks of one that keeps lower-case words and edge punctuation in names."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import synthdeid.redact as redact
+    from conftest import REPO
+
+    leaky = tmp_path / "leaky_redact.py"
+    leaky.write_text(Path(redact.__file__).read_text(encoding="utf-8").replace(
+        "            if is_kept(label, part):", "            if is_kept(label, part) or not part[:1].isupper():"
+    ).replace("        if words(replacement) & ((set() if calendar else taboo) | identifying_words(label, original)):",
+              "        if False:"), encoding="utf-8")
+    env = {"SYNTHDEID_HASH_KEY": "k", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    for redactor, leaks in ((None, False), (leaky, True)):
+        args = [sys.executable, str(REPO / "scripts" / "benchmark_leaks.py"), "--notes", "80"]
+        result = subprocess.run(args + (["--redactor", str(redactor)] if redactor else []), capture_output=True,
+                                text=True, env=env, check=True)
+        surrogate = next(line for line in result.stdout.splitlines() if line.startswith("surrogate"))
+        assert (" 0 leak " not in surrogate) is leaks, result.stdout
+        assert "mask" in result.stdout and " 0 not restored" in surrogate
