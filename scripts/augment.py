@@ -1,11 +1,12 @@
 """Surrogate copies of the labelled synthetic train corpus: each note again
 with fresh PII values of the same labels (Faker surrogates; dates as random
 dates in varied Spanish writings). No annotator runs: the labels move with
-the values.
+the values. Optionally, narrative notes put surrogate values into prose
+(synthdeid/narrative.py).
 
-    python scripts/augment.py SYNTHETIC_TRAIN_DOCBIN OUT_DOCBIN [--copies 1] [--seed 0]
+    python scripts/augment.py SYNTHETIC_TRAIN_DOCBIN OUT_DOCBIN [--copies 1] [--narrative 0] [--seed 0]
 
-OUT_DOCBIN holds the input notes followed by their copies.
+OUT_DOCBIN holds the input notes, their copies, then the narrative notes.
 """
 
 from pathlib import Path
@@ -19,17 +20,19 @@ def main(
     synthetic: Path = typer.Argument(..., help="Labelled synthetic train DocBin (scripts/annotate.py)"),
     output: Path = typer.Argument(..., help="DocBin to write: the input notes, then their surrogate copies"),
     copies: int = typer.Option(1, min=0, help="Surrogate copies of each note (0: the notes alone)"),
+    narrative: int = typer.Option(0, min=0, help="Narrative notes: surrogate PII values in prose frames"),
     seed: int = typer.Option(0, help="Seed of the surrogate values"),
 ):
     try:
-        stats = augment_docbin(synthetic, output, copies=copies, seed=seed)
+        stats = augment_docbin(synthetic, output, copies=copies, narrative=narrative, seed=seed)
     except (FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     before, after = stats["input"], stats["output"]
     typer.echo(
         f"Wrote {output}: {after['documents']} notes ({before['documents']} labelled, {copies} surrogate "
-        f"cop{'y' if copies == 1 else 'ies'} of each), {after['words']} words, {after['entities']} entities"
+        f"cop{'y' if copies == 1 else 'ies'} of each, {narrative} narrative), {after['words']} words, "
+        f"{after['entities']} entities"
     )
 
 

@@ -1,7 +1,7 @@
 """Evaluate de-identification pipelines on a gold test DocBin."""
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -15,6 +15,10 @@ def main(
     pipeline: List[str] = typer.Option(..., help="NAME=PATH of a pipeline; repeat for several"),
     batch_size: int = typer.Option(16, help="Documents per batch"),
     gap: bool = typer.Option(False, help="Also write gap.md: pipelines named gold, relabelled and synthetic"),
+    behaviour: Optional[Path] = typer.Option(None, help="Behavioural test set (scripts/build_behaviour.py): also "
+                                                        "score recall outside the corpus's template"),
+    rules: List[str] = typer.Option([], help="NAME of a pipeline to score also with the pii_rules safety net "
+                                            "(as NAME+rules); repeat for several"),
 ):
     pipelines = {}
     for item in pipeline:
@@ -22,7 +26,7 @@ def main(
         if not sep or not name or not path:
             raise typer.BadParameter(f"expected NAME=PATH, got {item!r}", param_hint="--pipeline")
         pipelines[name] = path
-    results = evaluate_pipelines(test_path, pipelines, batch_size)
+    results = evaluate_pipelines(test_path, pipelines, batch_size, behaviour, rules)
     report = markdown_report(results)
     write_json(output_dir / "evaluation.json", results)
     write_text(output_dir / "evaluation.md", report)

@@ -23,6 +23,7 @@ def main(
         None, exists=True, help="DocBin whose texts check that pruning the vocabulary changes no prediction"
     ),
     check_limit: int = typer.Option(50, help="Check texts used from --check-docs"),
+    rules: bool = typer.Option(False, "--rules/--no-rules", help="Add the pii_rules safety net before the redactor"),
 ):
     performance = None
     if evaluation is not None and not evaluation_name:
@@ -41,6 +42,7 @@ def main(
         trained_on=trained_on,
         performance=performance,
         check_texts=[doc.text for doc in read_docs(check_docs)[:check_limit]] if check_docs else [],
+        rules=rules,
     )
     typer.echo(f"Built {wheel}")
 

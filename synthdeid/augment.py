@@ -24,7 +24,9 @@ from spacy.tokens import Doc, DocBin
 from tqdm import tqdm
 
 from .corpus import ID_KEY, RawDoc, corpus_stats, to_doc
+from .behaviour import frame_values
 from .io import atomic_path, read_docs
+from .narrative import filler_sentences, narrative_notes
 from .redact import MONTHS, PIIRedactor
 from .tokenizer import make_nlp
 
@@ -91,14 +93,16 @@ def surrogate_copy(doc: Doc, redactor: PIIRedactor, rng: random.Random, nlp: Lan
 
 
 def augment_docbin(
-    input_path: str | Path, output_path: str | Path, *, copies: int = 1, seed: int = 0
+    input_path: str | Path, output_path: str | Path, *, copies: int = 1, narrative: int = 0, seed: int = 0
 ) -> Dict[str, Any]:
     """Write (atomically) the documents of `input_path` followed by `copies`
-    surrogate copies of each, and return the corpus statistics of both. With
-    `copies` 0 the output holds the input documents only. Seeded: the same
-    input, copies and seed give the same output."""
-    if copies < 0:
-        raise ValueError(f"copies must be 0 or more, got {copies}")
+    surrogate copies of each and `narrative` narrative notes
+    (`narrative.narrative_notes`, values from surrogate copies), and return
+    the corpus statistics of input and output. With `copies` and `narrative`
+    0 the output holds the input documents only. Seeded: the same input,
+    settings and seed give the same output."""
+    if copies < 0 or narrative < 0:
+        raise ValueError(f"copies and narrative notes must be 0 or more, got {copies} and {narrative}")
     nlp = make_nlp()
     docs = read_docs(input_path, nlp.vocab)
     if not docs:  # an empty corpus would train nothing, and spaCy says so only much later
@@ -109,6 +113,14 @@ def augment_docbin(
         for doc in tqdm(docs, desc=f"surrogate copy {k + 1}/{copies}", unit="doc", disable=None):
             name = f"{doc.user_data.get('name', len(out))}~surrogate{k + 1}"
             out.append(surrogate_copy(doc, redactor, random.Random(f"{seed}\0{name}"), nlp, name))
+    if narrative:
+        surrogates = out[len(docs):]
+        if not surrogates:  # the values come from surrogate copies, never from the notes as written
+            redactor = PIIRedactor(strategy="surrogate", seed=seed)
+            surrogates = [surrogate_copy(doc, redactor, random.Random(f"{seed}\0{k}"), nlp, f"values{k}")
+                          for k, doc in enumerate(tqdm(docs, desc="surrogate values", unit="doc", disable=None))]
+        out += narrative_notes(frame_values(surrogates), filler_sentences(docs), nlp, notes=narrative, seed=seed)
     with atomic_path(output_path) as tmp:
         DocBin(store_user_data=True, docs=out).to_disk(tmp)
-    return {"input": corpus_stats(docs), "output": corpus_stats(out), "copies": copies, "seed": seed}
+    return {"input": corpus_stats(docs), "output": corpus_stats(out), "copies": copies, "narrative": narrative,
+            "seed": seed}

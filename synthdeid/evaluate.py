@@ -4,47 +4,80 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import spacy
 from spacy.tokens import Doc
 from tqdm import tqdm
 
+from .behaviour import TARGET_GROUPS, score_behaviour
 from .io import read_docs
 from .metrics import doc_words, score_docs
 
 
-def evaluate_pipeline(pipeline: str | Path, references: List[Doc], batch_size: int = 16) -> Dict:
-    """Run a pipeline over the reference texts and score what it predicts."""
+def predict(nlp, references: List[Doc], batch_size: int, desc: str) -> Tuple[List[Doc], float]:
+    """The pipeline's docs of the reference texts, and the seconds they took."""
+    start = time.perf_counter()
+    predictions = list(tqdm(nlp.pipe((ref.text for ref in references), batch_size=batch_size),
+                            total=len(references), desc=desc, unit="doc"))
+    return predictions, time.perf_counter() - start
+
+
+def with_rules(nlp):
+    """`nlp` with the `pii_rules` safety net after its last entity setter
+    (before the redactor, if it has one)."""
+    from . import rules  # noqa: F401  registers pii_rules
+
+    setters = [name for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns]
+    nlp.add_pipe("pii_rules", after=setters[-1] if setters else None)
+    return nlp
+
+
+def evaluate_pipeline(pipeline: str | Path, references: List[Doc], batch_size: int = 16,
+                      behaviour: Optional[List[Doc]] = None, rules: bool = False) -> Dict:
+    """Run a pipeline over the reference texts and score what it predicts;
+    with `behaviour` (sentences of `synthdeid.behaviour`) also its recall
+    outside the corpus's template; with `rules`, the pipeline with the
+    `pii_rules` safety net added."""
     if not Path(pipeline).exists():
         raise FileNotFoundError(f"{pipeline}: no such pipeline folder")
+    from . import rules as _rules  # noqa: F401  a pipeline may hold pii_rules
+
     nlp = spacy.load(pipeline)
-    start = time.perf_counter()
-    predictions = list(
-        tqdm(
-            nlp.pipe((ref.text for ref in references), batch_size=batch_size),
-            total=len(references),
-            desc=f"evaluate {Path(pipeline).name}",
-            unit="doc",
-        )
-    )
-    seconds = time.perf_counter() - start
+    if rules and "pii_rules" not in nlp.pipe_names:
+        with_rules(nlp)
+    predictions, seconds = predict(nlp, references, batch_size, f"evaluate {Path(pipeline).name}")
     words = sum(doc_words(ref) for ref in references)
     scores = score_docs(references, predictions)
     scores["speed"] = {"seconds": seconds, "words_per_second": words / seconds if seconds else 0.0}
+    if behaviour:
+        sentences, _ = predict(nlp, behaviour, batch_size, f"behaviour {Path(pipeline).name}")
+        scores["behaviour"] = score_behaviour(behaviour, sentences)
     return scores
 
 
-def evaluate_pipelines(test_path: str | Path, pipelines: Mapping[str, str | Path], batch_size: int = 16) -> Dict:
+def evaluate_pipelines(test_path: str | Path, pipelines: Mapping[str, str | Path], batch_size: int = 16,
+                       behaviour_path: Optional[str | Path] = None, rules_for: Sequence[str] = ()) -> Dict:
+    """Score each pipeline; those named in `rules_for` also with the
+    `pii_rules` safety net (as "<name>+rules")."""
+    unknown = sorted(set(rules_for) - set(pipelines))
+    if unknown:
+        raise ValueError(f"rules asked for pipelines {unknown} that are not evaluated ({sorted(pipelines)})")
     references = read_docs(test_path)
+    behaviour = read_docs(behaviour_path) if behaviour_path else None
+    scores = {}
+    for name, path in pipelines.items():
+        scores[name] = evaluate_pipeline(path, references, batch_size, behaviour)
+        if name in rules_for:
+            scores[f"{name}+rules"] = evaluate_pipeline(path, references, batch_size, behaviour, rules=True)
     results = {
         "test_set": str(test_path),
         "documents": len(references),
         "gold_entities": sum(len(doc.ents) for doc in references),
-        "pipelines": {
-            name: evaluate_pipeline(path, references, batch_size) for name, path in pipelines.items()
-        },
+        "pipelines": scores,
     }
+    if behaviour is not None:
+        results["behaviour_set"] = {"path": str(behaviour_path), "sentences": len(behaviour)}
     if {"synthetic", "gold"} <= set(pipelines):
         results["synthetic_gold_ratio"] = synthetic_gold_ratio(results["pipelines"])
     return results
@@ -89,6 +122,8 @@ def markdown_report(results: Dict) -> str:
             "",
             f"Synthetic/gold F1 ratio: entity {_f(ratio['entity'])}, token {_f(ratio['token'])}.",
         ]
+    if "behaviour_set" in results:
+        lines += ["", *behaviour_report(results)]
     labels = sorted({label for s in pipelines.values() for label in s["entity"]["per_label"]})
     names = list(pipelines)
     lines += [
@@ -113,6 +148,37 @@ def markdown_report(results: Dict) -> str:
         ]
         lines.append(f"| {label} | {support} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def behaviour_report(results: Dict) -> List[str]:
+    """Recall outside the template: caught (every character redacted, any
+    label) and strict recall of the target groups, and every label's."""
+    pipelines = {name: s["behaviour"] for name, s in results["pipelines"].items() if "behaviour" in s}
+    lines = [
+        f"Recall outside the template (`{results['behaviour_set']['path']}`, "
+        f"{results['behaviour_set']['sentences']} sentences; caught = every letter and digit inside a predicted "
+        "entity of any label / strict = offsets and label):",
+        "",
+        "| pipeline | " + " | ".join(TARGET_GROUPS) + " | all labels | precision (caught / strict) |",
+        "| --- | " + " | ".join("---:" for _ in TARGET_GROUPS) + " | ---: | ---: |",
+    ]
+    for name, b in pipelines.items():
+        cells = [f"{_f(b['groups'][g]['caught']['r'])} / {_f(b['groups'][g]['strict']['r'])}"
+                 if g in b["groups"] else "-" for g in TARGET_GROUPS]
+        micro = b["micro"]
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {_f(micro['caught']['r'])} / {_f(micro['strict']['r'])}"
+                     + f" | {_f(micro['caught']['p'])} / {_f(micro['strict']['p'])} |")
+    labels = sorted({label for b in pipelines.values() for label in b["per_label"]})
+    lines += ["", "Caught recall per label outside the template:", "",
+              "| label | sentences | " + " | ".join(pipelines) + " |",
+              "| --- | ---: | " + " | ".join("---:" for _ in pipelines) + " |"]
+    for label in labels:
+        support = next(b["per_label"][label]["support"] for b in pipelines.values() if label in b["per_label"])
+        lines.append(f"| {label} | {support} | " + " | ".join(
+            _f(b["per_label"][label]["caught"]["r"]) if label in b["per_label"] else "-" for b in pipelines.values())
+            + " |")
+    return lines
 
 
 GAP_ROLES = ("gold", "relabelled", "synthetic")

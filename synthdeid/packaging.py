@@ -14,8 +14,9 @@ from spacy.language import Language
 
 from .io import atomic_path
 
-# The redactor's code as the wheel ships it (`spacy package --code`).
+# The code of the components the wheel adds, as it ships it (`spacy package --code`).
 REDACT_CODE = Path(__file__).with_name("redact.py")
+RULES_CODE = Path(__file__).with_name("rules.py")
 
 FAKER_REQUIREMENT = "faker>=30"
 
@@ -91,18 +92,22 @@ def package_pipeline(
     trained_on: str,
     performance: Optional[Dict] = None,
     check_texts: Sequence[str] = (),
+    rules: bool = False,
 ) -> Path:
-    """Add the `pii_redactor` to a trained pipeline and build it as a wheel.
+    """Add the `pii_redactor` (and with `rules` the `pii_rules` safety net
+    before it) to a trained pipeline and build it as a wheel.
 
     The wheel's StringStore keeps only the strings the pipeline needs
     (`prune_strings`, checked on `check_texts`). Returns the wheel's path.
     The package folder appears in `output_dir` only when the wheel was built.
     """
-    if not Language.has_factory("pii_redactor"):
-        # Registered from the shipped file (module "redact"), as `spacy package
-        # --code` does: registered from synthdeid.redact, spaCy would make the
-        # wheel require synthdeid.
-        spacy.util.import_file("redact", REDACT_CODE)
+    code = {"pii_redactor": REDACT_CODE, **({"pii_rules": RULES_CODE} if rules else {})}
+    for factory, path in code.items():
+        if not Language.has_factory(factory):
+            # Registered from the shipped file (module "redact"), as `spacy
+            # package --code` does: registered from synthdeid.redact, spaCy
+            # would make the wheel require synthdeid.
+            spacy.util.import_file(path.stem, path)
     nlp = spacy.load(pipeline_dir)
     # spaCy prefixes the language unless the name has it, and its setup.py
     # always does: take the prefix off so that both agree ("es_deid" = "deid").
@@ -111,6 +116,8 @@ def package_pipeline(
         raise ValueError(f"package name {name!r}: use letters and digits, words joined by single underscores")
     if "pii_redactor" not in nlp.pipe_names:
         nlp.add_pipe("pii_redactor", last=True)
+    if rules and "pii_rules" not in nlp.pipe_names:
+        nlp.add_pipe("pii_rules", before="pii_redactor")
     nlp.meta.update(
         name=name,
         version=version,
@@ -135,7 +142,7 @@ def package_pipeline(
         package(
             Path(staging),
             tmp.parent,
-            code_paths=[REDACT_CODE],
+            code_paths=list(code.values()),
             create_sdist=False,
             create_wheel=True,
             force=True,
@@ -144,8 +151,8 @@ def package_pipeline(
         )
         requirements = json.loads((tmp / "meta.json").read_text(encoding="utf-8"))["requirements"]
         if any(r.lower().startswith("synthdeid") for r in requirements):
-            raise RuntimeError("the wheel would require synthdeid: pii_redactor was registered from synthdeid.redact; "
-                               "package in a process that has not imported it")
+            raise RuntimeError("the wheel would require synthdeid: pii_redactor or pii_rules was registered from "
+                               "synthdeid; package in a process that has not imported synthdeid.redact or .rules")
         wheel_name = f"{package_name}-py3-none-any.whl"
         if not (tmp / "dist" / wheel_name).exists():
             raise FileNotFoundError(f"{tmp / 'dist' / wheel_name}: spacy package did not build the wheel")

@@ -69,14 +69,14 @@ DEFAULT_CONFIG = {
     "consistency": "document",
     "known_labels": list(MEDDOCAN_LABELS),
 }
-# A shift past a century is no shift a date in a clinical note needs, and it
-# keeps every moved date inside the calendar for any note of the last 8,000 years.
+# No clinical note needs its dates moved by more than a century; a larger
+# range would only move dates off the calendar (they are then masked).
 MAX_SHIFT_DAYS = 36525
 
 
-# The settings carry no type annotations on purpose: spaCy would validate them
-# itself and print every setting of the component in its error, and
-# PIIRedactor checks each one with a message that never repeats a secret.
+# The settings are typed Any on purpose: spaCy would validate the types itself
+# and print every setting of the component in its error, while PIIRedactor
+# checks each one with a message that never repeats a secret.
 def make_pii_redactor(
     nlp: Language,
     name: str,

@@ -70,8 +70,8 @@ def test_module_closure_follows_every_import_form(tmp_path):
 # spaCy entry point): a step that loads one runs that module's code.
 # The committee runs the annotator's pipeline as one of its members.
 PIPELINE_MODULES = {"training/annotator/pipeline": {"hf_ner"}, "training/committee": {"committee", "hf_ner"}}
-# Modules a step reads as files rather than imports: the wheel ships the redactor's source.
-FILE_DEPS = {"package": {"synthdeid/redact.py"}}
+# Modules a step reads as files rather than imports: the wheel ships the redactor's and the rules' source.
+FILE_DEPS = {"package": {"synthdeid/redact.py", "synthdeid/rules.py"}}
 
 
 def test_commands_depend_on_their_scripts_modules_and_configs():

@@ -53,7 +53,7 @@ SMOKE_VARS = {
     "size_multiple": 0.5,
     "samples_per_prompt": 4,
 }
-STEPS = 17
+STEPS = 18
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +115,8 @@ def test_workflow_writes_every_output(project):
     assert set(evaluation["pipelines"]) == {"synthetic", "gold", "annotator", "committee", "labeller"}
     for scores in evaluation["pipelines"].values():
         assert 0.0 <= scores["entity"]["micro"]["f"] <= 1.0
+        assert 0.0 <= scores["behaviour"]["micro"]["caught"]["r"] <= 1.0  # recall outside the template
+    assert evaluation["behaviour_set"]["sentences"] == len(read_docs(project / "corpus/behaviour.spacy"))
     assert (project / "training/evaluation/evaluation.md").read_text().startswith("# Evaluation")
     privacy = json.loads((project / "training/privacy/privacy.json").read_text())
     assert 0.0 <= privacy["ngram_recall"]["5"]["recall"] <= 1.0
@@ -136,11 +138,12 @@ def test_rerun_skips_finished_steps(project):
 
 @pytest.fixture(scope="module")
 def wheel_env(project, tmp_path_factory):
-    """A fresh virtual environment with the workflow's wheel and a wheel of the gold pipeline."""
+    """A fresh virtual environment with the workflow's wheel and a wheel of the
+    gold pipeline with the pii_rules safety net."""
     gold_wheel_dir = tmp_path_factory.mktemp("gold-wheel")
     subprocess.run(
         [sys.executable, "scripts/package.py", "training/gold/model-best", str(gold_wheel_dir),
-         "--name", "deid_meddocan_gold", "--version", "0.1.0", "--trained-on", "gold (test only)"],
+         "--name", "deid_meddocan_gold", "--version", "0.1.0", "--trained-on", "gold (test only)", "--rules"],
         check=True, cwd=project,
     )
     wheels = [
@@ -206,3 +209,12 @@ def test_packaged_pipeline_writes_surrogates(wheel_env, tmp_path):
     assert "12/03/2018" not in out["deidentified"] and "4829311" not in out["deidentified"]
     assert re.search(r"Fecha de Ingreso: \d\d/\d\d/\d{4}\.", out["deidentified"]), out["deidentified"]
 
+
+
+def test_packaged_rules_catch_pii_in_prose_offline(wheel_env, tmp_path):
+    """The safety net ships as code in the wheel and runs where synthdeid is not installed."""
+    text = "Contacto: 612 345 678, correo pedro.lopez@gmail.com. Le atendió el Dr. Juan Ruiz Soto."
+    out = run_offline(wheel_env, f"{PACKAGE}_gold", text, tmp_path)
+    assert out["pipeline"][-2:] == ["pii_rules", "pii_redactor"]
+    for pii in ("612 345 678", "pedro.lopez@gmail.com", "Juan Ruiz Soto"):
+        assert pii not in out["deidentified"], out["deidentified"]

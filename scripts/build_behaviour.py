@@ -1,0 +1,31 @@
+"""Build the behavioural test set: PII values of the gold test split in narrative frames."""
+
+from pathlib import Path
+
+import typer
+
+from synthdeid.behaviour import build_behaviour_set, save_behaviour_set
+from synthdeid.io import read_docs
+
+
+def main(
+    test_path: Path = typer.Argument(..., help="Gold test DocBin: where the values come from"),
+    output: Path = typer.Argument(..., help="DocBin of the sentences to write"),
+    per_frame: int = typer.Option(20, min=1, help="Values drawn for each frame"),
+    seed: int = typer.Option(0, help="Seed of the draw"),
+):
+    try:
+        docs = build_behaviour_set(read_docs(test_path), per_frame=per_frame, seed=seed)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    if not docs:
+        typer.echo(f"error: {test_path}: no entity of a label the frames cover", err=True)
+        raise typer.Exit(1)
+    save_behaviour_set(docs, output)
+    frames = len({doc.user_data["frame"] for doc in docs})
+    typer.echo(f"Wrote {output}: {len(docs)} sentences, {frames} frames")
+
+
+if __name__ == "__main__":
+    typer.run(main)

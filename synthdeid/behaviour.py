@@ -1,0 +1,233 @@
+"""A behavioural test set for recall outside the corpus's template.
+
+MEDDOCAN notes put most identifiers in a fixed header ("Nombre: ...
+Apellidos: ... NHC: ..."), and its test notes follow the same template, so
+MEDDOCAN F1 cannot show whether a pipeline finds a name in running prose. In
+the spirit of CheckList (Ribeiro et al., 2020), `build_behaviour_set` puts
+real PII values into narrative frames written for that purpose: names after
+titles and verbs, at the start and end of a sentence, in lower and upper
+case; places, identifiers, e-mails, phones and dates in running text.
+
+Frames and values are kept apart: the frames are written here, the values
+are read from the gold *test* split (no model learns from it). Every sentence
+is one Doc whose single entity is the inserted value, with the frame's id in
+`doc.user_data["frame"]`. `score_behaviour` gives per-label and per-frame
+recall and precision: `strict` (offsets and label), and `caught` (every
+letter and digit of the value inside some predicted entity, whatever its
+label: what a redactor needs).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+
+from spacy.tokens import Doc, DocBin
+from spacy.vocab import Vocab
+
+from .metrics import prf
+
+# label -> [(frame id, text with {X} where the value goes)]. A frame id ending
+# in ":lower" or ":upper" writes the value in that case.
+FRAMES: Dict[str, List[Tuple[str, str]]] = {
+    "NOMBRE_SUJETO_ASISTENCIA": [
+        ("el paciente X fue", "El paciente {X} fue valorado en consulta de Digestivo."),
+        ("la paciente X refiere", "La paciente {X} refiere dolor abdominal de tres días de evolución."),
+        ("X acude (start)", "{X} acude a urgencias por fiebre y tos."),
+        ("se explica a X (end)", "Se explica el diagnóstico y el tratamiento a {X}."),
+        ("hablamos con X", "Hablamos con {X} sobre los resultados de la biopsia."),
+        ("ingresa X:lower", "Ingresa el paciente {X} para estudio."),
+        ("informe de X:upper", "INFORME DE ALTA DE {X}."),
+    ],
+    "NOMBRE_PERSONAL_SANITARIO": [
+        ("el Dr. X", "Fue valorado por el Dr. {X}, quien solicitó una resonancia."),
+        ("la Dra. X indica", "La Dra. {X} indica reposo relativo durante una semana."),
+        ("firmado: X", "Firmado: {X}, médico adjunto del servicio."),
+        ("se comenta con X", "Se comenta el caso con {X}, de Cardiología, que recomienda ecocardiograma."),
+        ("X solicita (start)", "{X} solicita una analítica completa."),
+    ],
+    "TERRITORIO": [
+        ("natural de X", "Natural de {X}, reside en la ciudad desde hace años."),
+        ("trasladado a X", "Fue trasladado a {X} para continuar el tratamiento."),
+        ("vive en X", "Vive en {X} con su pareja y dos hijos."),
+    ],
+    "PAIS": [
+        ("nacido en X", "Nacido en {X}, llegó hace cinco años."),
+        ("viaje a X", "Refiere un viaje reciente a {X} sin incidencias."),
+    ],
+    "CALLE": [
+        ("domicilio en X", "Su domicilio está en {X}, donde vive solo."),
+        ("enviar a X", "Se enviarán los resultados a {X}."),
+    ],
+    "HOSPITAL": [
+        ("remitido al X", "Es remitido al {X} para valoración por Neurocirugía."),
+        ("ingresó en el X", "Ingresó en el {X} el año pasado por una neumonía."),
+    ],
+    "CORREO_ELECTRONICO": [
+        ("contacto: correo X", "Contacto: correo {X}."),
+        ("escribir a X", "Puede escribir a {X} para cualquier duda."),
+        ("por correo (X)", "Envió los resultados por correo electrónico ({X}) a su médico."),
+    ],
+    "NUMERO_TELEFONO": [
+        ("llamar al X", "Llamar al {X} para pedir cita."),
+        ("su teléfono es X", "Su teléfono es el {X}, disponible por las tardes."),
+        ("contacto: X, correo", "Contacto: {X}, preferiblemente por la mañana."),
+    ],
+    "ID_SUJETO_ASISTENCIA": [
+        ("historia clínica X", "Se revisa la historia clínica número {X} en el sistema."),
+        ("con número X ingresa", "El paciente con número de historia {X} ingresa en planta."),
+    ],
+    "ID_ASEGURAMIENTO": [
+        ("tarjeta sanitaria X", "Presenta la tarjeta sanitaria {X} en admisión."),
+        ("afiliación X", "Su número de afiliación a la Seguridad Social es {X}."),
+    ],
+    "ID_TITULACION_PERSONAL_SANITARIO": [
+        ("colegiado X", "Firma el informe el médico colegiado {X}."),
+    ],
+    "FECHAS": [
+        ("el X acudió", "El {X} acudió a revisión sin cambios."),
+        ("desde el X", "Desde el {X} presenta cefalea diaria."),
+    ],
+    "EDAD_SUJETO_ASISTENCIA": [
+        ("varón de X", "Varón de {X} que consulta por tos persistente."),
+        ("a los X", "Fue intervenido a los {X} de una apendicitis."),
+    ],
+}
+# The labels the recall targets are set on.
+TARGET_GROUPS = {
+    "names": ("NOMBRE_SUJETO_ASISTENCIA", "NOMBRE_PERSONAL_SANITARIO"),
+    "e-mails": ("CORREO_ELECTRONICO",),
+    "phones": ("NUMERO_TELEFONO",),
+    "identifiers": ("ID_SUJETO_ASISTENCIA", "ID_ASEGURAMIENTO", "ID_TITULACION_PERSONAL_SANITARIO"),
+}
+
+
+def frame_values(docs: Iterable[Doc]) -> Dict[str, List[str]]:
+    """The distinct values of each label in `docs`, in order of appearance.
+    A patient's first name and surnames, annotated apart in the header
+    ("Nombre: Ana. Apellidos: Ruiz García."), are also joined into a full name.
+    Identifiers and phones keep only values with digits, places only those
+    without (a postal code is no town in prose)."""
+    values: Dict[str, Dict[str, None]] = defaultdict(dict)
+    for doc in docs:
+        patient = [" ".join(ent.text.split()) for ent in doc.ents if ent.label_ == "NOMBRE_SUJETO_ASISTENCIA"]
+        if len(patient) >= 2 and " " not in patient[0]:
+            values["NOMBRE_SUJETO_ASISTENCIA"][f"{patient[0]} {patient[1]}"] = None
+        for ent in doc.ents:
+            text = " ".join(ent.text.split())
+            digits = any(c.isdigit() for c in text)
+            if (ent.label_.startswith(("ID_", "NUMERO_")) and not digits) or (ent.label_ == "TERRITORIO" and digits):
+                continue
+            values[ent.label_][text] = None
+    return {label: list(found) for label, found in values.items()}
+
+
+def _cased(value: str, frame_id: str) -> str:
+    if frame_id.endswith(":lower"):
+        return value.lower()
+    if frame_id.endswith(":upper"):
+        return value.upper()
+    return value
+
+
+def build_behaviour_set(test_docs: Iterable[Doc], per_frame: int = 20, seed: int = 0) -> List[Doc]:
+    """Sentences of every frame, each with `per_frame` values of its label
+    drawn (seeded) from the test docs; labels without values are left out."""
+    values = frame_values(test_docs)
+    rng = random.Random(seed)
+    vocab = Vocab()
+    docs = []
+    for label, frames in FRAMES.items():
+        pool = values.get(label, [])
+        if not pool:
+            continue
+        for frame_id, frame in frames:
+            for value in rng.sample(pool, min(per_frame, len(pool))):
+                value = _cased(value, frame_id)
+                before, after = frame.split("{X}")
+                text = before + value + after
+                doc = _doc_with_entity(vocab, text, len(before), len(before) + len(value), label)
+                doc.user_data["frame"] = f"{label}: {frame_id}"
+                doc.user_data["label"] = label
+                docs.append(doc)
+    return docs
+
+
+def _doc_with_entity(vocab: Vocab, text: str, start: int, end: int, label: str) -> Doc:
+    """A whitespace-and-punctuation tokenised Doc of `text` whose one entity is [start, end)."""
+    words, spaces = [], []
+    for piece_start, piece_end in ((0, start), (start, end), (end, len(text))):
+        for match in re.finditer(r"\w+|[^\w\s]|\s+", text[piece_start:piece_end]):
+            if match.group() == " " and words and not spaces[-1]:
+                spaces[-1] = True  # one space after a token is its trailing space
+            else:
+                words.append(match.group())
+                spaces.append(False)
+    doc = Doc(vocab, words=words, spaces=spaces)
+    assert doc.text == text, (doc.text, text)
+    doc.ents = [doc.char_span(start, end, label=label)]
+    return doc
+
+
+def save_behaviour_set(docs: Sequence[Doc], path) -> None:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        DocBin(attrs=["ENT_IOB", "ENT_TYPE"], store_user_data=True, docs=docs).to_disk(tmp)
+
+
+def _caught(text: str, entity: Tuple[int, int], predicted: Sequence[Tuple[int, int]]) -> bool:
+    """Whether every letter and digit of `entity` lies in some predicted span
+    (a space between two redacted words gives nothing away)."""
+    start, end = entity
+    return all(any(s <= i < e for s, e in predicted) for i in range(start, end) if text[i].isalnum())
+
+
+def score_behaviour(references: Sequence[Doc], predictions: Sequence[Doc]) -> Dict:
+    """Recall and precision per label, per frame and per target group.
+    strict: a gold entity found with its offsets and label; caught: every
+    letter and digit of it inside predicted entities of any label. Precision counts
+    predicted entities that match a gold entity strictly, or (caught) that
+    overlap one."""
+    counts: Dict[str, Dict[str, Dict[str, int]]] = {
+        kind: defaultdict(lambda: {"tp": 0, "fn": 0, "fp": 0, "caught": 0, "stray": 0})
+        for kind in ("label", "frame")
+    }
+    for reference, prediction in zip(references, predictions, strict=True):
+        if reference.text != prediction.text:
+            raise ValueError("reference and predicted docs have different texts")
+        gold = {(ent.start_char, ent.end_char, ent.label_) for ent in reference.ents}
+        predicted = [(ent.start_char, ent.end_char, ent.label_) for ent in prediction.ents]
+        spans = [(s, e) for s, e, _ in predicted]
+        for kind, key in (("label", reference.user_data["label"]), ("frame", reference.user_data["frame"])):
+            row = counts[kind][key]
+            for start, end, label in gold:
+                found = (start, end, label) in predicted
+                row["tp" if found else "fn"] += 1
+                row["caught"] += _caught(reference.text, (start, end), spans)
+            row["fp"] += sum(item not in gold for item in predicted)
+            row["stray"] += sum(not any(s < ge and gs < e for gs, ge, _ in gold) for s, e, _ in predicted)
+
+    def summary(row: Mapping[str, int]) -> Dict:
+        strict = prf(row["tp"], row["fp"], row["fn"])
+        total = row["tp"] + row["fn"]
+        predicted = row["tp"] + row["fp"]
+        return {
+            "support": total,
+            "strict": {"p": strict["p"], "r": strict["r"], "f": strict["f"]},
+            "caught": {"r": row["caught"] / total if total else 0.0,
+                       "p": (predicted - row["stray"]) / predicted if predicted else 0.0},
+        }
+
+    per_label = {label: summary(row) for label, row in sorted(counts["label"].items())}
+    groups = {}
+    for group, labels in TARGET_GROUPS.items():
+        rows = [counts["label"][label] for label in labels if label in counts["label"]]
+        if rows:
+            groups[group] = summary({k: sum(r[k] for r in rows) for k in rows[0]})
+    everything = summary({k: sum(r[k] for r in counts["label"].values()) for k in
+                          ("tp", "fn", "fp", "caught", "stray")})
+    return {"micro": everything, "groups": groups, "per_label": per_label,
+            "per_frame": {frame: summary(row) for frame, row in sorted(counts["frame"].items())}}

@@ -1,0 +1,135 @@
+"""The behavioural test set (recall outside the template) and the pii_rules safety net."""
+
+import pytest
+import spacy
+from spacy.tokens import Doc, DocBin
+
+import synthdeid.rules  # noqa: F401  registers pii_rules
+from synthdeid.behaviour import FRAMES, build_behaviour_set, save_behaviour_set, score_behaviour, frame_values
+from synthdeid.evaluate import evaluate_pipelines, markdown_report
+from synthdeid.io import read_docs
+
+
+def header_doc(nlp, text, entities):
+    doc = nlp.make_doc(text)
+    doc.ents = [doc.char_span(text.index(value), text.index(value) + len(value), label=label)
+                for value, label in entities]
+    return doc
+
+
+@pytest.fixture(scope="module")
+def test_docs():
+    nlp = spacy.blank("es")
+    return [
+        header_doc(nlp, "Nombre: Ana. Apellidos: Ruiz García. NHC: 4829311. Email: ana@uv.es. Dr. Luis Soto.",
+                   [("Ana", "NOMBRE_SUJETO_ASISTENCIA"), ("Ruiz García", "NOMBRE_SUJETO_ASISTENCIA"),
+                    ("4829311", "ID_SUJETO_ASISTENCIA"), ("ana@uv.es", "CORREO_ELECTRONICO"),
+                    ("Luis Soto", "NOMBRE_PERSONAL_SANITARIO")]),
+        header_doc(nlp, "Nombre: Eva Gil. NHC: raza negra. Vive en Lugo, 27001.",
+                   [("Eva Gil", "NOMBRE_SUJETO_ASISTENCIA"), ("raza negra", "ID_SUJETO_ASISTENCIA"),
+                    ("Lugo", "TERRITORIO"), ("27001", "TERRITORIO")]),
+    ]
+
+
+def test_values_come_from_the_test_docs_with_full_names_and_plausible_forms(test_docs):
+    values = frame_values(test_docs)
+    assert values["NOMBRE_SUJETO_ASISTENCIA"] == ["Ana Ruiz García", "Ana", "Ruiz García", "Eva Gil"]
+    assert values["ID_SUJETO_ASISTENCIA"] == ["4829311"]  # an identifier without a digit is an annotation slip
+    assert values["TERRITORIO"] == ["Lugo"]  # a postal code is no town in prose
+
+
+def test_every_sentence_holds_one_test_value_in_a_frame(test_docs):
+    docs = build_behaviour_set(test_docs, per_frame=2, seed=3)
+    values = {v.lower() for vs in frame_values(test_docs).values() for v in vs}
+    frames = {f"{label}: {frame_id}" for label, frames in FRAMES.items() for frame_id, _ in frames}
+    for doc in docs:
+        [ent] = doc.ents
+        assert ent.text.lower() in values and ent.label_ == doc.user_data["label"]
+        assert doc.user_data["frame"] in frames
+        if doc.user_data["frame"].endswith(":upper"):
+            assert ent.text.isupper()
+    # labels with no value in the test docs get no sentence; each frame gets at most per_frame
+    assert {doc.user_data["label"] for doc in docs} == {
+        "NOMBRE_SUJETO_ASISTENCIA", "NOMBRE_PERSONAL_SANITARIO", "ID_SUJETO_ASISTENCIA", "CORREO_ELECTRONICO",
+        "TERRITORIO"}
+    assert len(docs) == 2 * len(FRAMES["NOMBRE_SUJETO_ASISTENCIA"]) + len(FRAMES["NOMBRE_PERSONAL_SANITARIO"]) \
+        + len(FRAMES["ID_SUJETO_ASISTENCIA"]) + len(FRAMES["CORREO_ELECTRONICO"]) + len(FRAMES["TERRITORIO"])
+    assert [d.text for d in build_behaviour_set(test_docs, per_frame=2, seed=3)] == [d.text for d in docs]
+
+
+def test_scores_count_strict_and_caught_recall_and_precision():
+    nlp = spacy.blank("es")
+    reference = header_doc(nlp, "Visto por el Dr. Luis Soto hoy.", [("Luis Soto", "NOMBRE_PERSONAL_SANITARIO")])
+    reference.user_data.update(frame="NOMBRE_PERSONAL_SANITARIO: el Dr. X", label="NOMBRE_PERSONAL_SANITARIO")
+    other = header_doc(nlp, "Llamar al 612345678 hoy.", [("612345678", "NUMERO_TELEFONO")])
+    other.user_data.update(frame="NUMERO_TELEFONO: llamar al X", label="NUMERO_TELEFONO")
+    # the name caught under two wrong labels, plus a stray entity; the phone missed
+    predicted = header_doc(nlp, reference.text, [("Visto", "FECHAS"), ("Luis", "INSTITUCION"),
+                                                 ("Soto", "TERRITORIO")])
+    scores = score_behaviour([reference, other], [predicted, nlp.make_doc(other.text)])
+    name = scores["per_label"]["NOMBRE_PERSONAL_SANITARIO"]
+    assert name["strict"]["r"] == 0.0 and name["caught"]["r"] == 1.0
+    assert name["caught"]["p"] == pytest.approx(2 / 3) and name["strict"]["p"] == 0.0
+    assert scores["groups"]["phones"]["caught"]["r"] == 0.0 and scores["groups"]["names"]["caught"]["r"] == 1.0
+    assert scores["micro"]["caught"]["r"] == 0.5
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("El paciente Juan Pérez fue valorado por el Dr. Ruiz, quien solicitó una resonancia.",
+     [("Juan Pérez", "NOMBRE_SUJETO_ASISTENCIA"), ("Ruiz", "NOMBRE_PERSONAL_SANITARIO")]),
+    ("Contacto: 612 345 678, correo pedro.lopez@gmail.com.",
+     [("612 345 678", "NUMERO_TELEFONO"), ("pedro.lopez@gmail.com", "CORREO_ELECTRONICO")]),
+    ("Su NSS es 28 73561347 15 y su NHC 4829311; colegiado 28 28 09867.",
+     [("28 73561347 15", "ID_ASEGURAMIENTO"), ("4829311", "ID_SUJETO_ASISTENCIA"),
+      ("28 28 09867", "ID_TITULACION_PERSONAL_SANITARIO")]),
+    ("El 12/03/2018 y el 3 de marzo de 2018, luego marzo de 2019; ver www.salud.es/citas.",
+     [("12/03/2018", "FECHAS"), ("3 de marzo de 2018", "FECHAS"), ("marzo de 2019", "FECHAS"),
+      ("www.salud.es/citas", "URL_WEB")]),
+    ("Juana Lozano Puebla acude hoy; llamar al 34 948 136272 o al 670.97.10.26.",
+     [("Juana Lozano Puebla", "NOMBRE_SUJETO_ASISTENCIA"), ("34 948 136272", "NUMERO_TELEFONO"),
+      ("670.97.10.26", "NUMERO_TELEFONO")]),
+    ("Tomó 3 comprimidos de 500 mg durante 2 semanas; Rosa no vino.", []),
+])
+def test_rules_find_what_has_a_form(text, expected):
+    nlp = spacy.blank("es")
+    nlp.add_pipe("pii_rules")
+    assert [(e.text, e.label_) for e in nlp(text).ents] == expected
+
+
+def test_the_ner_wins_unless_the_rules_overwrite_and_labels_choose_rules():
+    text = "Correo ana@uv.es, tel 612345678."
+    for overwrite, expected in ((False, "INSTITUCION"), (True, "CORREO_ELECTRONICO")):
+        nlp = spacy.blank("es")
+        nlp.add_pipe("entity_ruler").add_patterns([{"label": "INSTITUCION", "pattern": "ana@uv.es"}])
+        nlp.add_pipe("pii_rules", config={"overwrite": overwrite})
+        ents = [(e.text, e.label_) for e in nlp(text).ents]
+        assert ents == [("ana@uv.es", expected), ("612345678", "NUMERO_TELEFONO")]
+    nlp = spacy.blank("es")
+    nlp.add_pipe("pii_rules", config={"labels": ["NUMERO_TELEFONO"]})
+    assert [e.label_ for e in nlp(text).ents] == ["NUMERO_TELEFONO"]
+    with pytest.raises(ValueError, match="no rules for labels NOMBRE"):
+        spacy.blank("es").add_pipe("pii_rules", config={"labels": ["NOMBRE"]})
+    with pytest.raises(ValueError, match="no rules for language 'sv'"):
+        spacy.blank("sv").add_pipe("pii_rules")
+
+
+def test_evaluation_reports_recall_outside_the_template(test_docs, tmp_path):
+    save_behaviour_set(build_behaviour_set(test_docs, per_frame=2), tmp_path / "behaviour.spacy")
+    DocBin(docs=test_docs).to_disk(tmp_path / "test.spacy")
+    nlp = spacy.blank("es")
+    nlp.add_pipe("pii_rules")
+    nlp.to_disk(tmp_path / "rules")
+    results = evaluate_pipelines(tmp_path / "test.spacy", {"rules": tmp_path / "rules"},
+                                 behaviour_path=tmp_path / "behaviour.spacy")
+    behaviour = results["pipelines"]["rules"]["behaviour"]
+    assert behaviour["groups"]["e-mails"]["caught"]["r"] == 1.0
+    assert len(read_docs(tmp_path / "behaviour.spacy")) == results["behaviour_set"]["sentences"]
+    assert "Recall outside the template" in markdown_report(results)
+
+
+def test_values_with_odd_spacing_become_sentences():
+    nlp = spacy.blank("es")
+    doc = header_doc(nlp, "Nombre: Carlos. Apellidos: Miguel  Chamoy\n Ruiz.",
+                     [("Carlos", "NOMBRE_SUJETO_ASISTENCIA"), ("Miguel  Chamoy\n Ruiz", "NOMBRE_SUJETO_ASISTENCIA")])
+    sentences = build_behaviour_set([doc], per_frame=3)
+    assert "El paciente Carlos Miguel Chamoy Ruiz fue valorado en consulta de Digestivo." in [d.text for d in sentences]
