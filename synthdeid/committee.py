@@ -6,8 +6,8 @@ the spaCy pipeline of the gold config make different errors. A committee of
 them keeps a span (start, end, label) that at least `min_votes` members
 predict exactly; where kept spans overlap, the one with more votes wins, then
 the one that starts first. On MEDDOCAN `dev` the annotator, the gold pipeline
-and a second gold-config pipeline vote their way above each of them (README,
-"Committee annotator").
+and a second gold-config pipeline vote their way above each of them
+(docs/committee.md).
 
     nlp = spacy.load("corpus/tokenizer")
     nlp.add_pipe("ner_committee", config={"members": ["training/annotator/pipeline", "training/gold/model-best"]})
