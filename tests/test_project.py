@@ -117,3 +117,26 @@ def test_flag_vars_can_be_overridden_on_the_command_line():
     assert " --no-word-features " in scripts["train-annotator"]
     assert " --no-group-by-length " in scripts["train-annotator"]
     assert " --qlora " in scripts["adapt-generator"]
+
+
+def test_a_hub_id_base_and_a_device_reach_train_annotator(tmp_path):
+    """`--vars.annotator_base=<hub id>` must not stop weasel with a missing
+    dependency (a hub id is no path), and `--vars.device` must reach the
+    annotator's training, the costliest step."""
+    import shutil
+    import subprocess
+    import sys
+
+    project = load_project_config(REPO)
+    (command,) = [c for c in project["commands"] if c["name"] == "train-annotator"]
+    shutil.copy(REPO / "project.yml", tmp_path / "project.yml")
+    for dep in command["deps"]:
+        (tmp_path / dep).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / dep).touch()
+    run = subprocess.run(
+        [sys.executable, "-m", "weasel", "run", "train-annotator", str(tmp_path), "--dry",
+         "--vars.annotator_base=some-org/some-encoder", "--vars.device=cuda:1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "--base-model some-org/some-encoder" in run.stdout and "--device cuda:1" in run.stdout, run.stdout
