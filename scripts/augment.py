@@ -31,7 +31,7 @@ def main(
     before, after = stats["input"], stats["output"]
     typer.echo(
         f"Wrote {output}: {after['documents']} notes ({before['documents']} labelled, {copies} surrogate "
-        f"cop{'y' if copies == 1 else 'ies'} of each, {narrative} narrative), {after['words']} words, "
+        f"cop{'y' if copies == 1 else 'ies'} of each, {stats['narrative']} narrative), {after['words']} words, "
         f"{after['entities']} entities"
     )
 

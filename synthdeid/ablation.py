@@ -83,6 +83,7 @@ SETTINGS: Dict[str, type] = {
     "device": str,
     "synthetic_validation_fraction": float,
     "surrogate_copies": int,
+    "narrative_notes": int,
 }
 # Settings that only exist in a study: the share of gold train words the
 # annotator (and the gold pipeline) and the generator learn from.
@@ -449,7 +450,7 @@ class Artifacts:
         annotated, and its train notes with their surrogate copies (as `all`)."""
         key = artifact_key(
             f"x{_fmt(s['size_multiple'])}-annotator-f{_fmt(s['annotator_fraction'])}-{generator_label(s)}",
-            s, ("size_multiple", "synthetic_validation_fraction", "surrogate_copies"), seed, generation.parent.name,
+            s, ("size_multiple", "synthetic_validation_fraction", "surrogate_copies", "narrative_notes"), seed, generation.parent.name,
             annotator.parent.name,
         )
 
@@ -461,7 +462,7 @@ class Artifacts:
                     "--validation-fraction", s["synthetic_validation_fraction"], "--seed", seed,
                 ),
                 self.script("augment", out / "train.spacy", out / "train_augmented.spacy",
-                            "--copies", s["surrogate_copies"], "--seed", seed),
+                            "--copies", s["surrogate_copies"], "--narrative", s["narrative_notes"], "--seed", seed),
             ]
 
         return self._build("synthetic_corpus", key, commands, steps)

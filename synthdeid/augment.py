@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from .corpus import ID_KEY, RawDoc, corpus_stats, to_doc
 from .behaviour import frame_values
 from .io import atomic_path, read_docs
-from .narrative import filler_sentences, narrative_notes
+from .narrative import filler_sentences, narrative_notes, usable_values
 from .redact import MONTHS, PIIRedactor
 from .tokenizer import make_nlp
 
@@ -119,7 +120,12 @@ def augment_docbin(
             redactor = PIIRedactor(strategy="surrogate", seed=seed)
             surrogates = [surrogate_copy(doc, redactor, random.Random(f"{seed}\0{k}"), nlp, f"values{k}")
                           for k, doc in enumerate(tqdm(docs, desc="surrogate values", unit="doc", disable=None))]
-        out += narrative_notes(frame_values(surrogates), filler_sentences(docs), nlp, notes=narrative, seed=seed)
+        values = frame_values(surrogates)
+        if any(usable_values(values).values()):
+            out += narrative_notes(values, filler_sentences(docs), nlp, notes=narrative, seed=seed)
+        else:  # a corpus without PII values has nothing to put in prose: train on it as it is
+            warnings.warn(f"{input_path}: no PII values for the narrative frames; no narrative notes added")
+            narrative = 0
     with atomic_path(output_path) as tmp:
         DocBin(store_user_data=True, docs=out).to_disk(tmp)
     return {"input": corpus_stats(docs), "output": corpus_stats(out), "copies": copies, "narrative": narrative,

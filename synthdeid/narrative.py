@@ -136,6 +136,14 @@ def filler_sentences(docs: Sequence[Doc], min_words: int = 5, max_words: int = 4
     return list(found)
 
 
+def usable_values(values: Mapping[str, Sequence[str]]) -> Dict[str, List[str]]:
+    """The values of the labels that have narrative frames, of a form that
+    fits them: an age frame reads "a los {X} de ...", so ages in words
+    ("Adolescente") are left out."""
+    return {label: [v for v in values.get(label, ()) if label != "EDAD_SUJETO_ASISTENCIA" or any(c.isdigit() for c in v)]
+            for label in NARRATIVE_FRAMES}
+
+
 def _cased(value: str, label: str, rng: random.Random) -> str:
     if label in CASED_LABELS:
         draw = rng.random()
@@ -159,9 +167,7 @@ def narrative_notes(
     """`notes` Docs, each `pii_sentences` narrative frames filled with values
     of their label (labels without values are skipped) and
     `filler_sentences_per_note` entity-free sentences, shuffled (seeded)."""
-    # An age frame reads "a los {X} de ...": ages in words ("Adolescente") do not fit it.
-    values = {label: [v for v in found if label != "EDAD_SUJETO_ASISTENCIA" or any(c.isdigit() for c in v)]
-              for label, found in values.items()}
+    values = usable_values(values)
     frames = [(label, frame) for label, texts in NARRATIVE_FRAMES.items() if values.get(label) for frame in texts]
     if notes and not frames:
         raise ValueError(f"no values for any narrative label ({', '.join(NARRATIVE_FRAMES)})")

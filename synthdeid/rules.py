@@ -5,10 +5,13 @@ running prose: e-mail addresses, URLs, phone numbers, identifier-like digit
 runs, written dates, and capitalised words after a title (`el Dr. Ruiz`) or
 after `paciente`. Each rule has a label; `labels` chooses which run.
 
-Merge rule: the NER's entities win. A rule span is added only where it
-overlaps no entity already set (spaCy's `prioritize_existing_ents_filter`
-behaviour); among rule spans the longest wins. With `overwrite = true` the
-rule spans win instead, and the NER's entities they overlap are dropped.
+Merge rule: the NER's entities win. A rule span is added where it overlaps
+no entity already set; a span of a written form (`EXTENDING`: e-mail, URL,
+phone, identifiers, date) that contains the NER's entities and is longer
+replaces them, with the NER's label where they have one (the NER found part
+of a phone number); among rule spans the longest wins. With
+`overwrite = true` the rule spans win instead, and the NER's entities they
+overlap are dropped.
 Context words of a rule (the title, `paciente`) are not part of its span.
 
 This file is shipped inside packaged pipelines (`spacy package --code`), so
@@ -78,6 +81,11 @@ RULES: Dict[str, Dict[str, List[Tuple[int, List[Dict[str, Any]]]]]] = {
 }
 
 DEFAULT_CONFIG = {"labels": [], "overwrite": False}
+# Rules whose span is the whole of a written form: one of them that contains
+# the NER's entities replaces them. A name rule's end is a guess (capitalised
+# words), so the NER's names stay.
+EXTENDING = frozenset({"CORREO_ELECTRONICO", "URL_WEB", "NUMERO_TELEFONO", "ID_SUJETO_ASISTENCIA", "ID_ASEGURAMIENTO",
+                       "ID_TITULACION_PERSONAL_SANITARIO", "FECHAS"})
 
 
 def make_pii_rules(nlp: Language, name: str, labels: List[str], overwrite: bool) -> "PIIRules":
@@ -147,7 +155,17 @@ class PIIRules:
             kept = [ent for ent in doc.ents if not any(s.start < ent.end and ent.start < s.end for s in spans)]
             doc.ents = sorted(kept + spans, key=lambda span: span.start)
         else:
-            taken = {i for ent in doc.ents for i in range(ent.start, ent.end)}
-            added = [span for span in spans if not taken.intersection(range(span.start, span.end))]
-            doc.ents = sorted(list(doc.ents) + added, key=lambda span: span.start)
+            ents = list(doc.ents)
+            for span in spans:
+                overlapped = [ent for ent in ents if span.start < ent.end and ent.start < span.end]
+                if not overlapped:
+                    ents.append(span)
+                elif span.label_ in EXTENDING and len(span) > sum(len(ent) for ent in overlapped) and all(
+                        span.start <= ent.start and ent.end <= span.end for ent in overlapped):
+                    # The NER found part of the form (a phone's first digits): the whole
+                    # form is taken, with the NER's label where it gave one label.
+                    labels = {ent.label_ for ent in overlapped}
+                    label = labels.pop() if len(labels) == 1 else span.label_
+                    ents = [ent for ent in ents if ent not in overlapped] + [Span(doc, span.start, span.end, label=label)]
+            doc.ents = sorted(ents, key=lambda span: span.start)
         return doc

@@ -113,6 +113,20 @@ def test_the_ner_wins_unless_the_rules_overwrite_and_labels_choose_rules():
         spacy.blank("sv").add_pipe("pii_rules")
 
 
+def test_a_form_rule_takes_the_whole_form_where_the_ner_found_part_of_it():
+    text = "Llamar al 612 345 678 o escribir al Dr. Luis Soto Ruiz."
+    nlp = spacy.blank("es")
+    nlp.add_pipe("entity_ruler").add_patterns([
+        {"label": "ID_SUJETO_ASISTENCIA", "pattern": [{"ORTH": "612"}, {"ORTH": "345"}]},
+        {"label": "NOMBRE_PERSONAL_SANITARIO", "pattern": [{"ORTH": "Luis"}]},
+    ])
+    nlp.add_pipe("pii_rules")
+    # The phone's whole form, with the NER's label; a name rule's end is a
+    # guess, so the NER's name stays as it was.
+    assert [(e.text, e.label_) for e in nlp(text).ents] == [
+        ("612 345 678", "ID_SUJETO_ASISTENCIA"), ("Luis", "NOMBRE_PERSONAL_SANITARIO")]
+
+
 def test_evaluation_reports_recall_outside_the_template(test_docs, tmp_path):
     save_behaviour_set(build_behaviour_set(test_docs, per_frame=2), tmp_path / "behaviour.spacy")
     DocBin(docs=test_docs).to_disk(tmp_path / "test.spacy")

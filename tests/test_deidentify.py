@@ -280,8 +280,12 @@ def many_notes(path, count=20000):
 
 
 def start_cli(*args):
+    # As from a terminal: a shell starts background jobs with SIGINT ignored,
+    # and Python keeps it ignored, so a test run in the background would not
+    # see Ctrl-C reach the command line.
     return subprocess.Popen([sys.executable, "-m", "synthdeid.deidentify", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_temporaries(folder, process, timeout=120):

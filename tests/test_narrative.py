@@ -92,3 +92,14 @@ def test_augment_adds_narrative_notes_with_surrogate_values_only(tmp_path, copie
     again = tmp_path / "again.spacy"
     augment_docbin(tmp_path / "in.spacy", again, copies=copies, narrative=6, seed=0)
     assert again.read_bytes() == (tmp_path / "out.spacy").read_bytes()
+
+
+def test_a_corpus_without_pii_values_gets_no_narrative_notes_and_a_warning(tmp_path):
+    nlp = make_nlp()
+    doc, _ = to_doc(nlp, RawDoc(name="plain", text="Se pauta tratamiento antibiótico durante siete días.", spans=[]))
+    from spacy.tokens import DocBin
+
+    DocBin(store_user_data=True, docs=[doc]).to_disk(tmp_path / "in.spacy")
+    with pytest.warns(UserWarning, match="no narrative notes added"):
+        stats = augment_docbin(tmp_path / "in.spacy", tmp_path / "out.spacy", copies=1, narrative=5)
+    assert stats["narrative"] == 0 and len(read_docs(tmp_path / "out.spacy", nlp.vocab)) == 2

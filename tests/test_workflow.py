@@ -52,6 +52,7 @@ SMOKE_VARS = {
     "generator_block_size": 128,
     "size_multiple": 0.5,
     "samples_per_prompt": 4,
+    "narrative_notes": 30,
 }
 STEPS = 18
 
@@ -107,10 +108,12 @@ def test_workflow_writes_every_output(project):
     synthetic = json.loads((project / "corpus/synthetic/stats.json").read_text())
     assert synthetic["inputs"]["pipeline"] == "training/labeller/model-best"
     assert synthetic["splits"]["train"]["documents"] + synthetic["splits"]["validation"]["documents"] == len(records)
-    # The synthetic pipeline trains on the labelled notes and two surrogate copies of each.
+    # The synthetic pipeline trains on the labelled notes, two surrogate copies
+    # of each and the narrative notes.
     augmented = read_docs(project / "corpus/synthetic/train_augmented.spacy")
-    assert len(augmented) == 3 * synthetic["splits"]["train"]["documents"]
-    assert augmented[-1].user_data["name"].endswith("~surrogate2")
+    assert len(augmented) == 3 * synthetic["splits"]["train"]["documents"] + SMOKE_VARS["narrative_notes"]
+    assert augmented[-1 - SMOKE_VARS["narrative_notes"]].user_data["name"].endswith("~surrogate2")
+    assert augmented[-1].user_data["name"] == f"narrative{SMOKE_VARS['narrative_notes']}"
     evaluation = json.loads((project / "training/evaluation/evaluation.json").read_text())
     assert set(evaluation["pipelines"]) == {"synthetic", "gold", "annotator", "committee", "labeller"}
     for scores in evaluation["pipelines"].values():
