@@ -8,8 +8,8 @@ from typing import List
 
 import typer
 
-from synthdeid.ablation import Paths, StudyError, collect_results, load_study, run_study
-from synthdeid.ablation_report import write_report
+from synthdeid.training.ablation import Paths, StudyError, collect_results, load_study, run_study
+from synthdeid.training.ablation_report import write_report
 
 
 def main(

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from synthdeid.generator import DEFAULT_LEARNING_RATES, adapt_generator
+from synthdeid.training.generator import DEFAULT_LEARNING_RATES, adapt_generator
 
 
 def main(
@@ -49,7 +49,7 @@ def main(
     seed: int = typer.Option(0, help="Seed for the document choice, initialisation, dropout and data order"),
     log_every: int = typer.Option(10, help="Log the mean training loss every N steps"),
     limit: int = typer.Option(0, help="Use the first N train docs only (0: all), before --fraction"),
-    device: str = typer.Option("auto", help="auto (CUDA if available), cpu or cuda (pick a GPU with CUDA_VISIBLE_DEVICES)"),
+    device: str = typer.Option("cpu", help="cpu, auto (CUDA if available) or cuda (pick a GPU with CUDA_VISIBLE_DEVICES)"),
     keep_best_epoch: bool = typer.Option(
         True, help="Save the weights of the epoch with the lowest validation loss (else the last epoch's)"
     ),

@@ -12,12 +12,12 @@ from pathlib import Path
 import typer
 
 try:
-    from synthdeid.annotate import AnnotateError, annotate_generated
+    from synthdeid.training.labelling import AnnotateError, annotate_generated
 except ImportError:  # run from a checkout where the package is not installed
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from synthdeid.annotate import AnnotateError, annotate_generated
+    from synthdeid.training.labelling import AnnotateError, annotate_generated
 
 
 def main(

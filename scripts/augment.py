@@ -2,7 +2,7 @@
 with fresh PII values of the same labels (Faker surrogates; dates as random
 dates in varied Spanish writings). No annotator runs: the labels move with
 the values. Optionally, narrative notes put surrogate values into prose
-(synthdeid/narrative.py).
+(synthdeid/training/narrative.py).
 
     python scripts/augment.py SYNTHETIC_TRAIN_DOCBIN OUT_DOCBIN [--copies 1] [--narrative 0] [--seed 0]
 
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import typer
 
-from synthdeid.augment import augment_docbin
+from synthdeid.training.augment import augment_docbin
 
 
 def main(
     synthetic: Path = typer.Argument(..., help="Labelled synthetic train DocBin (scripts/annotate.py)"),
     output: Path = typer.Argument(..., help="DocBin to write: the input notes, then their surrogate copies"),
-    copies: int = typer.Option(1, min=0, help="Surrogate copies of each note (0: the notes alone)"),
-    narrative: int = typer.Option(0, min=0, help="Narrative notes: surrogate PII values in prose frames"),
+    copies: int = typer.Option(2, min=0, help="Surrogate copies of each note (0: the notes alone)"),
+    narrative: int = typer.Option(1000, min=0, help="Narrative notes: surrogate PII values in prose frames"),
     seed: int = typer.Option(0, help="Seed of the surrogate values"),
 ):
     try:

@@ -27,7 +27,7 @@ from weasel.cli.run import check_rerun
 from weasel.util import load_project_config
 
 from synthdeid.io import read_docs, write_json, write_text
-from synthdeid.metrics import doc_words
+from synthdeid.deidentify import doc_words
 
 app = typer.Typer(add_completion=False)
 STEPS_FILE = "training/benchmark_steps.json"

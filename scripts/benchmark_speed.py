@@ -17,9 +17,9 @@ from typing import Dict, List
 
 import typer
 
-from synthdeid.deidentify import load_pipeline
+from synthdeid.deidentify import load_redacting_pipeline
 from synthdeid.io import read_docs, write_json, write_text
-from synthdeid.metrics import doc_words
+from synthdeid.deidentify import doc_words
 
 STRATEGIES = ("mask", "surrogate", "hash")
 
@@ -73,7 +73,7 @@ def main(
     results: Dict = {"pipeline": str(folder), "corpus": {"notes": len(corpus), "bytes": size}, "cpus": os.cpu_count(),
                      "throughput": {}, "linearity": {}, "batch_size": batch_size}
     for strategy in STRATEGIES:
-        nlp = load_pipeline(str(folder), {"strategy": strategy})
+        nlp = load_redacting_pipeline(str(folder), {"strategy": strategy})
         nlp(texts[0])  # load lazily built parts (Faker's locale) outside the timing
         for n_process in (1, 2):
             figures = words_per_second(nlp, corpus, n_process, batch_size)
@@ -109,7 +109,7 @@ def main(
         for text in sample:
             analyzer.analyze(text, language="es")
         presidio_seconds = time.perf_counter() - start
-        nlp = load_pipeline(str(folder), {"strategy": "mask"})
+        nlp = load_redacting_pipeline(str(folder), {"strategy": "mask"})
         ours = words_per_second(nlp, sample, 1, batch_size)
         results["presidio"] = {"notes": len(sample), "analyzer_seconds": round(presidio_seconds, 2),
                                "words_per_second": round(ours["words"] / presidio_seconds, 1),

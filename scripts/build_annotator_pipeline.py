@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from synthdeid.annotator import build_annotator_pipeline
+from synthdeid.training.annotator import build_annotator_pipeline
 
 
 def main(

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from synthdeid.behaviour import build_behaviour_set, save_behaviour_set
+from synthdeid.training.behaviour import build_behaviour_set, save_behaviour_set
 from synthdeid.io import read_docs
 
 

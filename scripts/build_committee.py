@@ -6,7 +6,7 @@ from typing import List
 
 import typer
 
-from synthdeid.committee import build_committee_pipeline
+from synthdeid.training.committee import build_committee_pipeline
 
 
 def main(

@@ -11,12 +11,12 @@ from pathlib import Path
 import typer
 
 try:
-    from synthdeid.corpus import CorpusError, convert_corpus
+    from synthdeid.training.corpus import CorpusError, convert_corpus
 except ImportError:  # run from a checkout where the package is not installed
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from synthdeid.corpus import CorpusError, convert_corpus
+    from synthdeid.training.corpus import CorpusError, convert_corpus
 
 
 def main(

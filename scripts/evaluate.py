@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from synthdeid.evaluate import evaluate_pipelines, gap_report, markdown_report
+from synthdeid.training.evaluation import evaluate_pipelines, gap_report, markdown_report
 from synthdeid.io import write_json, write_text
 
 

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from synthdeid.generation import generate
+from synthdeid.training.synthesis import generate
 
 
 def main(
@@ -15,7 +15,7 @@ def main(
     output_path: Path = typer.Argument(..., help="JSONL file to write, one record per document"),
     config: Path = typer.Option(Path("configs/generate.cfg"), help="spacy-llm pipeline config"),
     size_multiple: float = typer.Option(
-        2.0,
+        1.0,
         help="Target size in words: synthetic words / gold train words (whitespace words); generation stops at "
         "the note that reaches ceil(size_multiple x gold train words)",
     ),

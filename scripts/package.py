@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from synthdeid.io import read_docs
-from synthdeid.packaging import package_pipeline, performance_from_evaluation
+from synthdeid.training.packaging import package_pipeline, performance_from_evaluation
 
 
 def main(
@@ -23,7 +23,7 @@ def main(
         None, exists=True, help="DocBin whose texts check that pruning the vocabulary changes no prediction"
     ),
     check_limit: int = typer.Option(50, help="Check texts used from --check-docs"),
-    rules: bool = typer.Option(False, "--rules/--no-rules", help="Add the pii_rules safety net before the redactor"),
+    rules: bool = typer.Option(True, "--rules/--no-rules", help="Add the pii_rules safety net before the redactor"),
 ):
     performance = None
     if evaluation is not None and not evaluation_name:

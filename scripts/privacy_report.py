@@ -15,12 +15,12 @@ from typing import List, Optional
 import typer
 
 try:
-    from synthdeid.privacy import DEFAULT_NGRAMS, privacy_report
+    from synthdeid.training.privacy import DEFAULT_NGRAMS, privacy_report
 except ImportError:  # run from a checkout where the package is not installed
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from synthdeid.privacy import DEFAULT_NGRAMS, privacy_report
+    from synthdeid.training.privacy import DEFAULT_NGRAMS, privacy_report
 
 
 def main(

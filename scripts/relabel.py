@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from synthdeid.annotate import AnnotateError, relabel_docbin
+from synthdeid.training.labelling import AnnotateError, relabel_docbin
 
 
 def main(

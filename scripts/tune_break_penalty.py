@@ -11,8 +11,8 @@ from typing import List
 import spacy
 import typer
 
-import synthdeid.hf_ner  # noqa: F401  registers the hf_ner factory
-from synthdeid.annotator import score_break_penalties
+import synthdeid.training.hf_ner  # noqa: F401  registers the hf_ner factory
+from synthdeid.training.annotator import score_break_penalties
 from synthdeid.io import read_docs, write_json
 
 DEFAULT_PENALTIES = "0,0.5,1,1.5,2,2.5,3,3.5,4,5"

@@ -36,13 +36,18 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, TextIO, Tuple
 import spacy
 import typer
 from spacy.language import Language
+from spacy.tokens import Doc
 from tqdm import tqdm
 
 from .io import atomic_path, decode_utf8, exclusive, read_text_records, write_json
-from .metrics import doc_words
 
 INPUT_FORMATS = ("auto", "txt", "jsonl", "brat")
 OUTPUT_FORMATS = ("txt", "jsonl", "brat")
+
+
+def doc_words(doc: Doc) -> int:
+    """Words of a doc for speed figures: its tokens, whitespace tokens excluded."""
+    return sum(not token.is_space for token in doc)
 
 
 class InputError(ValueError):
@@ -191,7 +196,7 @@ REDACTOR_SETTINGS = ("strategy", "strategies", "labels", "seed", "consistency")
 
 
 def open_pipeline(model: str) -> Language:
-    from . import redact  # noqa: F401  registers pii_redactor for pipelines without it
+    from . import redact, rules  # noqa: F401  register pii_redactor and pii_rules for pipeline folders
 
     try:
         return spacy.load(model)
@@ -214,7 +219,7 @@ def configure_redactor(nlp: Language, redactor: Mapping[str, Any]) -> bool:
     return saved
 
 
-def load_pipeline(model: str, redactor: Mapping[str, Any]) -> Language:
+def load_redacting_pipeline(model: str, redactor: Mapping[str, Any]) -> Language:
     """The pipeline with its `pii_redactor` configured (`configure_redactor`)."""
     nlp = open_pipeline(model)
     configure_redactor(nlp, redactor)

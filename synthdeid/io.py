@@ -316,3 +316,28 @@ def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[T
                 yield TextRecord(where, doc_id, error=message)
             else:
                 yield TextRecord(where, doc_id, text)
+
+
+@dataclass(frozen=True)
+class TextDoc:
+    """A document without annotation (a generated note): its id and text."""
+
+    name: str
+    text: str
+
+
+def read_text_docs(path: str | Path, error: Type[Exception] = ValueError) -> List[TextDoc]:
+    """The documents of an `{"id", "text"}` JSONL file (`read_text_records`),
+    all or none: a missing or empty file, or the first bad line, raises
+    `error` as `<file>:<line>: <problem>`."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such file")
+    docs: List[TextDoc] = []
+    for record in read_text_records(path):
+        if record.error:
+            raise error(record.error)
+        docs.append(TextDoc(record.doc_id, record.text))
+    if not docs:
+        raise error(f"{path}: no documents")
+    return docs

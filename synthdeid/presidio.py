@@ -11,13 +11,15 @@ anonymizer then works on its results as usual::
     results = analyzer.analyze(text, language="es")
     print(AnonymizerEngine().anonymize(text, results).text)
 
-Needs `pip install presidio-analyzer presidio-anonymizer` (not a requirement
-of synthdeid's pipelines).
+Needs `pip install 'synthdeid[presidio]'` (Presidio is not a requirement of
+synthdeid's pipelines).
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional
+
+from . import MissingExtra
 
 # MEDDOCAN label -> Presidio entity type (Presidio's own names where one fits).
 ENTITY_MAPPING: Dict[str, str] = {
@@ -86,8 +88,13 @@ def analyzer_engine(model: str, mapping: Optional[Mapping[str, str]] = None, wit
     from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
     # A pipeline folder names factories that only synthdeid registers (an
-    # installed package registers its own copy of the redactor).
-    from . import committee, hf_ner, redact  # noqa: F401
+    # installed package registers its own copies of the redactor and rules).
+    from . import redact, rules  # noqa: F401
+
+    try:  # annotator and committee folders: only with the training extra
+        from .training import committee, hf_ner  # noqa: F401
+    except MissingExtra:
+        pass
 
     # Presidio would try to download a model it cannot find: refuse it here.
     if not (spacy.util.is_package(str(model)) or Path(model).is_dir()):

@@ -16,6 +16,7 @@ import typer  # noqa: E402
 from spacy.tokens import DocBin  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+MEDDOCAN = REPO.parent / "shared" / "meddocan"
 
 LABELS = ["EDAD_SUJETO_ASISTENCIA", "FECHAS", "NOMBRE_SUJETO_ASISTENCIA", "TERRITORIO"]
 BIO = ["O"] + [f"{p}-{label}" for label in LABELS for p in ("B", "I")]
@@ -170,7 +171,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_model_dir, corpus):
     """The tiny BERT fine-tuned on the synthetic corpus: (model dir, log)."""
-    from synthdeid.annotator import train_annotator
+    from synthdeid.training.annotator import train_annotator
 
     out = tmp_path_factory.mktemp("trained") / "model"
     log = train_annotator(
@@ -183,6 +184,8 @@ def trained(tmp_path_factory, tiny_model_dir, corpus):
         learning_rate=5e-3,
         window_words=32,
         lexical_rows=64,
+        group_by_length=False,
+        precision="fp32",
         seed=0,
         progress=False,
     )
@@ -197,3 +200,20 @@ def cli(script):
     app = typer.Typer()
     app.command()(module.main)
     return app
+
+
+@pytest.fixture(scope="session")
+def meddocan() -> Path:
+    """MEDDOCAN's brat folders (train/, dev/) at ../shared/meddocan. The tests
+    that use them are marked `meddocan` (deselect them with -m "not meddocan")."""
+    missing = [split for split in ("train", "dev") if not (MEDDOCAN / split).is_dir()]
+    if missing:
+        pytest.fail(f"{MEDDOCAN}: no {' or '.join(missing)} folder; tests marked 'meddocan' read the MEDDOCAN corpus "
+                    "(brat train/ and dev/) there; put it there or deselect them with -m 'not meddocan'")
+    return MEDDOCAN
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "meddocan" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.meddocan)

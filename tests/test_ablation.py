@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from synthdeid.ablation import (
+from synthdeid.training.ablation import (
     Artifacts,
     Paths,
     StudyError,
@@ -20,10 +20,9 @@ from synthdeid.ablation import (
     run_study,
     write_prefix,
 )
-from synthdeid.ablation_report import aggregate, mean_sd, study_seconds, write_report
+from synthdeid.training.ablation_report import aggregate, mean_sd, study_seconds, write_report
 
 REPO = Path(__file__).resolve().parents[1]
-MEDDOCAN = REPO.parent / "shared" / "meddocan"
 LABELS = ["FECHAS", "TERRITORIO"]
 
 
@@ -221,11 +220,10 @@ axes:
 
 
 @pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
-    assert MEDDOCAN.is_dir(), f"{MEDDOCAN} is missing: the study test needs the shared corpus"
+def tiny_corpus(tmp_path_factory, meddocan):
     corpus = tmp_path_factory.mktemp("ablation") / "corpus"
     subprocess.run(
-        [sys.executable, "scripts/convert_corpus.py", str(MEDDOCAN / "train"), str(MEDDOCAN / "dev"), str(corpus),
+        [sys.executable, "scripts/convert_corpus.py", str(meddocan / "train"), str(meddocan / "dev"), str(corpus),
          "--limit", "12", "--validation-fraction", "0.25"],
         check=True, cwd=REPO,
     )
@@ -270,6 +268,7 @@ def test_a_synthetic_corpus_without_entities_trains_one_step(tmp_path, monkeypat
     assert [c[c.index("--training.max_steps") + 1] for c in ran] == ["1", "20"]
 
 
+@pytest.mark.slow
 def test_tiny_study_end_to_end_resumes_after_an_interruption(tiny_corpus, minilm_path, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -312,7 +311,9 @@ def test_tiny_study_end_to_end_resumes_after_an_interruption(tiny_corpus, minilm
     assert [r["status"] for r in results] == ["finished", "finished"] and len(reports) == 1
     small, large = results
     assert large["synthetic_corpus"]["train"]["words"] > small["synthetic_corpus"]["train"]["words"]
-    assert large["privacy"]["ngram_recall"]["5"] >= 0
+    # the larger corpus holds the smaller one's notes (generation resumed), so
+    # it repeats every gold 5-gram the smaller one does
+    assert large["privacy"]["ngram_recall"]["5"] >= small["privacy"]["ngram_recall"]["5"]
     for result in results:
         assert set(result["scores"]) == {"synthetic", "gold", "annotator"}
         assert {step["step"] for step in result["steps"]} >= {"annotator", "gold_pipeline", "generator", "generation",

@@ -9,19 +9,17 @@ from conftest import cli, make_docs, write_docbin
 from spacy.tokens import Doc, Span
 from typer.testing import CliRunner
 
-from synthdeid.annotate import (
+from synthdeid.training.labelling import (
     AnnotateError,
-    GeneratedDoc,
     annotate_generated,
     load_labeller,
-    read_generated,
     relabel_docbin,
 )
-from synthdeid.annotator import build_annotator_pipeline
-from synthdeid.corpus import ID_KEY, corpus_stats, split_train_validation
-from synthdeid.io import read_docs
-from synthdeid.metrics import doc_spans
-from synthdeid.tokenizer import make_nlp
+from synthdeid.training.annotator import build_annotator_pipeline
+from synthdeid.training.corpus import ID_KEY, corpus_stats, split_train_validation
+from synthdeid.io import TextDoc, read_docs, read_text_docs
+from synthdeid.training.metrics import doc_spans
+from synthdeid.training.tokenizer import make_nlp
 
 NOMBRE, TERRITORIO = "NOMBRE_SUJETO_ASISTENCIA", "TERRITORIO"
 
@@ -79,7 +77,7 @@ def test_annotate_cli_end_to_end(tmp_path, pipeline, gold):
     train, validation = read_out(out / "train.spacy"), read_out(out / "validation.spacy")
 
     # The seeded split of the ids, every document exactly once.
-    records = [GeneratedDoc(doc_id, text) for doc_id, (text, _) in TEXTS.items()]
+    records = [TextDoc(doc_id, text) for doc_id, (text, _) in TEXTS.items()]
     want_train, want_validation = split_train_validation(records, 0.2, 3)
     assert [d.user_data[ID_KEY] for d in train] == [r.name for r in want_train]
     assert [d.user_data[ID_KEY] for d in validation] == [r.name for r in want_validation]
@@ -181,18 +179,18 @@ def test_bad_generated_line_names_file_and_line(tmp_path, line, problem):
     path = tmp_path / "generated.jsonl"
     path.write_text('{"id": "syn-1", "text": "Hola."}\n\n' + line + "\n", encoding="utf-8")
     with pytest.raises(AnnotateError, match=f"generated.jsonl:3: {problem}"):
-        read_generated(path)
+        read_text_docs(path, AnnotateError)
 
 
 def test_generated_file_errors(tmp_path):
     with pytest.raises(AnnotateError, match="missing.jsonl: no such file"):
-        read_generated(tmp_path / "missing.jsonl")
+        read_text_docs(tmp_path / "missing.jsonl", AnnotateError)
     (tmp_path / "blank.jsonl").write_text("\n\n", encoding="utf-8")
     with pytest.raises(AnnotateError, match="blank.jsonl: no documents"):
-        read_generated(tmp_path / "blank.jsonl")
+        read_text_docs(tmp_path / "blank.jsonl", AnnotateError)
     (tmp_path / "latin1.jsonl").write_bytes(b'{"id": "a", "text": "x"}\n{"id": "b", "text": "Espa\xf1a"}\n')
     with pytest.raises(AnnotateError, match="latin1.jsonl:2: not valid UTF-8"):
-        read_generated(tmp_path / "latin1.jsonl")
+        read_text_docs(tmp_path / "latin1.jsonl", AnnotateError)
 
 
 def test_bad_inputs_write_nothing(tmp_path, pipeline, gold):
@@ -243,13 +241,13 @@ def test_corpus_stats_counts_words_without_whitespace():
 
 
 def test_interrupted_annotation_resumes_and_equals_an_uninterrupted_run(tmp_path, pipeline, gold, monkeypatch):
-    from synthdeid import annotate
+    from synthdeid.training import labelling
 
     texts = {f"syn-{i:02d}": (f"Ana vive en Madrid {i}. García y Valladolid.", []) for i in range(11)}
     generated = write_generated(tmp_path / "generated.jsonl", texts)
     annotate_generated(generated, pipeline, gold, tmp_path / "whole", validation_fraction=0.3)
-    monkeypatch.setattr(annotate.AnnotationCheckpoints, "CHUNK", 3)
-    flush, chunks = annotate.AnnotationCheckpoints.flush, []
+    monkeypatch.setattr(labelling.AnnotationCheckpoints, "CHUNK", 3)
+    flush, chunks = labelling.AnnotationCheckpoints.flush, []
 
     def interrupted(self):
         flush(self)
@@ -260,10 +258,10 @@ def test_interrupted_annotation_resumes_and_equals_an_uninterrupted_run(tmp_path
     out = tmp_path / "resumed"
     out.mkdir()
     (out / "stats.json").write_text("{}")  # an earlier run's finished marker
-    monkeypatch.setattr(annotate.AnnotationCheckpoints, "flush", interrupted)
+    monkeypatch.setattr(labelling.AnnotationCheckpoints, "flush", interrupted)
     with pytest.raises(KeyboardInterrupt):
         annotate_generated(generated, pipeline, gold, out, validation_fraction=0.3)
-    monkeypatch.setattr(annotate.AnnotationCheckpoints, "flush", flush)
+    monkeypatch.setattr(labelling.AnnotationCheckpoints, "flush", flush)
     assert (out / ".annotate_partial" / "chunk-00001.spacy").is_file()
     stats = annotate_generated(generated, pipeline, gold, out, validation_fraction=0.3)
     assert stats["resumed_after"] == 6 and not (out / ".annotate_partial").exists()
@@ -279,23 +277,23 @@ def test_interrupted_annotation_resumes_and_equals_an_uninterrupted_run(tmp_path
 def test_chunks_of_an_annotator_retrained_in_place_are_not_reused(tmp_path, pipeline, gold, monkeypatch):
     import shutil
 
-    from synthdeid import annotate
+    from synthdeid.training import labelling
 
     texts = {f"syn-{i:02d}": (f"Ana vive en Madrid {i}.", []) for i in range(8)}
     generated = write_generated(tmp_path / "generated.jsonl", texts)
     model = tmp_path / "annotator"
     shutil.copytree(pipeline, model)
-    monkeypatch.setattr(annotate.AnnotationCheckpoints, "CHUNK", 3)
-    flush = annotate.AnnotationCheckpoints.flush
+    monkeypatch.setattr(labelling.AnnotationCheckpoints, "CHUNK", 3)
+    flush = labelling.AnnotationCheckpoints.flush
 
     def interrupted(self):
         flush(self)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(annotate.AnnotationCheckpoints, "flush", interrupted)
+    monkeypatch.setattr(labelling.AnnotationCheckpoints, "flush", interrupted)
     with pytest.raises(KeyboardInterrupt):
         annotate_generated(generated, model, gold, tmp_path / "out", validation_fraction=0.3)
-    monkeypatch.setattr(annotate.AnnotationCheckpoints, "flush", flush)
+    monkeypatch.setattr(labelling.AnnotationCheckpoints, "flush", flush)
     meta = model / "meta.json"
     meta.write_text(meta.read_text(encoding="utf-8").replace("{", '{"retrained": true, ', 1), encoding="utf-8")
     stats = annotate_generated(generated, model, gold, tmp_path / "out", validation_fraction=0.3)

@@ -12,7 +12,7 @@ from spacy.vocab import Vocab
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 from typer.testing import CliRunner
 
-from synthdeid.annotator import (
+from synthdeid.training.annotator import (
     IGNORE_INDEX,
     LOG_FILE,
     bio_labels,
@@ -23,7 +23,7 @@ from synthdeid.annotator import (
     load_base_model,
     train_annotator,
 )
-from synthdeid.hf_ner import WORD_FEATURES_FILE, WordFeatures, word_shape
+from synthdeid.training.hf_ner import WORD_FEATURES_FILE, WordFeatures, word_shape
 from synthdeid.io import read_docs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,10 +126,11 @@ def test_training_learns_and_writes_the_model(trained):
 
 
 def test_group_by_length_batches_windows_of_similar_length(trained, corpus, tiny_model_dir, tmp_path):
-    _, shuffled = trained  # random batches of 8 windows (the default)
+    _, shuffled = trained  # random batches of 8 windows
     grouped = train_annotator(
         corpus["train"], corpus["validation"], tmp_path / "grouped", base_model=str(tiny_model_dir),
-        epochs=1, batch_size=8, learning_rate=5e-3, window_words=32, seed=0, group_by_length=True, progress=False,
+        epochs=1, batch_size=8, learning_rate=5e-3, window_words=32, lexical_rows=0, seed=0, group_by_length=True,
+        precision="fp32", progress=False,
     )
     assert grouped["arguments"]["group_by_length"] and not shuffled["arguments"]["group_by_length"]
     random_padding = shuffled["epochs"][0]["padded_per_subtoken"]
@@ -140,11 +141,11 @@ def test_group_by_length_batches_windows_of_similar_length(trained, corpus, tiny
 def test_bf16_precision_autocasts_the_training_forward_pass(corpus, tiny_model_dir, tmp_path, monkeypatch):
     import torch
 
-    from synthdeid.annotator import bf16_supported
+    from synthdeid.training.annotator import bf16_supported
 
     args = dict(base_model=str(tiny_model_dir), epochs=1, batch_size=8, learning_rate=5e-3, window_words=32,
-                lexical_rows=64, seed=0, progress=False)
-    fp32 = train_annotator(corpus["train"], corpus["validation"], tmp_path / "fp32", **args)
+                lexical_rows=64, group_by_length=False, seed=0, progress=False)
+    fp32 = train_annotator(corpus["train"], corpus["validation"], tmp_path / "fp32", precision="fp32", **args)
     bf16 = train_annotator(corpus["train"], corpus["validation"], tmp_path / "bf16", precision="bf16", **args)
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
     loss32, loss16 = fp32["epochs"][0]["loss"], bf16["epochs"][0]["loss"]
@@ -152,7 +153,7 @@ def test_bf16_precision_autocasts_the_training_forward_pass(corpus, tiny_model_d
     # The bf16 run exported ACCELERATE_MIXED_PRECISION=bf16 (TrainingArguments does), and the
     # Trainer's accelerator reads it: a float32 run after it, or under a caller's setting, stays float32.
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
-    again = train_annotator(corpus["train"], corpus["validation"], tmp_path / "fp32_again", **args)
+    again = train_annotator(corpus["train"], corpus["validation"], tmp_path / "fp32_again", precision="fp32", **args)
     assert again["epochs"][0]["loss"] == loss32
     # weights stay float32, so the saved model loads like any other
     saved = AutoModelForTokenClassification.from_pretrained(tmp_path / "bf16")
@@ -228,7 +229,7 @@ class Recorder:
 
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
 def test_inference_encodes_text_exactly_as_training(tmp_path, tiny_model_dir, kind):
-    from synthdeid.hf_ner import HFNER
+    from synthdeid.training.hf_ner import HFNER
 
     base = tiny_model_dir if kind == "bert" else roberta_dir(tmp_path / "roberta")
     model, tokenizer = load_base_model(base, BIO)
@@ -246,7 +247,7 @@ def test_inference_encodes_text_exactly_as_training(tmp_path, tiny_model_dir, ki
 
 
 def test_windows_of_a_long_doc_cover_every_word_within_the_budget():
-    from synthdeid.hf_ner import word_windows
+    from synthdeid.training.hf_ner import word_windows
 
     lengths = [1, 3, 2, 9, 1, 1, 2, 2, 1]
     windows = word_windows(lengths, window_words=3, budget=5, stride=1)
@@ -260,7 +261,7 @@ def test_windows_of_a_long_doc_cover_every_word_within_the_budget():
 def test_seeded_training_is_reproducible_and_the_cli_runs_it(tmp_path, tiny_model_dir):
     train = write_docbin(tmp_path / "train.spacy", make_docs(12, seed=5))
     val = write_docbin(tmp_path / "val.spacy", make_docs(4, seed=6))
-    args = {"epochs": 1, "batch_size": 4, "learning_rate": 5e-3, "window_words": 16, "seed": 3}
+    args = {"epochs": 1, "batch_size": 4, "learning_rate": 5e-3, "window_words": 16, "lexical_rows": 64, "seed": 3}
     log = train_annotator(train, val, tmp_path / "a", base_model=str(tiny_model_dir), progress=False, **args)
     spec = importlib.util.spec_from_file_location("train_annotator_cli", REPO / "scripts" / "train_annotator.py")
     module = importlib.util.module_from_spec(spec)

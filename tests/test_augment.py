@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from spacy.tokens import DocBin
 
-from synthdeid.augment import DATE_WRITINGS, augment_docbin, random_date_text, surrogate_copy
-from synthdeid.corpus import RawDoc, to_doc
+from synthdeid.training.augment import DATE_WRITINGS, augment_docbin, random_date_text, surrogate_copy
+from synthdeid.training.corpus import RawDoc, to_doc
 from synthdeid.io import read_docs
 from synthdeid.redact import PIIRedactor, shift_date
-from synthdeid.tokenizer import make_nlp
+from synthdeid.training.tokenizer import make_nlp
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = (
@@ -73,18 +73,18 @@ def test_augment_docbin_appends_seeded_copies(tmp_path):
     nlp = make_nlp()
     source = tmp_path / "train.spacy"
     write_corpus(source, nlp)
-    stats = augment_docbin(source, tmp_path / "a.spacy", copies=2, seed=0)
+    stats = augment_docbin(source, tmp_path / "a.spacy", copies=2, narrative=0, seed=0)
     docs = read_docs(tmp_path / "a.spacy", nlp.vocab)
     assert stats["output"]["documents"] == len(docs) == 9 and stats["input"]["documents"] == 3
     assert [d.text for d in docs[:3]] == [TEXT] * 3  # the labelled notes first, as they were
     assert [d.user_data["name"] for d in docs[3:]] == [f"note-{i}~surrogate{k}" for k in (1, 2) for i in range(3)]
     assert len({d.text for d in docs[3:]}) == 6  # every copy draws its own values
     assert stats["output"]["entities"] == 3 * stats["input"]["entities"]
-    augment_docbin(source, tmp_path / "b.spacy", copies=2, seed=0)
+    augment_docbin(source, tmp_path / "b.spacy", copies=2, narrative=0, seed=0)
     assert [d.text for d in read_docs(tmp_path / "b.spacy", nlp.vocab)] == [d.text for d in docs]
-    augment_docbin(source, tmp_path / "c.spacy", copies=2, seed=1)
+    augment_docbin(source, tmp_path / "c.spacy", copies=2, narrative=0, seed=1)
     assert [d.text for d in read_docs(tmp_path / "c.spacy", nlp.vocab)][3:] != [d.text for d in docs][3:]
-    augment_docbin(source, tmp_path / "none.spacy", copies=0)
+    augment_docbin(source, tmp_path / "none.spacy", copies=0, narrative=0)
     assert [d.text for d in read_docs(tmp_path / "none.spacy", nlp.vocab)] == [TEXT] * 3
 
 

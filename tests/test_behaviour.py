@@ -5,8 +5,8 @@ import spacy
 from spacy.tokens import Doc, DocBin
 
 import synthdeid.rules  # noqa: F401  registers pii_rules
-from synthdeid.behaviour import FRAMES, build_behaviour_set, save_behaviour_set, score_behaviour, frame_values
-from synthdeid.evaluate import evaluate_pipelines, markdown_report
+from synthdeid.training.behaviour import FRAMES, build_behaviour_set, save_behaviour_set, score_behaviour, frame_values
+from synthdeid.training.evaluation import evaluate_pipelines, markdown_report
 from synthdeid.io import read_docs
 
 

@@ -9,8 +9,8 @@ import spacy
 from conftest import cli
 from typer.testing import CliRunner
 
-from synthdeid.annotator import build_annotator_pipeline
-from synthdeid.committee import NERCommittee, build_committee_pipeline, elect
+from synthdeid.training.annotator import build_annotator_pipeline
+from synthdeid.training.committee import NERCommittee, build_committee_pipeline, elect
 from synthdeid.io import PipelineFolderError
 
 TEXT = "Ana vive en Madrid y Sevilla."

@@ -13,7 +13,7 @@ import typer
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
-from synthdeid.corpus import (
+from synthdeid.training.corpus import (
     CorpusError,
     RawDoc,
     ReadReport,
@@ -25,10 +25,9 @@ from synthdeid.corpus import (
     split_train_validation,
     to_doc,
 )
-from synthdeid.tokenizer import make_nlp
+from synthdeid.training.tokenizer import make_nlp
 
 REPO = Path(__file__).parents[1]
-MEDDOCAN = REPO.parent / "shared/meddocan"
 
 TEXT = "Nombre: Ana Ruiz.\nCP:28029.\nSexo: H.\n"
 ANN = "T1\tNOMBRE_SUJETO_ASISTENCIA 8 16\tAna Ruiz\nT2\tTERRITORIO 21 26\t28029\nT3\tSEXO_SUJETO_ASISTENCIA 34 35\tH\n"
@@ -369,10 +368,9 @@ def test_cli(tmp_path):
 
 
 @pytest.mark.parametrize("split", ["dev", "train"])
-def test_meddocan_alignment(nlp, split):
-    assert MEDDOCAN.is_dir(), f"{MEDDOCAN} is missing: this test needs the shared MEDDOCAN corpus"
+def test_meddocan_alignment(nlp, split, meddocan):
     total = aligned = 0
-    for raw in read_brat(MEDDOCAN / split):
+    for raw in read_brat(meddocan / split):
         doc = nlp.make_doc(raw.text)
         total += len(raw.spans)
         aligned += sum(doc.char_span(s, e) is not None for s, e, _ in raw.spans)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import spacy
+from spacy.tokens import Span
 
-from synthdeid.deidentify import InputError, deidentify_files, load_pipeline, read_inputs
+from synthdeid.deidentify import InputError, deidentify_files, load_redacting_pipeline, read_inputs
 from synthdeid.redact import reidentify
 
 TEXTS = {
@@ -89,6 +90,7 @@ def test_brat_in_brat_out(pipeline, tmp_path):
     assert label == "NOMBRE_SUJETO_ASISTENCIA" and text[int(start):int(end)] == shown
 
 
+@pytest.mark.slow
 def test_single_text_file_and_two_processes(pipeline, tmp_path):
     (tmp_path / "note.txt").write_text(TEXTS["a"])
     cli(tmp_path / "note.txt", tmp_path / "note.deid.txt", "--model", pipeline)
@@ -103,6 +105,7 @@ BAD = {"latin1.txt": "Ana Ruiz en Cáceres".encode("latin-1"), "binary.txt": b"\
        "empty.txt": b"  \n"}
 
 
+@pytest.mark.slow
 def test_bad_files_are_skipped_by_name_or_stop_the_run(pipeline, tmp_path):
     source = write_folder(tmp_path / "in", TEXTS)
     for name, data in BAD.items():
@@ -120,6 +123,7 @@ def test_bad_files_are_skipped_by_name_or_stop_the_run(pipeline, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
+@pytest.mark.slow
 def test_jsonl_to_txt_folder_and_an_output_of_the_wrong_kind(pipeline, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in TEXTS.items()))
@@ -156,7 +160,7 @@ def test_jsonl_ids_must_be_unique_and_safe_as_file_names(pipeline, tmp_path):
     assert f"{source}:2: duplicate id 'a' (first on line 1)" == str(items[1][1])
     assert "'id' must be a non-empty string or an integer, got None" in str(items[2][1])
     assert str(items[6][1]).startswith(f"{source}:7: not valid UTF-8 (byte 0xff)")
-    nlp = load_pipeline(str(pipeline), {})
+    nlp = load_redacting_pipeline(str(pipeline), {})
     skipped = []
     summary = deidentify_files(nlp, source, tmp_path / "out", progress=False, report=skipped.append)
     assert summary.documents == 2 and len(skipped) == 5
@@ -172,6 +176,7 @@ def test_jsonl_ids_must_be_unique_and_safe_as_file_names(pipeline, tmp_path):
     assert not (tmp_path / "stop").exists()
 
 
+@pytest.mark.slow
 def test_outputs_never_replace_inputs_or_hold_the_mapping(pipeline, tmp_path):
     source = write_folder(tmp_path / "in", TEXTS)
     (source / "a.TXT").write_text(TEXTS["b"])  # same id as a.txt
@@ -202,6 +207,7 @@ def test_outputs_never_replace_inputs_or_hold_the_mapping(pipeline, tmp_path):
     assert sorted(p.name for p in taken.iterdir()) == ["a.txt", "b.txt"]
 
 
+@pytest.mark.slow
 def test_loud_errors_before_anything_runs(pipeline, tmp_path):
     result = cli(tmp_path, tmp_path / "out", "--model", pipeline, "--labels", "NOMBRE", check=False)
     assert result.returncode == 1 and "pii_redactor" in result.stderr and "'NOMBRE'" in result.stderr
@@ -209,7 +215,7 @@ def test_loud_errors_before_anything_runs(pipeline, tmp_path):
     assert result.returncode == 1 and "no such file or folder" in result.stderr
     result = cli(tmp_path, tmp_path / "out", "--model", tmp_path / "no_model", check=False)
     assert result.returncode == 1 and "cannot load the pipeline" in result.stderr
-    nlp = load_pipeline(str(pipeline), {"strategy": "surrogate", "consistency": "corpus"})
+    nlp = load_redacting_pipeline(str(pipeline), {"strategy": "surrogate", "consistency": "corpus"})
     with pytest.raises(ValueError, match="n_process 1"):
         deidentify_files(nlp, tmp_path, tmp_path / "out", n_process=2)
 
@@ -219,7 +225,7 @@ def test_bom_surrogates_and_overlong_texts_in_jsonl(pipeline, tmp_path):
     lines = [json.dumps({"id": "a", "text": TEXTS["a"]}), '{"id": "s", "text": "Ana Ruiz \\ud800 aqu\u00ed"}',
              json.dumps({"id": "long", "text": "Ana Ruiz. " * 20}), json.dumps({"id": "b", "text": TEXTS["b"]})]
     source.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
-    nlp = load_pipeline(str(pipeline), {})
+    nlp = load_redacting_pipeline(str(pipeline), {})
     nlp.max_length = 100
     skipped = []
     summary = deidentify_files(nlp, source, tmp_path / "out.jsonl", output_format="jsonl", progress=False,
@@ -268,7 +274,11 @@ def test_packaged_copy_of_the_redactor_loads_beside_synthdeid(tmp_path):
     spec = importlib.util.spec_from_file_location("es_deid_copy.redact", redact.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert spacy.blank("es").add_pipe("pii_redactor") is not None
+    nlp = spacy.blank("es")
+    redactor = nlp.add_pipe("pii_redactor")
+    doc = nlp.make_doc("Paciente Ana Ruiz.")
+    doc.ents = [Span(doc, 1, 3, "NOMBRE_SUJETO_ASISTENCIA")]
+    assert redactor(doc)._.deidentified == "Paciente [NOMBRE_SUJETO_ASISTENCIA]."
 
 
 # --- what a run leaves behind, whatever happens to it
@@ -300,6 +310,7 @@ def wait_for_temporaries(folder, process, timeout=120):
     raise AssertionError(f"the run never started writing: {process.communicate()}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_signalled_run_leaves_no_output_mapping_or_temporary(pipeline, tmp_path, signum):
     source = many_notes(tmp_path / "in.jsonl")
@@ -314,6 +325,7 @@ def test_a_signalled_run_leaves_no_output_mapping_or_temporary(pipeline, tmp_pat
     assert list(work.iterdir()) == [], list(work.iterdir())
 
 
+@pytest.mark.slow
 def test_a_rerun_removes_what_a_killed_run_left(pipeline, tmp_path):
     source = many_notes(tmp_path / "in.jsonl", 5000)
     work = tmp_path / "work"
@@ -327,6 +339,7 @@ def test_a_rerun_removes_what_a_killed_run_left(pipeline, tmp_path):
     assert sorted(p.name for p in work.iterdir()) == ["mapping.jsonl", "out"]
 
 
+@pytest.mark.slow
 def test_two_runs_cannot_write_one_output(pipeline, tmp_path):
     source = many_notes(tmp_path / "in.jsonl")
     work = tmp_path / "work"
@@ -363,12 +376,13 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_is_in_place(pipeline, 
             raise PermissionError(13, "Permission denied", str(doomed[5]))
 
     monkeypatch.setattr(synthdeid.io.shutil, "rmtree", failing_rmtree)
-    nlp = load_pipeline(str(pipeline), {})
+    nlp = load_redacting_pipeline(str(pipeline), {})
     with pytest.warns(UserWarning, match="could not remove all of"):
         deidentify_files(nlp, source, old, overwrite=True, progress=False)
     assert sorted(p.name for p in old.iterdir()) == ["a.txt", "b.txt"]
 
 
+@pytest.mark.slow
 def test_the_mapping_is_private_and_links_and_pipelines_are_not_outputs(pipeline, tmp_path):
     source = write_folder(tmp_path / "in", TEXTS)
     cli(source, tmp_path / "out", "--model", pipeline, "--mapping", tmp_path / "mapping.jsonl")
@@ -377,7 +391,7 @@ def test_the_mapping_is_private_and_links_and_pipelines_are_not_outputs(pipeline
     (tmp_path / "link").symlink_to(tmp_path / "real")
     meta = (pipeline / "meta.json").read_bytes()
     (tmp_path / "notes.md").write_text("mine")
-    nlp = load_pipeline(str(pipeline), {})
+    nlp = load_redacting_pipeline(str(pipeline), {})
     for output, mapping, message in [
         (tmp_path / "link", None, "is a symbolic link"),
         (tmp_path / "o2", pipeline / "meta.json", "lie inside the pipeline"),
@@ -404,7 +418,7 @@ def test_every_bad_record_follows_on_error(pipeline, tmp_path, monkeypatch):
         return real_read(self)
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
-    nlp = load_pipeline(str(pipeline), {"strategy": "surrogate"})
+    nlp = load_redacting_pipeline(str(pipeline), {"strategy": "surrogate"})
     skipped = []
     summary = deidentify_files(nlp, source, tmp_path / "out", progress=False, report=skipped.append)
     assert summary.documents == 3, skipped
@@ -424,6 +438,7 @@ def test_every_bad_record_follows_on_error(pipeline, tmp_path, monkeypatch):
     assert skipped == [f"skipped: {records}:2: cannot write its output file q.txt (another document's output has that name)"]
 
 
+@pytest.mark.slow
 def test_the_command_line_uses_the_pipelines_saved_redactor(pipeline, tmp_path):
     nlp = spacy.load(pipeline)
     nlp.add_pipe("pii_redactor", config={"strategy": "surrogate", "labels": ["NOMBRE_SUJETO_ASISTENCIA"],
@@ -444,6 +459,7 @@ def test_the_command_line_uses_the_pipelines_saved_redactor(pipeline, tmp_path):
     assert "strategy mask (default)" in result.stdout
 
 
+@pytest.mark.slow
 def test_options_checked_on_the_command_line(pipeline, tmp_path):
     source = write_folder(tmp_path / "in", TEXTS)
     result = cli(source, tmp_path / "out", "--model", pipeline, "--n-process", "0", check=False)
@@ -470,6 +486,7 @@ def test_a_byte_order_mark_comes_back_and_the_mapping_restores_the_bytes(pipelin
     assert reidentify(output.decode("utf-8"), mapping).encode("utf-8") == original
 
 
+@pytest.mark.slow
 def test_the_hash_key_appears_in_no_output_and_no_message(pipeline, tmp_path):
     key = "s3cret-hosp1tal-key"
     source = write_folder(tmp_path / "in", TEXTS)

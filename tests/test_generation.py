@@ -19,7 +19,7 @@ from spacy_llm.registry import registry
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
-from synthdeid.generation import (
+from synthdeid.training.synthesis import (
     DROP_REASONS,
     build_pipeline,
     drop_reason,
@@ -30,15 +30,15 @@ from synthdeid.generation import (
     load_generation_config,
     max_line_repeats,
     model_of,
-    normalise,
+    collapse_whitespace,
     prompt_of,
     read_prompts,
     repeated_ngram_share,
-    stats_markdown,
+    generation_stats_markdown,
     target_size,
 )
-from synthdeid.generator import generator_model_dir
-from synthdeid.llm import MODEL_NAME, hf_causal_lm
+from synthdeid.training.generator import generator_model_dir
+from synthdeid.training.spacy_llm_model import MODEL_NAME, hf_causal_lm
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "generate.cfg"
@@ -174,7 +174,7 @@ def test_drop_reasons_on_hand_made_texts():
     for fine in (good + " NombreNombreNombre.", good + "\n----------------\n" + good.replace("dolor", "tos")):
         assert glued_loop(fine) is None and drop_reason(fine, prompt + fine, set()) is None
     # exact duplicate of a kept text after whitespace normalisation
-    kept = {normalise(prompt + good)}
+    kept = {collapse_whitespace(prompt + good)}
     respaced = "  " + good.replace(" ", "\n", 3)
     assert drop_reason(respaced, prompt + respaced, kept) == "duplicate"
     assert drop_reason(good + " Alta.", prompt + good + " Alta.", kept) is None
@@ -187,7 +187,7 @@ def test_gold_like_notes_pass_the_filters():
         text, _ = make_note(rng)
         prompt = prompt_of(text)
         if drop_reason(text[len(prompt) :], text, kept) is None:
-            kept.add(normalise(text))
+            kept.add(collapse_whitespace(text))
     assert len(kept) == 50
 
 
@@ -367,7 +367,7 @@ def test_generate_reaches_the_word_target_reproducibly(tmp_path, generator_dir, 
         assert record["seed"] >= OPTIONS["seed"]
         assert record["end_reason"] in ("eos", "length") and 0 < record["new_tokens"] <= 40
         assert (record["end_reason"] == "length") == (record["new_tokens"] == 40)
-    assert len({normalise(r["text"]) for r in records}) == len(records)
+    assert len({collapse_whitespace(r["text"]) for r in records}) == len(records)
 
     assert json.loads((tmp_path / "a.json").read_text()) == stats
     assert set(stats["dropped"]) == set(DROP_REASONS)
@@ -397,11 +397,11 @@ def test_generate_reaches_the_word_target_reproducibly(tmp_path, generator_dir, 
     assert len(histogram["edges"]) == len(histogram["counts"]["gold_train"]) + 1
     assert histogram["edges"][-1] > max(gold["max"], synthetic["max"])
     report = (tmp_path / "a.md").read_text()
-    assert report == stats_markdown(stats) and "| kept / gold train |" in report and "| eos |" in report
+    assert report == generation_stats_markdown(stats) and "| kept / gold train |" in report and "| eos |" in report
 
 
 def test_generation_resumes_and_grows_to_exactly_what_one_run_gives(tmp_path, generator_dir, docbins, monkeypatch):
-    from synthdeid import generation
+    from synthdeid.training import synthesis
 
     def run(name, size, **options):
         return generate(
@@ -414,7 +414,7 @@ def test_generation_resumes_and_grows_to_exactly_what_one_run_gives(tmp_path, ge
     whole = (tmp_path / "whole.jsonl").read_bytes()
 
     # Interrupted after its third checkpoint: the partial records and the state stay.
-    save, calls = generation.ProgressFiles._save, []
+    save, calls = synthesis.ProgressFiles._save, []
 
     def interrupted(self, checkpoint):
         save(self, checkpoint)
@@ -422,10 +422,10 @@ def test_generation_resumes_and_grows_to_exactly_what_one_run_gives(tmp_path, ge
         if len(calls) == 4:  # the first save is the starting point
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(generation.ProgressFiles, "_save", interrupted)
+    monkeypatch.setattr(synthesis.ProgressFiles, "_save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run("resumed", 0.8)
-    monkeypatch.setattr(generation.ProgressFiles, "_save", save)
+    monkeypatch.setattr(synthesis.ProgressFiles, "_save", save)
     assert not (tmp_path / "resumed.jsonl").exists() and (tmp_path / "resumed.jsonl.partial").is_file()
     stats = run("resumed", 0.8)
     assert stats["resumed_from"] == {"records": calls[-1].records, "batches": calls[-1].batches} != {

@@ -9,7 +9,7 @@ from conftest import cli, make_docs, write_docbin
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from synthdeid.generator import (
+from synthdeid.training.generator import (
     ADAPTER_CONFIG,
     CONFIG_FILE,
     LOSS_FILE,
@@ -127,7 +127,7 @@ def test_scratch_training_writes_model_curve_and_config(scratch_run):
 
 
 def test_training_sequences_are_one_note_each_opened_by_bos(tmp_path, texts_corpus, monkeypatch):
-    import synthdeid.generator as generator
+    import synthdeid.training.generator as generator
 
     seen = []
 
@@ -201,7 +201,7 @@ def test_note_sequences_pad_batch_and_length_batches(scratch_run):
 
 
 def test_prompts_are_encoded_as_note_openings_in_training(scratch_run):
-    from synthdeid.generation import prompt_of
+    from synthdeid.training.synthesis import prompt_of
 
     _, tokenizer = load_generator(scratch_run[0])
     notes = ["Nombre: Ana Ruiz García.\nFecha de ingreso: 01/02/2003.", "Datos del\npaciente.\nNombre: Luis."]
@@ -309,6 +309,7 @@ def test_scratch_dropout_is_saved_and_changes_training(tmp_path, texts_corpus, s
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_the_epoch_with_the_lowest_validation_loss_is_saved(tmp_path, texts_corpus):
     """Validation text the model cannot learn from (the train notes' words
     reversed) makes it overfit after an epoch or two: the saved model is the

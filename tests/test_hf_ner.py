@@ -14,7 +14,7 @@ from spacy.training import Example
 from spacy.vocab import Vocab
 from typer.testing import CliRunner
 
-from synthdeid.hf_ner import HFNER, decode_tags, split_tag
+from synthdeid.training.hf_ner import HFNER, decode_tags, split_tag
 from synthdeid.io import PipelineFolderError
 
 
@@ -235,7 +235,7 @@ def test_built_pipeline_round_trip_offline(tmp_path, trained):
 
 
 def test_build_errors_name_the_path(tmp_path, trained):
-    from synthdeid.annotator import build_annotator_pipeline
+    from synthdeid.training.annotator import build_annotator_pipeline
 
     with pytest.raises(FileNotFoundError, match="no-model"):
         build_annotator_pipeline(tmp_path / "no-model", tmp_path, tmp_path / "out")
@@ -318,7 +318,7 @@ def test_break_penalty_keeps_an_entity_whole_unless_the_scores_clearly_split_it(
 def test_break_penalties_are_scored_on_one_set_of_model_scores(rule_model_dir):
     from transformers import AutoTokenizer
 
-    from synthdeid.annotator import score_break_penalties
+    from synthdeid.training.annotator import score_break_penalties
 
     tokenizer = AutoTokenizer.from_pretrained(rule_model_dir)
     component = HFNER(break_penalty=0.5)
@@ -358,7 +358,7 @@ def test_a_character_the_encoder_does_not_know_does_not_hide_a_glued_name(rule_m
     """WordPiece reads "Ana🩺Madrid" as one [UNK]; the encoder must still see ana and madrid."""
     from transformers import AutoTokenizer
 
-    from synthdeid.hf_ner import encode_words, window_inputs
+    from synthdeid.training.hf_ner import encode_words, window_inputs
 
     tokenizer = AutoTokenizer.from_pretrained(rule_model_dir)
     assert tokenizer.tokenize("Ana🩺Madrid") == ["[UNK]"]
@@ -373,7 +373,7 @@ def test_a_character_the_encoder_does_not_know_does_not_hide_a_glued_name(rule_m
 
 
 def test_word_features_hash_the_word_its_prefix_and_suffix_stably():
-    from synthdeid.hf_ner import N_WORD_SHAPES, WordFeatures, word_shape
+    from synthdeid.training.hf_ner import N_WORD_SHAPES, WordFeatures, word_shape
 
     features = WordFeatures.new(4, lexical_rows=1000)
     assert features.layout == {"shape": N_WORD_SHAPES, "norm": 1000, "prefix": 250, "suffix": 250}
@@ -388,7 +388,7 @@ def test_word_features_hash_the_word_its_prefix_and_suffix_stably():
     plain = features.ids("Garcia")
     assert plain[1:3] != garcia[1:3] and plain[3:5] == garcia[3:5] and plain[5:] != garcia[5:]
     # a fixed hash (not Python's salted one): the same ids in another process
-    code = "from synthdeid.hf_ner import WordFeatures; print(list(WordFeatures.new(4, lexical_rows=1000).ids('García')))"
+    code = "from synthdeid.training.hf_ner import WordFeatures; print(list(WordFeatures.new(4, lexical_rows=1000).ids('García')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == list(garcia)
     # shapes only
@@ -400,7 +400,7 @@ def test_word_features_hash_the_word_its_prefix_and_suffix_stably():
 def test_word_features_save_and_load_their_layout(tmp_path):
     from safetensors.torch import save_file
 
-    from synthdeid.hf_ner import N_WORD_SHAPES, WORD_FEATURES_FILE, WordFeatures
+    from synthdeid.training.hf_ner import N_WORD_SHAPES, WORD_FEATURES_FILE, WordFeatures
 
     assert WordFeatures.load(tmp_path) is None
     features = WordFeatures.new(4, lexical_rows=40)

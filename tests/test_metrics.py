@@ -3,8 +3,8 @@ import spacy
 from spacy.tokens import Doc, Span
 from spacy.vocab import Vocab
 
-from synthdeid.evaluate import markdown_report, synthetic_gold_ratio
-from synthdeid.metrics import entity_scores, merge_spans, meddocan_scores, prf, score_docs, token_scores
+from synthdeid.training.evaluation import markdown_report, synthetic_gold_ratio
+from synthdeid.training.metrics import entity_scores, merge_spans, meddocan_scores, prf, score_docs, token_scores
 
 
 def test_prf_hand_computed():

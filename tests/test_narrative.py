@@ -2,12 +2,12 @@ import re
 
 import pytest
 
-from synthdeid.augment import augment_docbin
-from synthdeid.behaviour import FRAMES
-from synthdeid.corpus import RawDoc, to_doc
+from synthdeid.training.augment import augment_docbin
+from synthdeid.training.behaviour import FRAMES
+from synthdeid.training.corpus import RawDoc, to_doc
 from synthdeid.io import read_docs
-from synthdeid.narrative import CASED_LABELS, NARRATIVE_FRAMES, filler_sentences, narrative_notes
-from synthdeid.tokenizer import make_nlp
+from synthdeid.training.narrative import CASED_LABELS, NARRATIVE_FRAMES, filler_sentences, narrative_notes
+from synthdeid.training.tokenizer import make_nlp
 
 from test_augment import VALUES, write_corpus
 

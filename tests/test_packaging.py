@@ -7,7 +7,7 @@ from conftest import APELLIDOS, NOMBRES, make_docs
 from spacy.training import Example
 
 import synthdeid.redact  # noqa: F401  registers pii_redactor
-from synthdeid.packaging import prune_strings
+from synthdeid.training.packaging import prune_strings
 
 
 def test_pruned_strings_keep_labels_drop_training_text_and_predictions(tmp_path):
@@ -38,7 +38,7 @@ def test_package_names_follow_spacy_and_bad_names_fail_before_building(tmp_path)
 
     import pytest
 
-    from synthdeid.packaging import package_pipeline, performance_from_evaluation
+    from synthdeid.training.packaging import package_pipeline, performance_from_evaluation
 
     spacy.blank("es").to_disk(tmp_path / "pipeline")
     with pytest.raises(ValueError, match="'deid__x': use letters and digits"):
@@ -48,7 +48,7 @@ def test_package_names_follow_spacy_and_bad_names_fail_before_building(tmp_path)
     with pytest.raises(ValueError, match="no pipeline 'gold ' in the evaluation \\(it has: gold, synthetic\\)"):
         performance_from_evaluation({"pipelines": {"gold": {}, "synthetic": {}}}, "gold ")
     # In a fresh process: one that imported synthdeid.redact cannot package (see package_pipeline).
-    code = ("from pathlib import Path; from synthdeid.packaging import package_pipeline; "
+    code = ("from pathlib import Path; from synthdeid.training.packaging import package_pipeline; "
             f"print(package_pipeline(Path({str(tmp_path / 'pipeline')!r}), Path({str(tmp_path / 'out')!r}), "
             "name='es_tiny', version='0.0.1', description='', trained_on='nothing'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -9,9 +9,9 @@ import spacy
 from conftest import cli, write_docbin
 from typer.testing import CliRunner
 
-from synthdeid.annotate import GeneratedDoc
-from synthdeid.corpus import RawDoc
-from synthdeid.privacy import (
+from synthdeid.io import TextDoc
+from synthdeid.training.corpus import RawDoc
+from synthdeid.training.privacy import (
     SuffixAutomaton,
     longest_copies,
     ngram_recall,
@@ -57,7 +57,7 @@ def test_ngram_recall_by_hand():
 
 def test_ngram_recall_on_text_uses_the_tokenisation():
     gold = [raw("g", "El paciente, de 45 años, vive en Soria.")]
-    synthetic = [GeneratedDoc("s", "El  paciente , de 45 AÑOS vive en Soria")]
+    synthetic = [TextDoc("s", "El  paciente , de 45 AÑOS vive en Soria")]
     # Gold tokens: El paciente , de 45 años , vive en Soria . (11) -> 9 trigrams.
     # Synthetic trigrams found in gold: "El paciente ,", "paciente , de", ", de 45",
     # "vive en Soria" (extra spaces do not matter; "AÑOS" is not "años").
@@ -71,7 +71,7 @@ def test_longest_copies_known_answer():
     gold_texts = ["x a b c d y", "a b c d e f q"]
     synthetic_texts = ["z a b c d e f w a b", "nada aquí", "b c d y", "y a b c d e f"]
     gold = [raw(f"g{i}", t) for i, t in enumerate(gold_texts)]
-    synthetic = [GeneratedDoc(f"s{i}", t) for i, t in enumerate(synthetic_texts)]
+    synthetic = [TextDoc(f"s{i}", t) for i, t in enumerate(synthetic_texts)]
     report = privacy_measures(gold, synthetic, [2, 7], top=3)
     passages = report["copied_passages"]["longest"]
     # s3's "y a b c d e f" would be 7 tokens only across the two gold docs.
@@ -121,9 +121,9 @@ def test_pii_reuse_whole_words_and_distinctive_strings():
         raw("g3", "Vive en Valladolid.", ("Valladolid", "TERRITORIO")),  # a repeated string counts once
     ]
     synthetic = [
-        GeneratedDoc("s1", "Anabel Ruiz, de 145 años, vive en Valladolid (España)."),
-        GeneratedDoc("s2", "Paciente: Ana  Ruiz  García; natural de Españas."),
-        GeneratedDoc("s3", "Traslado a Valladolid."),
+        TextDoc("s1", "Anabel Ruiz, de 145 años, vive en Valladolid (España)."),
+        TextDoc("s2", "Paciente: Ana  Ruiz  García; natural de Españas."),
+        TextDoc("s3", "Traslado a Valladolid."),
     ]
     reuse = privacy_measures(gold, synthetic, [5])["pii_reuse"]
     labels = reuse["labels"]
@@ -223,7 +223,7 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(tmp_path):
 
 
 def test_gold_only_pii_tokens_and_the_ones_a_pipeline_ships(tmp_path):
-    from synthdeid.privacy import pii_only_tokens, shipped_pii
+    from synthdeid.training.privacy import pii_only_tokens, shipped_pii
 
     gold = [
         RawDoc("a", "Paciente Ana Ruiz de Toledo.", [(9, 17, "NOMBRE_SUJETO_ASISTENCIA"), (21, 27, "TERRITORIO")]),

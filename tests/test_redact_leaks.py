@@ -179,6 +179,7 @@ def test_surrogates_are_never_another_entity_of_the_note():
             assert not words(item["replacement"]) & real, item
 
 
+@pytest.mark.slow
 def test_the_leak_benchmark_counts_leaks_of_an_older_redactor(tmp_path):
     """scripts/benchmark_leaks.py finds no leak in this redactor, and finds the
     leaks of one that keeps lower-case words and edge punctuation in names."""

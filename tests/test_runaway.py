@@ -122,7 +122,7 @@ def test_training_on_an_entity_across_a_line_break_does_not_fail(nlp):
 def test_no_gold_entity_crosses_a_boundary(nlp, split):
     """The boundaries are hard constraints: no MEDDOCAN gold entity may cross
     one, or the NER could never predict it."""
-    from synthdeid.corpus import read_brat
+    from synthdeid.training.corpus import read_brat
 
     folder = REPO.parent / "shared" / "meddocan" / split
     assert folder.is_dir(), f"{folder} is missing: this test needs the shared corpus"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from synthdeid.tokenizer import make_nlp
+from synthdeid.training.tokenizer import make_nlp
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,6 @@ def test_tokenizer_survives_to_disk_and_loads_without_synthdeid(nlp, tmp_path):
         input=text, capture_output=True, text=True, check=True,
     )
     out = json.loads(result.stdout)
-    assert "synthdeid.tokenizer" not in out["modules"]
+    assert "synthdeid.training.tokenizer" not in out["modules"]
     assert out["words"] == [t.text for t in nlp.make_doc(text)]
     assert "150679" in out["words"] and "H" in out["words"] and "28935" in out["words"]

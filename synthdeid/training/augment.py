@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from .corpus import ID_KEY, RawDoc, corpus_stats, to_doc
 from .behaviour import frame_values
-from .io import atomic_path, read_docs
+from ..io import atomic_path, read_docs
 from .narrative import filler_sentences, narrative_notes, usable_values
-from .redact import MONTHS, PIIRedactor
+from ..redact import MONTHS, PIIRedactor
 from .tokenizer import make_nlp
 
 FIRST_DATE = dt.date(1930, 1, 1)
@@ -94,7 +94,7 @@ def surrogate_copy(doc: Doc, redactor: PIIRedactor, rng: random.Random, nlp: Lan
 
 
 def augment_docbin(
-    input_path: str | Path, output_path: str | Path, *, copies: int = 1, narrative: int = 0, seed: int = 0
+    input_path: str | Path, output_path: str | Path, *, copies: int = 2, narrative: int = 1000, seed: int = 0
 ) -> Dict[str, Any]:
     """Write (atomically) the documents of `input_path` followed by `copies`
     surrogate copies of each and `narrative` narrative notes

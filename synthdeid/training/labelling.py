@@ -25,7 +25,6 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -36,13 +35,13 @@ from wasabi import msg
 
 from . import hf_ner  # noqa: F401 (registers the hf_ner factory without the entry point)
 from .corpus import ID_KEY, corpus_stats, split_train_validation
-from .io import (
+from ..io import (
     PipelineFolderError,
     atomic_path,
     folder_digest,
     load_ner_pipeline,
     read_docs,
-    read_text_records,
+    read_text_docs,
     write_json,
     write_text,
 )
@@ -52,33 +51,6 @@ from .metrics import doc_spans, entity_scores
 class AnnotateError(ValueError):
     """Bad input of the annotation step; about a file, the message names it
     (and the line)."""
-
-
-@dataclass
-class GeneratedDoc:
-    """One generated document: its id (`name`, as `split_train_validation`
-    expects) and text."""
-
-    name: str
-    text: str
-
-
-def read_generated(path: str | Path) -> List[GeneratedDoc]:
-    """Documents of a generation JSONL file, one object per line with a
-    non-empty string `id` and a non-empty string `text`; other keys (prompt,
-    sampling settings, ...) are ignored. Blank lines are skipped; ids must be
-    unique. Errors read `<file>:<line>: <problem>`."""
-    path = Path(path)
-    if not path.is_file():
-        raise AnnotateError(f"{path}: no such file")
-    docs: List[GeneratedDoc] = []
-    for record in read_text_records(path):
-        if record.error:
-            raise AnnotateError(record.error)
-        docs.append(GeneratedDoc(record.doc_id, record.text))
-    if not docs:
-        raise AnnotateError(f"{path}: no documents")
-    return docs
 
 
 def load_labeller(pipeline_dir: str | Path, device: Optional[str] = None) -> spacy.Language:
@@ -166,8 +138,8 @@ def annotate_generated(
     if batch_size < 1:
         raise AnnotateError(f"batch_size must be at least 1, got {batch_size}")
     output_dir = Path(output_dir)
-    generated = read_generated(generated_path)
-    gold = _read_gold(gold_path)
+    generated = read_text_docs(generated_path, AnnotateError)
+    gold = read_gold_docbin(gold_path)
     nlp = load_labeller(pipeline_dir, device)
     msg.info(f"Read {len(generated)} generated documents from {generated_path}")
 
@@ -221,7 +193,7 @@ def annotate_generated(
     }
     if len(docs) > len(todo):
         stats["resumed_after"] = len(docs) - len(todo)
-    table = stats_markdown(stats)
+    table = label_table_markdown(stats)
     print(table)
 
     # The old stats would say the step finished beside half-replaced outputs.
@@ -242,7 +214,7 @@ def annotate_generated(
     return stats
 
 
-def _read_gold(path: str | Path) -> List[Doc]:
+def read_gold_docbin(path: str | Path) -> List[Doc]:
     try:
         docs = read_docs(path)
     except (FileNotFoundError, ValueError) as err:
@@ -252,7 +224,7 @@ def _read_gold(path: str | Path) -> List[Doc]:
     return docs
 
 
-def stats_markdown(stats: Dict[str, Any]) -> str:
+def label_table_markdown(stats: Dict[str, Any]) -> str:
     """The label table of `stats`: counts per split and density (entities per
     1,000 words) of the synthetic corpus (train + validation) and the gold."""
     splits = stats["splits"]
@@ -290,7 +262,7 @@ def relabel_docbin(
     the gap decomposition's middle corpus (real text, machine labels).
     Returns how the machine labels compare with the hand labels (strict
     entity scores) and label counts."""
-    gold = _read_gold(gold_path)
+    gold = read_gold_docbin(gold_path)
     nlp = load_labeller(pipeline_dir)
     relabelled: List[Doc] = []
     for reference, doc in zip(

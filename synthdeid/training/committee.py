@@ -33,7 +33,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import minibatch
 
-from .io import folder_from_bytes, folder_to_bytes, load_ner_pipeline, load_pipeline, save_pipeline, start_component_folder
+from ..io import folder_from_bytes, folder_to_bytes, load_ner_pipeline, load_pipeline, save_pipeline, start_component_folder
 
 CFG_FILE = "cfg.json"
 MEMBERS_DIR = "members"

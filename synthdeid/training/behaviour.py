@@ -172,7 +172,7 @@ def _doc_with_entity(vocab: Vocab, text: str, start: int, end: int, label: str) 
 
 
 def save_behaviour_set(docs: Sequence[Doc], path) -> None:
-    from .io import atomic_path
+    from ..io import atomic_path
 
     with atomic_path(path) as tmp:
         DocBin(attrs=["ENT_IOB", "ENT_TYPE"], store_user_data=True, docs=docs).to_disk(tmp)

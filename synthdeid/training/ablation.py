@@ -18,7 +18,7 @@ fraction and size). Each generator has one corpus that grows to the largest
 size a condition asks of it (generation resumes where it stopped); a smaller
 corpus is its prefix, which is what a smaller run would have generated
 because generation is seeded per batch and keeps notes in order
-(synthdeid.generation).
+(synthdeid.training.synthesis).
 
 Resuming: an artifact is finished when its `done.json` exists (written last,
 atomically); an unfinished folder is removed and built again, except a
@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from .io import atomic_path, write_json
+from ..io import atomic_path, write_json
 
 # Settings a study may set, with the project.yml variable that gives the
 # default (same name) and their types.
@@ -507,7 +507,7 @@ class Artifacts:
 def write_prefix(generation: Path, output: Path, size_multiple: float, gold_train: Path) -> int:
     """Copy the notes of `generation` up to the one that reaches the target
     word count (exactly what generating that size would have kept)."""
-    from .generation import corpus_size, target_size, word_count
+    from .synthesis import corpus_size, target_size, word_count
 
     target = target_size(size_multiple, corpus_size(gold_train)[1])
     kept, words = [], 0

@@ -11,8 +11,9 @@ from spacy.tokens import Doc
 from tqdm import tqdm
 
 from .behaviour import TARGET_GROUPS, score_behaviour
-from .io import read_docs
-from .metrics import doc_words, score_docs
+from ..io import read_docs
+from ..deidentify import doc_words
+from .metrics import score_docs
 
 
 def predict(nlp, references: List[Doc], batch_size: int, desc: str) -> Tuple[List[Doc], float]:
@@ -26,7 +27,7 @@ def predict(nlp, references: List[Doc], batch_size: int, desc: str) -> Tuple[Lis
 def with_rules(nlp):
     """`nlp` with the `pii_rules` safety net after its last entity setter
     (before the redactor, if it has one)."""
-    from . import rules  # noqa: F401  registers pii_rules
+    from .. import rules  # noqa: F401  registers pii_rules
 
     setters = [name for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns]
     nlp.add_pipe("pii_rules", after=setters[-1] if setters else None)
@@ -36,12 +37,12 @@ def with_rules(nlp):
 def evaluate_pipeline(pipeline: str | Path, references: List[Doc], batch_size: int = 16,
                       behaviour: Optional[List[Doc]] = None, rules: bool = False) -> Dict:
     """Run a pipeline over the reference texts and score what it predicts;
-    with `behaviour` (sentences of `synthdeid.behaviour`) also its recall
+    with `behaviour` (sentences of `synthdeid.training.behaviour`) also its recall
     outside the corpus's template; with `rules`, the pipeline with the
     `pii_rules` safety net added."""
     if not Path(pipeline).exists():
         raise FileNotFoundError(f"{pipeline}: no such pipeline folder")
-    from . import rules as _rules  # noqa: F401  a pipeline may hold pii_rules
+    from .. import rules as _rules  # noqa: F401  a pipeline may hold pii_rules
 
     nlp = spacy.load(pipeline)
     if rules and "pii_rules" not in nlp.pipe_names:

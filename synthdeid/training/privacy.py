@@ -43,9 +43,8 @@ import spacy
 from tqdm import tqdm
 from wasabi import msg
 
-from .annotate import GeneratedDoc, read_generated
 from .corpus import CorpusError, RawDoc, read_any, read_docbin
-from .io import write_json, write_text
+from ..io import TextDoc, read_text_docs, write_json, write_text
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 UNKNOWN = -1  # id of a synthetic token absent from the gold corpus: matches nothing
@@ -60,18 +59,18 @@ TOKENISATION = (
 )
 
 
-def normalize(text: str) -> str:
+def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
 def tokenize(text: str) -> List[str]:
     """The tokens every measure compares (see the module docstring)."""
-    return TOKEN.findall(normalize(text))
+    return TOKEN.findall(nfc(text))
 
 
 def token_offsets(text: str) -> List[Tuple[int, int]]:
-    """(start, end) character offsets of the tokens in `normalize(text)`."""
-    return [match.span() for match in TOKEN.finditer(normalize(text))]
+    """(start, end) character offsets of the tokens in `nfc(text)`."""
+    return [match.span() for match in TOKEN.finditer(nfc(text))]
 
 
 class _Encoder:
@@ -292,7 +291,7 @@ def pii_reuse(
         for key, text in strings[label].items():
             i = index[key]
             distinctive = in_gold[i] <= MAX_DISTINCTIVE_GOLD_DOCS and (
-                len(key) >= MIN_DISTINCTIVE_TOKENS or len(normalize(text)) >= MIN_DISTINCTIVE_CHARS
+                len(key) >= MIN_DISTINCTIVE_TOKENS or len(nfc(text)) >= MIN_DISTINCTIVE_CHARS
             )
             rows.append(
                 {
@@ -343,7 +342,7 @@ def _reuse_counts(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def privacy_measures(
     gold_docs: Sequence[RawDoc],
-    synthetic_docs: Sequence[GeneratedDoc],
+    synthetic_docs: Sequence[TextDoc],
     ngram_sizes: Sequence[int] = DEFAULT_NGRAMS,
     *,
     top: int = 5,
@@ -380,7 +379,7 @@ def privacy_measures(
         passages.append(
             {
                 "tokens": n,
-                "text": normalize(synthetic_docs[j].text)[syn_span[0] : syn_span[1]],
+                "text": nfc(synthetic_docs[j].text)[syn_span[0] : syn_span[1]],
                 "synthetic_id": synthetic_docs[j].name,
                 "synthetic_chars": list(syn_span),
                 "gold_document": gold_docs[k].name,
@@ -417,9 +416,9 @@ def pii_only_tokens(gold_docs: Sequence[RawDoc]) -> Set[str]:
     inside: Set[str] = set()
     outside: Set[str] = set()
     for doc in gold_docs:
-        text = normalize(doc.text)
+        text = nfc(doc.text)
         # Token offsets are in the normalised text: move the span offsets there too.
-        moved = (lambda o: o) if text == doc.text else (lambda o: len(normalize(doc.text[:o])))
+        moved = (lambda o: o) if text == doc.text else (lambda o: len(nfc(doc.text[:o])))
         spans = sorted((moved(start), moved(end)) for start, end, _ in doc.spans)
         starts = [start for start, _ in spans]
         for start, end in token_offsets(doc.text):
@@ -461,23 +460,23 @@ def shipped_pii(gold_docs: Sequence[RawDoc], pipeline: str | Path) -> Dict[str, 
     }
 
 
-def read_synthetic(path: str | Path) -> List[GeneratedDoc]:
+def read_synthetic(path: str | Path) -> List[TextDoc]:
     """Synthetic documents from a generation `.jsonl` (`id`, `text` per line)
     or an annotated `.spacy` DocBin (ids from `doc.user_data["name"]`)."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        return read_generated(path)
+        return read_text_docs(path, CorpusError)
     if path.suffix == ".spacy":
-        docs = [GeneratedDoc(doc.name, doc.text) for doc in read_docbin(path, spacy.blank("xx"))]
+        docs = [TextDoc(doc.name, doc.text) for doc in read_docbin(path, spacy.blank("xx"))]
         if not docs:
             raise CorpusError(f"{path}: no documents")
         return docs
     raise CorpusError(f"{path}: unsupported synthetic corpus (expected a .jsonl or a .spacy file)")
 
 
-def read_gold(path: str | Path) -> List[RawDoc]:
+def read_gold_corpus(path: str | Path) -> List[RawDoc]:
     """Gold documents with their entity spans (a DocBin, or any corpus format
-    `synthdeid.corpus.read_any` reads)."""
+    `synthdeid.training.corpus.read_any` reads)."""
     docs = list(read_any(path, spacy.blank("xx")))
     if not docs:
         raise CorpusError(f"{path}: no documents")
@@ -499,7 +498,7 @@ def privacy_report(
     `output_dir/privacy.md` and `output_dir/privacy.json` (atomically, the
     JSON last) and print the Markdown; returns the report."""
     began = time.perf_counter()
-    gold_docs = read_gold(gold_path)
+    gold_docs = read_gold_corpus(gold_path)
     synthetic_docs = read_synthetic(synthetic_path)
     msg.info(
         f"Gold: {len(gold_docs)} documents from {gold_path}; "

@@ -5,7 +5,7 @@ Prompts are the first three words of each validation document. Generation
 runs through a spaCy pipeline whose `llm` component (spacy-llm, task
 spacy.Raw.v1 with a plain "{{ text }}" template) sends each prompt to the
 configured model; the default model is the adapted generator
-(`synthdeid.HFCausalLM.v1`, see synthdeid/llm.py), but any spacy-llm backend
+(`synthdeid.HFCausalLM.v1`, see synthdeid/training/spacy_llm_model.py), but any spacy-llm backend
 can replace it in the config.
 
 The synthetic corpus is sized in words, not notes: `size_multiple` is the
@@ -26,7 +26,7 @@ Each record says why its note ended (`end_reason`: "eos" when the generator
 wrote its end-of-sequence token, "length" when it hit max_new_tokens or its
 window; None for a backend that does not say). The statistics give the share
 of each end reason and the words per note of the synthetic and the gold train
-notes (mean, median, p10/p90, histogram); `stats_markdown` renders them.
+notes (mean, median, p10/p90, histogram); `generation_stats_markdown` renders them.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Container, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 from catalogue import RegistryError
 from confection import Config, ConfigValidationError
 from spacy.language import Language
@@ -48,8 +49,8 @@ from spacy.util import load_config
 from spacy_llm.util import assemble_from_config
 
 from .generator import generator_model_dir
-from .io import atomic_path, folder_digest, read_docs, write_json, write_text
-from .llm import END_REASONS, MODEL_NAME
+from ..io import atomic_path, folder_digest, read_docs, write_json, write_text
+from .spacy_llm_model import END_REASONS, MODEL_NAME
 
 PROMPT_WORDS = 3
 # Fewer new words than this is not a document (gold train docs have 127+).
@@ -126,7 +127,7 @@ def target_size(size_multiple: float, gold_words: int) -> int:
 # -------------------------------------------------------------- filtering
 
 
-def normalise(text: str) -> str:
+def collapse_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
@@ -155,7 +156,7 @@ def drop_reason(continuation: str, text: str, kept: Container[str]) -> Optional[
     """Why a generated document is dropped, or None to keep it.
 
     continuation: the generated text; text: prompt + continuation; kept: the
-    normalised texts (see `normalise`) of the documents kept so far.
+    whitespace-collapsed texts (see `collapse_whitespace`) of the documents kept so far.
     """
     if not WORD_CHAR.search(continuation) or len(continuation.split()) < MIN_NEW_WORDS:
         return "empty"
@@ -165,7 +166,7 @@ def drop_reason(continuation: str, text: str, kept: Container[str]) -> Optional[
         or glued_loop(text)
     ):
         return "repetition"
-    if normalise(text) in kept:
+    if collapse_whitespace(text) in kept:
         return "duplicate"
     return None
 
@@ -250,8 +251,8 @@ def reply_field(nlp: Language) -> str:
 
 
 def model_of(nlp: Language) -> Any:
-    """The model object of the pipeline's llm component (spacy-llm keeps it
-    as `_model`), or None."""
+    """The model object of the pipeline's llm component, or None (spacy-llm
+    0.7 keeps it as `_model` and has no public accessor)."""
     return getattr(nlp.get_pipe("llm"), "_model", None)
 
 
@@ -318,7 +319,7 @@ def generate_corpus(
 
     previous, state = resume if resume else ([], Checkpoint())
     records: List[Dict[str, Any]] = list(previous[: state.records])
-    kept: set[str] = {normalise(record["text"]) for record in records}
+    kept: set[str] = {collapse_whitespace(record["text"]) for record in records}
     words = sum(word_count(record["text"]) for record in records)
     dropped = dict(state.dropped)
     end_reasons: Counter[str] = Counter(state.end_reasons)
@@ -356,7 +357,7 @@ def generate_corpus(
                 if reason:
                     dropped[reason] += 1
                     continue
-                kept.add(normalise(text))
+                kept.add(collapse_whitespace(text))
                 n_words = word_count(text)
                 words += n_words
                 records.append(
@@ -510,15 +511,6 @@ HISTOGRAM_BIN_WORDS = 50
 HISTOGRAM_BAR = 40
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) with linear interpolation (numpy's default)."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def describe(values: Sequence[int]) -> Dict[str, Any]:
     """notes, mean, median, p10, p90, min and max of per-note counts."""
     if not values:
@@ -526,9 +518,9 @@ def describe(values: Sequence[int]) -> Dict[str, Any]:
     return {
         "notes": len(values),
         "mean": sum(values) / len(values),
-        "median": percentile(values, 50),
-        "p10": percentile(values, 10),
-        "p90": percentile(values, 90),
+        "median": float(np.percentile(values, 50)),
+        "p10": float(np.percentile(values, 10)),
+        "p90": float(np.percentile(values, 90)),
         "min": min(values),
         "max": max(values),
     }
@@ -559,7 +551,7 @@ def _number(value: Any, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 
-def stats_markdown(stats: Mapping[str, Any]) -> str:
+def generation_stats_markdown(stats: Mapping[str, Any]) -> str:
     """A Markdown report of the generation statistics: size against its word
     target, end reasons, words per note (synthetic vs gold train) and a text
     histogram of the words per note (share of each corpus's notes per bin)."""
@@ -633,7 +625,7 @@ def generate(
     config_path: str | Path,
     generator: Optional[str | Path] = None,
     model_options: Optional[Mapping[str, Any]] = None,
-    size_multiple: float = 2.0,
+    size_multiple: float = 1.0,
     samples_per_prompt: int = 8,
     max_idle_rounds: int = 3,
     stats_path: Optional[str | Path] = None,
@@ -642,7 +634,7 @@ def generate(
 ) -> Dict[str, Any]:
     """Write the synthetic corpus as JSONL to `output_path` (one record per
     document) and return its statistics, also written to `stats_path` if
-    given, with a Markdown rendering (`stats_markdown`) next to it (same name,
+    given, with a Markdown rendering (`generation_stats_markdown`) next to it (same name,
     .md). The corpus is sized in words: generation stops at the note whose
     words bring the kept total to ceil(size_multiple x gold train words).
 
@@ -735,5 +727,5 @@ def generate(
     }
     if stats_path:
         write_json(stats_path, stats)
-        write_text(Path(stats_path).with_suffix(".md"), stats_markdown(stats))
+        write_text(Path(stats_path).with_suffix(".md"), generation_stats_markdown(stats))
     return stats

@@ -11,7 +11,7 @@ saved or packaged pipeline is self-contained.
     nlp.initialize()
     doc = nlp("Paciente: Ana Ruiz García, ingresa el 12/03/2018 en Valladolid.")
 
-Inference encodes text exactly as `synthdeid.annotator` trains the model: the
+Inference encodes text exactly as `synthdeid.training.annotator` trains the model: the
 doc's non-whitespace tokens are the words of `is_split_into_words` input
 (`encode_words`), cut into windows of at most `window_words` words and
 `max_length` sub-tokens that overlap by `stride` words, so texts of any
@@ -49,9 +49,9 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import filter_spans, minibatch
 
-from .io import folder_from_bytes, folder_to_bytes, start_component_folder
+from ..io import folder_from_bytes, folder_to_bytes, start_component_folder
+from .metrics import OUTSIDE
 
-OUTSIDE = "O"
 MODEL_DIR = "model"
 CFG_FILE = "cfg.json"
 WORD_FEATURES_FILE = "word_shape_embeddings.safetensors"  # named when it held shapes only; kept so older models load
@@ -320,7 +320,7 @@ class HFNER:
         are the doc's non-whitespace tokens.
 
         Each doc's non-whitespace tokens are encoded as words
-        (`encode_words`), exactly as `synthdeid.annotator` encodes its training
+        (`encode_words`), exactly as `synthdeid.training.annotator` encodes its training
         windows, and cut into windows of at most `window_words` words and
         `max_length` sub-tokens that overlap by `stride` words; every word takes
         the scores of its first sub-token from the window where it sits

@@ -44,7 +44,7 @@ from spacy.tokens import Doc, DocBin
 from tqdm import tqdm
 from wasabi import msg
 
-from .io import atomic_path, decode_utf8, id_problem, json_error, read_docs, unencodable, write_json
+from ..io import atomic_path, decode_utf8, id_problem, json_error, read_docs, unencodable, write_json
 from .tokenizer import make_nlp
 
 Span = Tuple[int, int, str]
@@ -552,7 +552,7 @@ def convert_corpus(
         "validation_fraction": validation_fraction,
         "seed": seed,
         "limit": limit,
-        "tokenizer": "tokenizer/ (spacy.blank('es') with synthdeid.tokenizer rules)",
+        "tokenizer": "tokenizer/ (spacy.blank('es') with synthdeid.training.tokenizer rules)",
         "splits": split_stats,
     }
     _print_summary(stats)

@@ -48,7 +48,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
 
 from .hf_trainer import training_arguments
-from .io import atomic_path, read_docs
+from ..io import atomic_path, read_docs
 
 MODEL_DIR = "model"
 LOSS_FILE = "loss.json"
@@ -481,7 +481,7 @@ def adapt_generator(
     weight_decay: float = 0.01,
     max_grad_norm: float = 1.0,
     log_every: int = 10,
-    device: str = "auto",
+    device: str = "cpu",
     limit: int = 0,
     keep_best_epoch: bool = True,
     progress: bool = True,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .ablation import Study
-from .io import atomic_path, write_json, write_text
+from ..io import atomic_path, write_json, write_text
 
 MEASURES = {
     "synthetic_entity": ("synthetic", "entity"),

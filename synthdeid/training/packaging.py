@@ -12,11 +12,11 @@ import spacy
 from spacy.cli.package import package
 from spacy.language import Language
 
-from .io import atomic_path
+from ..io import atomic_path
 
 # The code of the components the wheel adds, as it ships it (`spacy package --code`).
-REDACT_CODE = Path(__file__).with_name("redact.py")
-RULES_CODE = Path(__file__).with_name("rules.py")
+REDACT_CODE = Path(__file__).parents[1] / "redact.py"
+RULES_CODE = Path(__file__).parents[1] / "rules.py"
 
 FAKER_REQUIREMENT = "faker>=30"
 
@@ -92,7 +92,7 @@ def package_pipeline(
     trained_on: str,
     performance: Optional[Dict] = None,
     check_texts: Sequence[str] = (),
-    rules: bool = False,
+    rules: bool = True,
 ) -> Path:
     """Add the `pii_redactor` (and with `rules` the `pii_rules` safety net
     before it) to a trained pipeline and build it as a wheel.
