@@ -22,10 +22,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import spacy
 import torch
 from spacy.tokens import Doc
-from transformers import Trainer, TrainerCallback, set_seed
+from transformers import set_seed
 
 from .hf_ner import IGNORE_INDEX, HFNER, WordFeatures, forward, load_token_classifier, pad_windows, window_inputs
-from .hf_trainer import training_arguments
+from .hf_trainer import EpochScoringTrainer, training_arguments
 from ..io import atomic_path, load_pipeline, read_docs, save_pipeline
 from .metrics import OUTSIDE, doc_spans, entity_scores
 
@@ -197,12 +197,16 @@ class Tagger(torch.nn.Module):
         return forward(self.model, self.word_features, input_ids, attention_mask, feature_ids, labels)
 
 
-class WindowTrainer(Trainer):
+class WindowTrainer(EpochScoringTrainer):
     """Hugging Face `Trainer` over encoded windows that also records, per
-    epoch, the batch losses and the sub-token positions fed (padding included)."""
+    epoch, the batch losses and the sub-token positions fed (padding
+    included). Its evaluation scores the `hf_ner` component on the
+    validation docs (`eval_dataset`): Viterbi decoding, whose F1 selects the
+    epoch, and greedy decoding."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, component: HFNER, eval_batch_size: int, progress: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.component, self.eval_batch_size, self.progress = component, eval_batch_size, progress
         self.epoch_losses: Dict[int, List[float]] = {}
         self.epoch_positions: Dict[int, int] = {}
 
@@ -215,58 +219,21 @@ class WindowTrainer(Trainer):
             self.epoch_positions[epoch] = self.epoch_positions.get(epoch, 0) + inputs["input_ids"].numel()
         return (loss, outputs) if return_outputs else loss
 
-
-class EpochValidation(TrainerCallback):
-    """Times each epoch; after each of `validated_epochs` scores the `hf_ner`
-    component (Viterbi, which selects the epoch, and greedy decoding) on the
-    validation docs and saves the model and word features to `save_dir` when
-    its F1 is the best so far (ties keep the earlier epoch)."""
-
-    def __init__(
-        self,
-        component: HFNER,
-        docs: Sequence[Doc],
-        validated_epochs: Sequence[int],
-        batch_size: int,
-        save_dir: Path,
-        progress: bool,
-    ) -> None:
-        self.component, self.docs, self.validated_epochs = component, docs, set(validated_epochs)
-        self.batch_size, self.save_dir, self.progress = batch_size, save_dir, progress
-        self.records: List[Dict[str, Any]] = []
-        self.best_epoch: Optional[int] = None
-        self._best_f = -1.0
-        self._start = 0.0
-
-    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        seconds = time.perf_counter() - self._start
-        record: Dict[str, Any] = {"epoch": len(self.records) + 1, "train_seconds": seconds, "seconds": seconds}
-        self.records.append(record)
-        if record["epoch"] not in self.validated_epochs:
-            return
+    def score(self) -> Tuple[Dict[str, float], Dict[str, Any]]:
         component = self.component
         component.model.eval()
-        validation = evaluate_component(component, self.docs, self.batch_size)
+        validation = evaluate_component(component, self.eval_dataset, self.eval_batch_size)
         component.cfg["decoding"] = "greedy"
-        greedy = evaluate_component(component, self.docs, self.batch_size)
+        greedy = evaluate_component(component, self.eval_dataset, self.eval_batch_size)
         component.cfg["decoding"] = "viterbi"
-        record["validation"] = validation
-        record["validation_greedy"] = {k: greedy[k] for k in ("p", "r", "f")}
-        record["seconds"] += validation["seconds"]
         if self.progress:
             print(
-                f"epoch {record['epoch']}: validation P {validation['p']:.4f} R {validation['r']:.4f} "
+                f"epoch {round(self.state.epoch)}: validation P {validation['p']:.4f} R {validation['r']:.4f} "
                 f"F1 {validation['f']:.4f} (greedy decoding F1 {greedy['f']:.4f})",
                 flush=True,
             )
-        if validation["f"] > self._best_f:
-            self._best_f, self.best_epoch = validation["f"], record["epoch"]
-            component.model.save_pretrained(self.save_dir)
-            if component.word_features is not None:
-                component.word_features.save(self.save_dir)
+        details = {"validation": validation, "validation_greedy": {k: greedy[k] for k in ("p", "r", "f")}}
+        return {"f": validation["f"]}, details
 
 
 def load_base_model(base_model: str | Path, labels: List[str]) -> Tuple[Any, Any]:
@@ -429,7 +396,7 @@ def train_annotator(
     with atomic_path(output_dir) as tmp, tempfile.TemporaryDirectory(prefix="synthdeid-trainer-") as trainer_dir:
         tmp.mkdir(parents=True)
         args = training_arguments(
-            trainer_dir,  # stays empty: nothing is saved during training
+            trainer_dir,  # the best epoch's weights, until they are loaded at the end
             device=device,
             progress=progress,
             num_train_epochs=epochs,
@@ -443,36 +410,47 @@ def train_annotator(
             group_by_length=group_by_length,
             logging_steps=50,
             seed=seed,
+            best_metric="f",  # Viterbi validation F1
         )
         log["device"] = str(args.device)
         # Validation runs the hf_ner component in float32 on the Trainer's device.
         component = HFNER("hf_ner", model=base, batch_size=eval_batch_size, device=str(args.device), **inference)
         component.set_model(model, tokenizer, word_embeddings)
-        validation = EpochValidation(component, validation_docs, validated_epochs, eval_batch_size, tmp, progress)
         trainer = WindowTrainer(
             model=Tagger(model, word_embeddings),
             args=args,
             train_dataset=features,
+            eval_dataset=validation_docs,
             data_collator=lambda windows: pad_windows(windows, pad_id),
-            callbacks=[validation],
+            validated_epochs=validated_epochs,
+            component=component,
+            eval_batch_size=eval_batch_size,
+            progress=progress,
         )
         if not progress:
             trainer.remove_callback(PrinterCallback)
         trainer.train()
+        # The Trainer loaded the best epoch's weights into the model and word features.
+        model.save_pretrained(tmp)
+        if word_embeddings is not None:
+            word_embeddings.save(tmp)
         subtokens = sum(len(f["input_ids"]) for f in features)
-        for index, record in enumerate(validation.records):
+        validated = {record["epoch"]: record for record in trainer.validation}
+        for index, train_seconds in enumerate(trainer.epoch_seconds):
             losses = trainer.epoch_losses[index]
+            record = validated.get(index + 1, {})
             log["epochs"].append(
                 {
-                    "epoch": record["epoch"],
+                    "epoch": index + 1,
                     "loss": sum(losses) / len(losses),
-                    "train_seconds": record["train_seconds"],
-                    "sequences_per_second": len(features) / record["train_seconds"],
+                    "train_seconds": train_seconds,
+                    "sequences_per_second": len(features) / train_seconds,
                     "padded_per_subtoken": trainer.epoch_positions[index] / subtokens,
-                    **{key: value for key, value in record.items() if key not in ("epoch", "train_seconds")},
+                    "seconds": train_seconds + record.get("validation", {}).get("seconds", 0.0),
+                    **{key: record[key] for key in ("validation", "validation_greedy") if key in record},
                 }
             )
-        log["best_epoch"] = validation.best_epoch
+        log["best_epoch"] = trainer.best_epoch()
         log["best_validation"] = log["epochs"][log["best_epoch"] - 1]["validation"]
         tokenizer.save_pretrained(tmp)
         (tmp / LOG_FILE).write_text(json.dumps(log, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

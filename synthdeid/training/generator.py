@@ -45,9 +45,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
+from transformers import PrinterCallback, TrainerCallback, set_seed
 
-from .hf_trainer import training_arguments
+from .hf_trainer import EpochScoringTrainer, training_arguments
 from ..io import atomic_path, read_docs
 
 MODEL_DIR = "model"
@@ -351,14 +351,18 @@ class LengthBatchSampler:
         return math.ceil(len(self.lengths) / self.batch_size)
 
 
-class NoteTrainer(Trainer):
+class NoteTrainer(EpochScoringTrainer):
     """Hugging Face `Trainer` over one-note sequences, batched by
     `LengthBatchSampler`; it also sums, per epoch, the token-weighted train
-    loss and the padded positions fed to the model."""
+    loss and the padded positions fed to the model. Its evaluation is the
+    token-weighted loss on the validation sequences (`eval_dataset`,
+    `evaluate_loss`: comparable across batch sizes, unlike the Trainer's
+    per-batch mean)."""
 
-    def __init__(self, *args: Any, batch_sampler: LengthBatchSampler, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, batch_sampler: LengthBatchSampler, pad_id: int, progress: bool,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.batch_sampler = batch_sampler
+        self.batch_sampler, self.pad_id, self.progress = batch_sampler, pad_id, progress
         self.scored_loss: Dict[int, float] = {}  # epoch (from 0) -> sum of loss x scored tokens
         self.scored_tokens: Dict[int, int] = {}
         self.padded_positions = 0
@@ -379,41 +383,21 @@ class NoteTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-class EpochValidation(TrainerCallback):
-    """Logs the last step (the Trainer logs every `logging_steps` only), and
-    after each epoch records the token-weighted validation loss (`evaluate_loss`,
-    comparable across batch sizes, unlike the Trainer's per-batch mean) and,
-    with `keep_best`, a copy of the trainable weights of the epoch with the
-    lowest loss so far (for LoRA the adapter, never a 4-bit base)."""
+    def score(self) -> Tuple[Dict[str, float], Dict[str, Any]]:
+        batch_size = self.args.per_device_train_batch_size
+        loss = evaluate_loss(self.model, self.eval_dataset, batch_size, self.args.device, self.pad_id)[0]
+        if self.progress:
+            print(f"epoch {round(self.state.epoch)}: validation loss {loss:.4f} (perplexity {perplexity(loss):.2f})",
+                  flush=True)
+        return {"validation_loss": loss}, {"validation_perplexity": perplexity(loss)}
 
-    def __init__(
-        self, sequences: Optional[List[List[int]]], batch_size: int, pad_id: int, keep_best: bool, progress: bool
-    ) -> None:
-        self.sequences, self.batch_size, self.pad_id = sequences, batch_size, pad_id
-        self.keep_best, self.progress = keep_best, progress
-        self.records: List[Dict[str, Any]] = []
-        self.best: Optional[Dict[str, Any]] = None
-        self.best_weights: Dict[str, Any] = {}
+
+class LastStepLog(TrainerCallback):
+    """Logs the last step too (the Trainer logs every `logging_steps` only)."""
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step == state.max_steps:
             control.should_log = True
-
-    def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        loss = (
-            evaluate_loss(model, self.sequences, self.batch_size, args.device, self.pad_id)[0]
-            if self.sequences is not None
-            else None
-        )
-        record = {"epoch": len(self.records) + 1, "validation_loss": loss, "validation_perplexity": perplexity(loss)}
-        self.records.append(record)
-        if self.progress and loss is not None:
-            print(f"epoch {record['epoch']}: validation loss {loss:.4f} (perplexity {perplexity(loss):.2f})", flush=True)
-        if self.keep_best and loss is not None and (self.best is None or loss < self.best["validation_loss"]):
-            self.best = record
-            self.best_weights = {
-                name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad
-            }
 
 
 def evaluate_loss(
@@ -504,11 +488,9 @@ def adapt_generator(
     The validation DocBin, if given, reports a loss and perplexity
     (token-weighted, per note likewise) after each epoch; with
     `keep_best_epoch` the trained weights of the epoch with the lowest
-    validation loss are saved (a small corpus overfits within a few epochs),
-    else those of the last epoch. `device` "auto" is CUDA when available,
-    else CPU."""
-    import torch
-
+    validation loss are saved (the Trainer's `load_best_model_at_end`; a
+    small corpus overfits within a few epochs), else those of the last epoch.
+    `device` "auto" is CUDA when available, else CPU."""
     if epochs < 1 or batch_size < 1 or block_size < 2 or log_every < 1:
         raise ValueError("epochs, batch_size and log_every must be at least 1, block_size at least 2")
     if not 0.0 <= dropout < 1.0:
@@ -613,14 +595,17 @@ def adapt_generator(
         )
     trainable, total = parameter_counts(model)
     lr = learning_rate or DEFAULT_LEARNING_RATES[mode]
-    validation = EpochValidation(validation_sequences, batch_size, pad_id, keep_best_epoch, progress)
+    validate = validation_sequences is not None
     with tempfile.TemporaryDirectory(prefix="synthdeid-trainer-") as trainer_dir:
         trainer = NoteTrainer(
             model=model,
             args=training_arguments(
-                trainer_dir,  # stays empty: nothing is saved during training
+                trainer_dir,  # the best epoch's weights (for LoRA the adapter), until loaded at the end
                 device=device,
                 progress=progress,
+                validate=validate,
+                best_metric="validation_loss" if validate and keep_best_epoch else None,
+                greater_is_better=False,
                 num_train_epochs=epochs,
                 per_device_train_batch_size=batch_size,
                 learning_rate=lr,
@@ -631,14 +616,18 @@ def adapt_generator(
                 seed=seed,
             ),
             train_dataset=[{"input_ids": sequence} for sequence in sequences],
+            eval_dataset=validation_sequences,
             data_collator=lambda notes: pad_batch([note["input_ids"] for note in notes], pad_id),
-            callbacks=[validation],
+            callbacks=[LastStepLog()],
             batch_sampler=LengthBatchSampler([len(sequence) for sequence in sequences], batch_size, seed),
+            pad_id=pad_id,
+            progress=progress,
         )
         if not progress:
             trainer.remove_callback(PrinterCallback)
         trainer.train()
     total_steps, steps_per_epoch = trainer.state.global_step, len(trainer.batch_sampler)
+    validated = {record["epoch"]: record for record in trainer.validation}
     curve: Dict[str, List[Dict[str, Any]]] = {
         "steps": [
             {"step": entry["step"], "epoch": math.ceil(entry["step"] / steps_per_epoch), "loss": entry["loss"]}
@@ -647,21 +636,18 @@ def adapt_generator(
         ],
         "epochs": [
             {
-                "epoch": record["epoch"],
+                "epoch": index + 1,
                 "train_loss": trainer.scored_loss[index] / trainer.scored_tokens[index],
-                "validation_loss": record["validation_loss"],
-                "validation_perplexity": record["validation_perplexity"],
+                "validation_loss": validated.get(index + 1, {}).get("validation_loss"),
+                "validation_perplexity": validated.get(index + 1, {}).get("validation_perplexity"),
             }
-            for index, record in enumerate(validation.records)
+            for index in range(len(trainer.epoch_seconds))
         ],
     }
-    kept = curve["epochs"][(validation.best or validation.records[-1])["epoch"] - 1]
-    if kept is not curve["epochs"][-1]:
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name in validation.best_weights:
-                    p.copy_(validation.best_weights[name])
-    if progress and validation.best is not None:
+    # The Trainer loaded the weights of the best epoch (load_best_model_at_end).
+    best_epoch = trainer.best_epoch()
+    kept = curve["epochs"][(best_epoch or len(curve["epochs"])) - 1]
+    if progress and best_epoch is not None:
         print(f"Keeping the weights of epoch {kept['epoch']} (lowest validation loss)", flush=True)
     model.eval()
 
