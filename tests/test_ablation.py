@@ -328,3 +328,58 @@ def test_tiny_study_end_to_end_resumes_after_an_interruption(tiny_corpus, minilm
     assert "2 of 2 conditions finished" in report and "axis_corpus_size.png" in report
     assert (paths.study_dir / "per_label.png").is_file()  # 0.05 is the default condition
     assert (paths.study_dir / "axis_corpus_size.png").read_bytes().startswith(b"\x89PNG")
+
+
+def workflow_options():
+    """{script: option names} that `all`'s commands pass (flags by their
+    positive name), from project.yml as written."""
+    import re
+
+    import srsly
+
+    project = srsly.read_yaml(REPO / "project.yml")
+    steps = set(project["workflows"]["all"])
+    options = {}
+    for command in project["commands"]:
+        if command["name"] not in steps:
+            continue
+        for line in command["script"]:
+            match = re.search(r"python (?:-m spacy (train)|scripts/(\w+)\.py)", line)
+            if not match:
+                continue
+            names = set()
+            for option in re.findall(r"--(\$\{vars\.\w+\}|[\w.-]+)", line):
+                if option.startswith("${"):  # a flag pair: the var names the side
+                    option = project["vars"][option[7:-1]]
+                names.add(option[3:] if option.startswith("no-") else option)
+            options.setdefault(match.group(1) or match.group(2), set()).update(names)
+    return options
+
+
+def test_a_study_condition_passes_every_option_that_all_passes(tmp_path, monkeypatch):
+    """The study builds its own command lines: none may leave out a setting
+    that `all` gives the same script (else a condition silently trains with
+    the script's default, not the workflow's setting)."""
+    monkeypatch.chdir(REPO)
+    study = load_study(study_file(tmp_path, TINY_STUDY.format(encoder="unused")), REPO / "project.yml")
+    settings = expand(study)[0].settings
+    ran = []
+    artifacts = Artifacts(Paths(tmp_path / "corpus", tmp_path / "study"), run=ran.append)
+    monkeypatch.setattr("synthdeid.training.ablation.write_prefix", lambda *args: 0)
+    artifacts.annotator(settings, 0, [])
+    artifacts.gold_pipeline(settings, 0, [])
+    generation = artifacts.generation(settings, 0, [])
+    artifacts.synthetic_corpus(settings, 0, generation, tmp_path / "annotator" / "pipeline", [])
+    study_options = {}
+    for command in ran:
+        script = "train" if command[1:4] == ["-m", "spacy", "train"] else Path(command[1]).stem
+        names = {a[2:][3:] if a.startswith("--no-") else a[2:] for a in command if a.startswith("--")}
+        study_options.setdefault(script, set()).update(names)
+    expected = workflow_options()
+    checked = sorted(set(study_options) & set(expected))
+    assert checked == ["adapt_generator", "annotate", "augment", "build_annotator_pipeline", "generate", "train",
+                       "train_annotator"]
+    # The study adapts each generator on its own nested gold subset (`gold_subset`), not by --fraction.
+    expected["adapt_generator"].discard("fraction")
+    missing = {script: sorted(expected[script] - study_options[script]) for script in checked}
+    assert not any(missing.values()), f"options `all` passes that the study does not: {missing}"

@@ -55,6 +55,7 @@ SETTINGS: Dict[str, type] = {
     "annotator_word_features": str,
     "annotator_lexical_rows": int,
     "annotator_precision": str,
+    "annotator_group_by_length": str,
     "deid_config": str,
     "gpu_id": int,
     "train_max_steps": int,
@@ -93,7 +94,7 @@ STUDY_DEFAULTS = {"annotator_fraction": 1.0, "generator_fraction": 1.0}
 ANNOTATOR_KEYS = (
     "annotator_fraction", "annotator_base", "annotator_epochs", "annotator_batch_size",
     "annotator_learning_rate", "annotator_window_words", "annotator_word_features", "annotator_lexical_rows",
-    "annotator_precision", "device",
+    "annotator_precision", "annotator_group_by_length", "device",
 )
 GOLD_PIPELINE_KEYS = ("annotator_fraction", "deid_config", "train_max_steps", "train_eval_frequency", "gpu_id")
 GENERATOR_KEYS = (
@@ -380,7 +381,7 @@ class Artifacts:
                     "--batch-size", s["annotator_batch_size"], "--learning-rate", s["annotator_learning_rate"],
                     "--window-words", s["annotator_window_words"], "--" + s["annotator_word_features"],
                     "--lexical-rows", s["annotator_lexical_rows"], "--precision", s["annotator_precision"],
-                    "--seed", seed, "--device", s["device"],
+                    "--" + s["annotator_group_by_length"], "--seed", seed, "--device", s["device"],
                 ),
                 self.script("build_annotator_pipeline", out / "model", self.paths.tokenizer, out / "pipeline"),
             ],

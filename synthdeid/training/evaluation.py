@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import spacy
+from spacy.language import Language
 from spacy.tokens import Doc
 from tqdm import tqdm
 
@@ -27,32 +28,30 @@ def predict(nlp, references: List[Doc], batch_size: int, desc: str) -> Tuple[Lis
 def with_rules(nlp):
     """`nlp` with the `pii_rules` safety net after its last entity setter
     (before the redactor, if it has one)."""
-    from .. import rules  # noqa: F401  registers pii_rules
-
     setters = [name for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns]
     nlp.add_pipe("pii_rules", after=setters[-1] if setters else None)
     return nlp
 
 
-def evaluate_pipeline(pipeline: str | Path, references: List[Doc], batch_size: int = 16,
-                      behaviour: Optional[List[Doc]] = None, rules: bool = False) -> Dict:
-    """Run a pipeline over the reference texts and score what it predicts;
-    with `behaviour` (sentences of `synthdeid.training.behaviour`) also its recall
-    outside the corpus's template; with `rules`, the pipeline with the
-    `pii_rules` safety net added."""
+def load_evaluated(pipeline: str | Path) -> Language:
     if not Path(pipeline).exists():
         raise FileNotFoundError(f"{pipeline}: no such pipeline folder")
-    from .. import rules as _rules  # noqa: F401  a pipeline may hold pii_rules
+    from .. import rules  # noqa: F401  a pipeline may hold pii_rules
 
-    nlp = spacy.load(pipeline)
-    if rules and "pii_rules" not in nlp.pipe_names:
-        with_rules(nlp)
-    predictions, seconds = predict(nlp, references, batch_size, f"evaluate {Path(pipeline).name}")
+    return spacy.load(pipeline)
+
+
+def evaluate_pipeline(nlp: Language, name: str, references: List[Doc], batch_size: int = 16,
+                      behaviour: Optional[List[Doc]] = None) -> Dict:
+    """Run a pipeline over the reference texts and score what it predicts;
+    with `behaviour` (sentences of `synthdeid.training.behaviour`) also its
+    recall outside the corpus's template."""
+    predictions, seconds = predict(nlp, references, batch_size, f"evaluate {name}")
     words = sum(doc_words(ref) for ref in references)
     scores = score_docs(references, predictions)
     scores["speed"] = {"seconds": seconds, "words_per_second": words / seconds if seconds else 0.0}
     if behaviour:
-        sentences, _ = predict(nlp, behaviour, batch_size, f"behaviour {Path(pipeline).name}")
+        sentences, _ = predict(nlp, behaviour, batch_size, f"behaviour {name}")
         scores["behaviour"] = score_behaviour(behaviour, sentences)
     return scores
 
@@ -68,9 +67,12 @@ def evaluate_pipelines(test_path: str | Path, pipelines: Mapping[str, str | Path
     behaviour = read_docs(behaviour_path) if behaviour_path else None
     scores = {}
     for name, path in pipelines.items():
-        scores[name] = evaluate_pipeline(path, references, batch_size, behaviour)
+        nlp = load_evaluated(path)
+        scores[name] = evaluate_pipeline(nlp, name, references, batch_size, behaviour)
         if name in rules_for:
-            scores[f"{name}+rules"] = evaluate_pipeline(path, references, batch_size, behaviour, rules=True)
+            if "pii_rules" not in nlp.pipe_names:
+                with_rules(nlp)
+            scores[f"{name}+rules"] = evaluate_pipeline(nlp, f"{name}+rules", references, batch_size, behaviour)
     results = {
         "test_set": str(test_path),
         "documents": len(references),
