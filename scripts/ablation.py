@@ -29,7 +29,7 @@ def main(
     if unknown:
         raise typer.BadParameter(f"not in {study_file}: {', '.join(sorted(unknown))}", param_hint="--axis")
     # Absolute: the same study gives the same commands from any working directory.
-    paths = Paths(corpus.resolve(), output_dir.resolve())
+    paths = Paths(corpus.resolve(), output_dir.resolve(), project=project.resolve())
     if not report_only:
         run_study(study, paths, axes=axis or None, log=typer.echo,
                   on_result=lambda results: write_report(study, results, output_dir))

@@ -379,7 +379,29 @@ def test_a_study_condition_passes_every_option_that_all_passes(tmp_path, monkeyp
     checked = sorted(set(study_options) & set(expected))
     assert checked == ["adapt_generator", "annotate", "augment", "build_annotator_pipeline", "generate", "train",
                        "train_annotator"]
-    # The study adapts each generator on its own nested gold subset (`gold_subset`), not by --fraction.
-    expected["adapt_generator"].discard("fraction")
     missing = {script: sorted(expected[script] - study_options[script]) for script in checked}
     assert not any(missing.values()), f"options `all` passes that the study does not: {missing}"
+
+
+def test_workflow_commands_refuse_what_the_study_cannot_supply(tmp_path):
+    from synthdeid.training.ablation import WorkflowCommands
+
+    project = tmp_path / "project.yml"
+    project.write_text(
+        "commands:\n"
+        "  - name: step\n"
+        "    script:\n"
+        "      - 'python scripts/x.py corpus/train.spacy corpus/extra.spacy --n ${vars.n} --base \"${vars.base}\"'\n",
+        encoding="utf-8",
+    )
+    commands = WorkflowCommands(project, python="PY")
+    assert commands.variables("step") == ["base", "n"]
+    files = {"corpus/train.spacy": "/s/train.spacy", "corpus/extra.spacy": "/s/extra.spacy"}
+    assert commands.lines("step", {"n": 3, "base": ""}, files) == [
+        ["PY", "scripts/x.py", "/s/train.spacy", "/s/extra.spacy", "--n", "3", "--base", ""]]
+    with pytest.raises(StudyError, match="reads or writes corpus/extra.spacy, which the study has no file for"):
+        commands.lines("step", {"n": 3, "base": ""}, {"corpus/train.spacy": "/s/train.spacy"})
+    with pytest.raises(StudyError, match="uses vars the study does not set: n"):
+        commands.lines("step", {"base": ""}, files)
+    with pytest.raises(StudyError, match="no command 'other'"):
+        commands.lines("other", {}, files)

@@ -6,31 +6,38 @@ condition is the defaults with one axis value applied, repeated for every
 seed; conditions that end up with the same settings (the default condition
 sits on every axis) run once.
 
-A condition runs the project's own scripts, as the main workflow does, with
-its settings: a nested seeded subset of the gold train split (in words: the
-same documents teach the annotator and adapt the generator), the annotator
-and a gold pipeline on that subset, the generator, generation, machine
-annotation, the synthetic pipeline, evaluation on the gold test set and the
-privacy report. Every artifact lives under `shared/<kind>/<key>/`, where the
-key holds exactly the settings it depends on, so conditions reuse what they
-share (one annotator per gold fraction, one generator per adaptation
-fraction and size). Each generator has one corpus that grows to the largest
-size a condition asks of it (generation resumes where it stopped); a smaller
-corpus is its prefix, which is what a smaller run would have generated
-because generation is seeded per batch and keeps notes in order
-(synthdeid.training.synthesis).
+A condition runs project.yml's own command lines (`WorkflowCommands`: its
+settings for the vars, the study's files for the workflow's paths): the
+annotator (`train-annotator`, `build-annotator`) and a gold pipeline
+(`train-gold`) on a nested seeded subset of the gold train split (in words:
+the same documents teach the annotator and adapt the generator), the
+generator (`adapt-generator`), generation (`generate`), machine annotation by
+the condition's annotator and augmentation (`annotate`, `augment`) and the
+synthetic pipeline (`train-synthetic`). Three steps are the study's own: the
+subset, the evaluation of one pipeline on the gold test set and the privacy
+report without a wheel. Every artifact lives under `shared/<kind>/<key>/`,
+where the key holds exactly the settings it depends on (the vars its
+commands use), so conditions reuse what they share (one annotator per gold
+fraction, one generator per adaptation fraction and size). Each generator
+has one corpus that grows to the largest size a condition asks of it
+(generation resumes where it stopped); a smaller corpus is its prefix, which
+is what a smaller run would have generated because generation is seeded per
+batch and keeps notes in order (synthdeid.training.synthesis).
 
 Resuming: an artifact is finished when its `done.json` exists (written last,
 atomically); an unfinished folder is removed and built again, except a
 generation, which continues. A condition is finished when its `result.json`
 exists. Artifacts are keyed by settings, not by code: after changing the code
 a step runs, delete `shared/<kind>/` (or the whole study folder) to rebuild.
+A var that project.yml's commands start to use joins the keys by itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -90,23 +97,6 @@ SETTINGS: Dict[str, type] = {
 # annotator (and the gold pipeline) and the generator learn from.
 STUDY_SETTINGS: Dict[str, type] = {"annotator_fraction": float, "generator_fraction": float}
 STUDY_DEFAULTS = {"annotator_fraction": 1.0, "generator_fraction": 1.0}
-
-ANNOTATOR_KEYS = (
-    "annotator_fraction", "annotator_base", "annotator_epochs", "annotator_batch_size",
-    "annotator_learning_rate", "annotator_window_words", "annotator_word_features", "annotator_lexical_rows",
-    "annotator_precision", "annotator_group_by_length", "device",
-)
-GOLD_PIPELINE_KEYS = ("annotator_fraction", "deid_config", "train_max_steps", "train_eval_frequency", "gpu_id")
-GENERATOR_KEYS = (
-    "generator_fraction", "generator_base", "generator_epochs", "generator_learning_rate",
-    "generator_batch_size", "generator_block_size", "generator_layers", "generator_width",
-    "generator_heads", "generator_vocab_size", "generator_dropout", "lora_r", "lora_alpha", "lora_dropout",
-    "lora_target_modules", "qlora", "device",
-)
-GENERATION_KEYS = ("generate_config", "samples_per_prompt", "top_p", "temperature", "generate_batch_size")
-SYNTHETIC_KEYS = ("size_multiple", "synthetic_validation_fraction", "deid_config", "train_max_steps",
-                  "train_eval_frequency", "gpu_id")
-
 
 class StudyError(ValueError):
     """A study file that cannot be run (names the file and the bad value)."""
@@ -273,6 +263,7 @@ class Paths:
     corpus: Path
     study_dir: Path
     python: str = sys.executable
+    project: Path = Path("project.yml")
 
     @property
     def train(self) -> Path:
@@ -294,6 +285,50 @@ class Paths:
         return self.study_dir / "shared" / kind / key
 
 
+VAR = re.compile(r"\$\{vars\.(\w+)\}")
+# The workflow's own files that a study step reads or writes: each is given
+# the study's file in its place (see `WorkflowCommands.lines`).
+WORKFLOW_PATH = re.compile(r"^(corpus|training|packages)/")
+
+
+class WorkflowCommands:
+    """The command lines of project.yml's commands, as a study condition runs
+    them: its settings for the vars, the study's files for the workflow's."""
+
+    def __init__(self, project_file: str | Path, python: str = sys.executable):
+        project = yaml.safe_load(Path(project_file).read_text(encoding="utf-8"))
+        self.scripts = {command["name"]: command.get("script", []) for command in project.get("commands", [])}
+        self.project_file, self.python = Path(project_file), python
+
+    def _script(self, name: str) -> List[str]:
+        if name not in self.scripts:
+            raise StudyError(f"{self.project_file}: no command {name!r}, which the study runs")
+        return self.scripts[name]
+
+    def variables(self, *names: str) -> List[str]:
+        """The vars the commands' lines use: what their artifact depends on."""
+        return sorted({var for name in names for line in self._script(name) for var in VAR.findall(line)})
+
+    def lines(self, name: str, values: Mapping[str, Any], files: Mapping[str, Path | str]) -> List[List[str]]:
+        """The command's lines as argument lists; a workflow path that
+        `files` does not map is an error (the study has no file for it)."""
+        commands = []
+        for line in self._script(name):
+            missing = sorted(set(VAR.findall(line)) - set(values))
+            if missing:
+                raise StudyError(f"{self.project_file}: command {name!r} uses vars the study does not set: "
+                                 f"{', '.join(missing)}")
+            tokens = shlex.split(line)
+            unmapped = [token for token in tokens if WORKFLOW_PATH.match(token) and token not in files]
+            if unmapped:
+                raise StudyError(f"{self.project_file}: command {name!r} reads or writes {', '.join(unmapped)}, "
+                                 "which the study has no file for")
+            argv = [str(files[token]) if token in files else VAR.sub(lambda match: str(values[match.group(1)]), token)
+                    for token in tokens]
+            commands.append([self.python if argv[0] == "python" else argv[0], *argv[1:]])
+        return commands
+
+
 Runner = Callable[[List[str]], None]
 
 
@@ -311,6 +346,7 @@ class Artifacts:
     def __init__(self, paths: Paths, run: Runner = run_command):
         self.paths = paths
         self.run = run
+        self.workflow = WorkflowCommands(paths.project, paths.python)
 
     def _build(self, kind: str, key: str, commands: Callable[[Path], List[List[str]]],
                steps: List[Dict[str, Any]], enough: Callable[[Dict[str, Any]], bool] = lambda record: True,
@@ -342,16 +378,21 @@ class Artifacts:
         return folder
 
     def script(self, name: str, *args: Any) -> List[str]:
+        """A study-only step (`subset_corpus`, one pipeline's evaluation, the privacy report without a wheel)."""
         return [self.paths.python, f"scripts/{name}.py", *[str(a) for a in args]]
 
-    def spacy_train(self, s: Mapping[str, Any], seed: int, output: Path, train: Path, dev: Path) -> List[str]:
-        return [
-            self.paths.python, "-m", "spacy", "train", s["deid_config"], "--output", str(output),
-            "--paths.train", str(train), "--paths.dev", str(dev), "--paths.tokenizer", str(self.paths.tokenizer),
-            "--gpu-id", str(s["gpu_id"]), "--system.seed", str(seed),
-            "--training.max_steps", str(s["train_max_steps"]),
-            "--training.eval_frequency", str(s["train_eval_frequency"]),
-        ]
+    def workflow_lines(self, command: str, s: Mapping[str, Any], seed: int, files: Mapping[str, Path | str],
+                       **values: Any) -> List[List[str]]:
+        """project.yml's `command` with the condition's settings and seed (and
+        `values` on top) and the study's files for the workflow's."""
+        corpus = {"corpus/train.spacy": self.paths.train, "corpus/validation.spacy": self.paths.validation,
+                  "corpus/test.spacy": self.paths.test, "corpus/tokenizer": self.paths.tokenizer}
+        return self.workflow.lines(command, {**s, "seed": seed, **values}, {**corpus, **files})
+
+    def key_names(self, *commands: str, study: Sequence[str] = (), leave: Sequence[str] = ()) -> List[str]:
+        """The settings an artifact depends on: the vars its workflow commands
+        use (the seed and upstream artifacts are keyed apart) and `study`'s."""
+        return sorted(set(self.workflow.variables(*commands)) - {"seed", *leave} | set(study))
 
     def gold_subset(self, fraction: float, seed: int, steps: List[Dict[str, Any]]) -> Path:
         """Nested: one seeded document order, each fraction a prefix of it."""
@@ -367,23 +408,18 @@ class Artifacts:
 
     def annotator(self, s: Mapping[str, Any], seed: int, steps: List[Dict[str, Any]]) -> Path:
         train = self.gold_subset(s["annotator_fraction"], seed, steps)
+        commands = ("train-annotator", "build-annotator")
         folder = self._build(
             "annotator",
             artifact_key(f"f{_fmt(s['annotator_fraction'])}-e{s['annotator_epochs']}"
                          + (f"-min{s['annotator_min_steps']}" if s["annotator_min_steps"] else ""), s,
-                         # keyed only when set: annotators built before the setting keep their keys
-                         ANNOTATOR_KEYS + (("annotator_min_steps",) if s["annotator_min_steps"] else ()), seed),
+                         self.key_names(*commands, study=["annotator_fraction"]), seed),
             lambda out: [
-                self.script(
-                    "train_annotator", train, self.paths.validation, out / "model",
-                    "--base-model", s["annotator_base"], "--epochs", s["annotator_epochs"],
-                    "--min-steps", s["annotator_min_steps"],
-                    "--batch-size", s["annotator_batch_size"], "--learning-rate", s["annotator_learning_rate"],
-                    "--window-words", s["annotator_window_words"], "--" + s["annotator_word_features"],
-                    "--lexical-rows", s["annotator_lexical_rows"], "--precision", s["annotator_precision"],
-                    "--" + s["annotator_group_by_length"], "--seed", seed, "--device", s["device"],
-                ),
-                self.script("build_annotator_pipeline", out / "model", self.paths.tokenizer, out / "pipeline"),
+                line
+                for command in commands
+                for line in self.workflow_lines(command, s, seed, {
+                    "corpus/train.spacy": train, "training/annotator/model": out / "model",
+                    "training/annotator/pipeline": out / "pipeline"})
             ],
             steps,
         )
@@ -392,8 +428,10 @@ class Artifacts:
     def gold_pipeline(self, s: Mapping[str, Any], seed: int, steps: List[Dict[str, Any]]) -> Path:
         train = self.gold_subset(s["annotator_fraction"], seed, steps)
         folder = self._build(
-            "gold_pipeline", artifact_key(f"f{_fmt(s['annotator_fraction'])}", s, GOLD_PIPELINE_KEYS, seed),
-            lambda out: [self.spacy_train(s, seed, out, train, self.paths.validation)],
+            "gold_pipeline",
+            artifact_key(f"f{_fmt(s['annotator_fraction'])}", s,
+                         self.key_names("train-gold", study=["annotator_fraction"]), seed),
+            lambda out: self.workflow_lines("train-gold", s, seed, {"corpus/train.spacy": train, "training/gold": out}),
             steps,
         )
         return folder / "model-best"
@@ -403,20 +441,11 @@ class Artifacts:
             return s["generator_base"]  # no adaptation: the pretrained base as it is
         train = self.gold_subset(s["generator_fraction"], seed, steps)
         folder = self._build(
-            "generator", artifact_key(generator_label(s), s, GENERATOR_KEYS, seed),
-            lambda out: [
-                self.script(
-                    "adapt_generator", train, out, "--base-model", s["generator_base"],
-                    "--validation", self.paths.validation, "--epochs", s["generator_epochs"],
-                    "--learning-rate", s["generator_learning_rate"], "--batch-size", s["generator_batch_size"],
-                    "--block-size", s["generator_block_size"], "--n-positions", s["generator_block_size"],
-                    "--n-layer", s["generator_layers"], "--n-embd", s["generator_width"],
-                    "--n-head", s["generator_heads"], "--vocab-size", s["generator_vocab_size"],
-                    "--dropout", s["generator_dropout"],
-                    "--lora-r", s["lora_r"], "--lora-alpha", s["lora_alpha"], "--lora-dropout", s["lora_dropout"],
-                    "--target-modules", s["lora_target_modules"], "--" + s["qlora"], "--seed", seed, "--device", s["device"],
-                )
-            ],
+            "generator", artifact_key(generator_label(s), s, self.key_names("adapt-generator"), seed),
+            # The subset is the study's generator_fraction: the script adapts on all of it.
+            lambda out: self.workflow_lines("adapt-generator", s, seed,
+                                            {"corpus/train.spacy": train, "training/generator": out},
+                                            generator_fraction=1.0),
             steps,
         )
         return str(folder)
@@ -426,18 +455,12 @@ class Artifacts:
         it holds extends it (generate.py resumes), smaller ones take prefixes."""
         generator = self.generator(s, seed, steps)
         size_multiple = s["size_multiple"]
-        key = artifact_key(generator_label(s), s, GENERATOR_KEYS + GENERATION_KEYS, seed)
+        names = self.key_names("adapt-generator", "generate", leave=["size_multiple"])
         folder = self._build(
-            "generation", key,
-            lambda out: [
-                self.script(
-                    "generate", self.paths.validation, self.paths.train, generator, out / "generated.jsonl",
-                    "--config", s["generate_config"], "--size-multiple", size_multiple,
-                    "--samples-per-prompt", s["samples_per_prompt"], "--top-p", s["top_p"],
-                    "--temperature", s["temperature"], "--batch-size", s["generate_batch_size"],
-                    "--seed", seed, "--device", s["device"], "--stats", out / "generation_stats.json",
-                )
-            ],
+            "generation", artifact_key(generator_label(s), s, names, seed),
+            lambda out: self.workflow_lines("generate", s, seed, {
+                "training/generator": generator, "corpus/synthetic/generated.jsonl": out / "generated.jsonl",
+                "corpus/synthetic/generation_stats.json": out / "generation_stats.json"}),
             steps,
             enough=lambda finished: finished["size_multiple"] >= size_multiple,
             resumable=True,
@@ -448,28 +471,27 @@ class Artifacts:
     def synthetic_corpus(self, s: Mapping[str, Any], seed: int, generation: Path, annotator: Path,
                          steps: List[Dict[str, Any]]) -> Path:
         """The prefix of `generation` holding size_multiple x gold train words,
-        annotated, and its train notes with their surrogate copies (as `all`)."""
+        labelled by the condition's annotator, and its train notes with their
+        surrogate copies and narrative notes (as `all`)."""
+        commands = ("annotate", "augment")
         key = artifact_key(
             f"x{_fmt(s['size_multiple'])}-annotator-f{_fmt(s['annotator_fraction'])}-{generator_label(s)}",
-            s, ("size_multiple", "synthetic_validation_fraction", "surrogate_copies", "narrative_notes"), seed, generation.parent.name,
-            annotator.parent.name,
+            s, self.key_names(*commands, study=["size_multiple"], leave=["labeller_pipeline"]), seed,
+            generation.parent.name, annotator.parent.name,
         )
 
-        def commands(out: Path) -> List[List[str]]:
+        def build(out: Path) -> List[List[str]]:
             write_prefix(generation, out / "generated.jsonl", s["size_multiple"], self.paths.train)
-            return [
-                self.script(
-                    "annotate", out / "generated.jsonl", annotator, self.paths.train, out,
-                    "--validation-fraction", s["synthetic_validation_fraction"], "--seed", seed,
-                ),
-                self.script("augment", out / "train.spacy", out / "train_augmented.spacy",
-                            "--copies", s["surrogate_copies"], "--narrative", s["narrative_notes"], "--seed", seed),
-            ]
+            files = {"corpus/synthetic/generated.jsonl": out / "generated.jsonl", "corpus/synthetic": out,
+                     "corpus/synthetic/train.spacy": out / "train.spacy",
+                     "corpus/synthetic/train_augmented.spacy": out / "train_augmented.spacy"}
+            return [line for command in commands
+                    for line in self.workflow_lines(command, s, seed, files, labeller_pipeline=annotator)]
 
-        return self._build("synthetic_corpus", key, commands, steps)
+        return self._build("synthetic_corpus", key, build, steps)
 
     def synthetic_pipeline(self, s: Mapping[str, Any], seed: int, corpus: Path, steps: List[Dict[str, Any]]) -> Path:
-        key = artifact_key(corpus.name.split("-seed")[0], s, SYNTHETIC_KEYS, seed, corpus.name)
+        key = artifact_key(corpus.name.split("-seed")[0], s, self.key_names("train-synthetic"), seed, corpus.name)
         annotated = json.loads((corpus / "stats.json").read_text(encoding="utf-8"))["splits"]["train"]["entities"]
         # An annotator that labels nothing (too little gold, too few steps) leaves
         # the NER without labels: it can predict none however long it trains, and
@@ -478,8 +500,9 @@ class Artifacts:
         max_steps = s["train_max_steps"] if annotated else 1
         folder = self._build(
             "synthetic_pipeline", key,
-            lambda out: [self.spacy_train({**s, "train_max_steps": max_steps}, seed, out,
-                                          corpus / "train_augmented.spacy", corpus / "validation.spacy")],
+            lambda out: self.workflow_lines("train-synthetic", s, seed, {
+                "training/synthetic": out, "corpus/synthetic/train_augmented.spacy": corpus / "train_augmented.spacy",
+                "corpus/synthetic/validation.spacy": corpus / "validation.spacy"}, train_max_steps=max_steps),
             steps,
             record={"train_entities": annotated, "max_steps": max_steps},
         )
