@@ -341,3 +341,27 @@ def read_text_docs(path: str | Path, error: Type[Exception] = ValueError) -> Lis
     if not docs:
         raise error(f"{path}: no documents")
     return docs
+
+
+class ResumeState:
+    """The state file of a resumable step: what its output depends on
+    (`fingerprint`: inputs, settings) and how far it got (`progress`). A
+    state of other inputs or settings, or one this code did not write, reads
+    as none, so the step starts afresh."""
+
+    def __init__(self, path: str | Path, fingerprint: Any):
+        self.path = Path(path)
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from JSON
+
+    def load(self) -> Optional[Dict[str, Any]]:
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
+            return None
+        progress = saved.get("progress")
+        return progress if isinstance(progress, dict) else None
+
+    def save(self, progress: Dict[str, Any]) -> None:
+        write_json(self.path, {"fingerprint": self.fingerprint, "progress": progress})

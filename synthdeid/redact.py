@@ -22,7 +22,8 @@ component sees with `consistency = "corpus"` (in one process). They are seeded:
 the same text, seed and config give the same output.
 
 `doc._.pii_replacements` lists every replaced entity (original offsets, label,
-text, replacement and its offsets in `doc._.deidentified`): the reversible
+text, the strategy applied: `mask` where a surrogate would not be safe,
+replacement and its offsets in `doc._.deidentified`): the reversible
 mapping, which `reidentify` applies back. Keep it apart from the text.
 """
 
@@ -612,13 +613,14 @@ class PIIRedactor:
                 replacement = self._surrogate(scope, label, original, taboo)
             elif strategy == "hash":
                 replacement = self.hash_template.format(label=label, digest=self._digest(label, original))
+            applied = strategy
             if replacement is None:  # mask, and labels or values without a safe surrogate
-                replacement = self.template.format(label=label)
+                replacement, applied = self.template.format(label=label), "mask"
             before = text[cursor:start]
             pieces += [before, replacement]
             written += len(before)
             replacements.append({
-                "start": start, "end": end, "label": label, "text": original,
+                "start": start, "end": end, "label": label, "text": original, "strategy": applied,
                 "replacement": replacement, "replacement_start": written,
                 "replacement_end": written + len(replacement),
             })

@@ -456,7 +456,7 @@ def test_generation_resumes_and_grows_to_exactly_what_one_run_gives(tmp_path, ge
     # A run that had given up at the end of a round gives up again when resumed.
     state_file = tmp_path / "grown.jsonl.resume.json"
     state = json.loads(state_file.read_text())
-    state["checkpoint"]["idle"] = 3
+    state["progress"]["idle"] = 3
     state_file.write_text(json.dumps(state))
     with pytest.raises(RuntimeError, match="gave up: 3 rounds in a row"):
         run("grown", 1.5, seed=8)

@@ -33,3 +33,17 @@ def test_a_file_never_replaces_a_folder(tmp_path):
             tmp.write_text("mapping")
     assert (folder / "keys.txt").read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["secret"]
+
+
+def test_resume_state_reads_back_only_its_own_fingerprint(tmp_path):
+    from synthdeid.io import ResumeState
+
+    state = ResumeState(tmp_path / "state.json", {"model": "a", "seed": (1, 2)})
+    assert state.load() is None
+    state.save({"records": 3})
+    assert ResumeState(tmp_path / "state.json", {"model": "a", "seed": [1, 2]}).load() == {"records": 3}
+    assert ResumeState(tmp_path / "state.json", {"model": "b", "seed": [1, 2]}).load() is None
+    (tmp_path / "state.json").write_text("{not json", encoding="utf-8")
+    assert state.load() is None
+    (tmp_path / "state.json").write_text('{"fingerprint": {"model": "a", "seed": [1, 2]}, "progress": 3}')
+    assert state.load() is None

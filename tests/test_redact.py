@@ -275,3 +275,16 @@ def test_settings_outside_what_the_redactor_can_do_fail_at_load(config, message)
 ])
 def test_dates_at_the_ends_of_the_calendar(text, days, expected):
     assert shift_date(text, days) == expected
+
+
+def test_the_mapping_says_which_strategy_each_replacement_got():
+    text = "Paciente: Ana Ruiz, de noventa años. Clave: A7. Vive en Valladolid."
+    entities = [("Ana Ruiz", "NOMBRE_SUJETO_ASISTENCIA"), ("noventa", "EDAD_SUJETO_ASISTENCIA"),
+                ("A7", "ID_SUJETO_ASISTENCIA"), ("Valladolid", "TERRITORIO")]
+    nlp = spacy.blank("es")
+    nlp.add_pipe("pii_redactor", config={"strategy": "surrogate", "strategies": {"ID_SUJETO_ASISTENCIA": "mask"}})
+    doc = nlp.get_pipe("pii_redactor")(note_doc(nlp, text, entities))
+    applied = {r["text"]: r["strategy"] for r in doc._.pii_replacements}
+    # an age in words has no surrogate: it falls back to the mask, and says so
+    assert applied == {"Ana Ruiz": "surrogate", "noventa": "mask", "A7": "mask", "Valladolid": "surrogate"}
+    assert "[EDAD_SUJETO_ASISTENCIA]" in doc._.deidentified

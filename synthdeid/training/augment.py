@@ -68,7 +68,7 @@ def surrogate_copy(doc: Doc, redactor: PIIRedactor, rng: random.Random, nlp: Lan
     label, tokenised by `nlp` with the entities at the new values."""
     text = doc.text
     labelled = redactor(doc.copy())  # the copy takes the redactor's extension values, not `doc`
-    surrogates = {r["start"]: r["replacement"] for r in labelled._.pii_replacements}
+    surrogates = {r["start"]: r["replacement"] for r in labelled._.pii_replacements if r["strategy"] == "surrogate"}
     pieces: List[str] = []
     spans = []
     cursor = written = 0
@@ -77,9 +77,7 @@ def surrogate_copy(doc: Doc, redactor: PIIRedactor, rng: random.Random, nlp: Lan
         if ent.label_ == "FECHAS":
             value = random_date_text(rng)
         else:
-            value = surrogates.get(ent.start_char, original)
-            if value == redactor.template.format(label=ent.label_):  # no surrogate: the redactor masked it
-                value = original
+            value = surrogates.get(ent.start_char, original)  # no surrogate (masked): as written
         value = value.strip() or original  # spans never start or end with whitespace
         before = text[cursor : ent.start_char]
         pieces += [before, value]

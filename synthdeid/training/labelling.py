@@ -22,7 +22,6 @@ project).
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..io import (
     atomic_path,
     folder_digest,
     load_ner_pipeline,
+    ResumeState,
     read_docs,
     read_text_docs,
     write_json,
@@ -80,18 +80,20 @@ class AnnotationCheckpoints:
     CHUNK = 64
 
     def __init__(self, folder: Path, fingerprint: Dict[str, Any], vocab: Any):
-        self.folder, self.fingerprint, self.vocab = folder, fingerprint, vocab
+        self.folder, self.vocab = folder, vocab
+        self.state = ResumeState(folder / "state.json", fingerprint)
         self.pending: List[Doc] = []
         self.chunks = 0
 
     def load(self) -> List[Doc]:
-        try:
-            saved = json.loads((self.folder / "state.json").read_text(encoding="utf-8"))
-            if saved["fingerprint"] == self.fingerprint:
-                self.chunks = saved["chunks"]
+        progress = self.state.load()
+        if progress is not None:
+            try:
+                self.chunks = int(progress["chunks"])
                 return [doc for i in range(self.chunks) for doc in read_docs(self._chunk(i), self.vocab)]
-        except (OSError, ValueError, KeyError, TypeError):  # no state, or not one this code wrote: start afresh
-            self.chunks = 0
+            except (OSError, ValueError, KeyError, TypeError):  # chunks missing or not this code's
+                pass
+        self.chunks = 0  # start afresh
         shutil.rmtree(self.folder, ignore_errors=True)
         return []
 
@@ -108,7 +110,7 @@ class AnnotationCheckpoints:
             DocBin(store_user_data=True, docs=self.pending).to_disk(tmp)
         self.chunks += 1
         self.pending = []
-        write_json(self.folder / "state.json", {"fingerprint": self.fingerprint, "chunks": self.chunks})
+        self.state.save({"chunks": self.chunks})
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -49,7 +49,7 @@ from spacy.util import load_config
 from spacy_llm.util import assemble_from_config
 
 from .generator import generator_model_dir
-from ..io import atomic_path, folder_digest, read_docs, write_json, write_text
+from ..io import ResumeState, atomic_path, folder_digest, read_docs, write_json, write_text
 from .spacy_llm_model import END_REASONS, MODEL_NAME
 
 PROMPT_WORDS = 3
@@ -432,18 +432,15 @@ class ProgressFiles:
     def __init__(self, output: Path, fingerprint: Mapping[str, Any]):
         self.output = output
         self.partial = output.with_name(output.name + ".partial")
-        self.state = output.with_name(output.name + ".resume.json")
-        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from JSON
+        self.state = ResumeState(output.with_name(output.name + ".resume.json"), fingerprint)
 
     def load(self) -> Optional[Tuple[List[Dict[str, Any]], Checkpoint]]:
-        if not self.state.is_file():
-            return None
+        progress = self.state.load()
         try:
-            saved = json.loads(self.state.read_text(encoding="utf-8"))
-            if saved.get("fingerprint") != self.fingerprint:
-                return None
-            checkpoint = Checkpoint(**saved["checkpoint"])
-        except (ValueError, TypeError, KeyError, AttributeError):  # not a state this code wrote: start afresh
+            checkpoint = Checkpoint(**progress) if progress is not None else None
+        except TypeError:  # not a checkpoint this code wrote: start afresh
+            return None
+        if checkpoint is None:
             return None
         source = self.partial if self.partial.is_file() else self.output
         if not source.is_file():
@@ -484,7 +481,7 @@ class ProgressFiles:
         self.partial.unlink()
 
     def _save(self, checkpoint: Checkpoint) -> None:
-        write_json(self.state, {"fingerprint": self.fingerprint, "checkpoint": asdict(checkpoint)})
+        self.state.save(asdict(checkpoint))
 
 
 def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
