@@ -26,8 +26,7 @@ import typer
 from weasel.cli.run import check_rerun
 from weasel.util import load_project_config
 
-from synthdeid.io import read_docs, write_json, write_text
-from synthdeid.deidentify import doc_words
+from synthdeid.io import doc_words, read_docs, write_json, write_text
 
 app = typer.Typer(add_completion=False)
 STEPS_FILE = "training/benchmark_steps.json"

@@ -18,8 +18,7 @@ from typing import Dict, List
 import typer
 
 from synthdeid.deidentify import load_redacting_pipeline
-from synthdeid.io import read_docs, write_json, write_text
-from synthdeid.deidentify import doc_words
+from synthdeid.io import doc_words, read_docs, write_json, write_text
 
 STRATEGIES = ("mask", "surrogate", "hash")
 

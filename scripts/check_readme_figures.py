@@ -61,16 +61,21 @@ def matches(figure: str, available: Set[str]) -> bool:
 
 def check(readme_path: Path, root: Path) -> List[str]:
     """The problems: missing sources, figures of a cited table found in none of its sources."""
-    readme = readme_path.read_text(encoding="utf-8")
+    try:
+        readme = readme_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        return [f"{readme_path}: cannot read it ({err})"]
     rows = cited_tables(readme)
     problems: List[str] = []
     loaded: Dict[str, Set[str]] = {}
     for source in sorted({s for sources in rows.values() for s in sources}):
         path = root / source
-        if path.is_file():
+        try:
             loaded[source] = set(numbers(path.read_text(encoding="utf-8")))
-        else:
+        except FileNotFoundError:
             problems.append(f"{path}: missing (cited by {readme_path})")
+        except (OSError, UnicodeDecodeError) as err:
+            problems.append(f"{path}: cannot read it ({err}; cited by {readme_path})")
     lines = readme.splitlines()
     for number, sources in rows.items():
         available = set().union(*(loaded.get(s, set()) for s in sources))

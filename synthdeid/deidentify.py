@@ -36,18 +36,12 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, TextIO, Tuple
 import spacy
 import typer
 from spacy.language import Language
-from spacy.tokens import Doc
 from tqdm import tqdm
 
-from .io import atomic_path, decode_utf8, exclusive, read_text_records, write_json
+from .io import atomic_path, decode_utf8, doc_words, exclusive, read_text_records, write_json
 
 INPUT_FORMATS = ("auto", "txt", "jsonl", "brat")
 OUTPUT_FORMATS = ("txt", "jsonl", "brat")
-
-
-def doc_words(doc: Doc) -> int:
-    """Words of a doc for speed figures: its tokens, whitespace tokens excluded."""
-    return sum(not token.is_space for token in doc)
 
 
 class InputError(ValueError):

@@ -192,13 +192,18 @@ def trained(tmp_path_factory, tiny_model_dir, corpus):
     return out, log
 
 
-def cli(script):
-    """A Typer app around `scripts/<script>.py`'s `main`, for typer.testing.CliRunner."""
+def load_script(script):
+    """The module of `scripts/<script>.py`."""
     spec = importlib.util.spec_from_file_location(script, REPO / "scripts" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def cli(script):
+    """A Typer app around `scripts/<script>.py`'s `main`, for typer.testing.CliRunner."""
     app = typer.Typer()
-    app.command()(module.main)
+    app.command()(load_script(script).main)
     return app
 
 

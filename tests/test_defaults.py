@@ -3,35 +3,23 @@ workflow command sets from a var has that var's value as its own default, so
 that a bare script run trains what the workflow measured."""
 
 import ast
-import importlib.util
 import inspect
 import re
-import sys
+from pathlib import Path
 
 import pytest
 import srsly
 from confection import Config
-from conftest import REPO
+from conftest import REPO, load_script
 
 SCRIPT = re.compile(r"\bpython\s+(scripts/\S+\.py)\b")
 OPTION = re.compile(r'--([a-z][a-z0-9-]*)\s+"?\$\{vars\.(\w+)\}"?')
 FLAG = re.compile(r"--\$\{vars\.(\w+)\}")
 
 
-def load_script(script: str):
-    spec = importlib.util.spec_from_file_location(f"script_{script.replace('/', '_')[:-3]}", REPO / script)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
-    return module
-
-
 def script_options(script: str):
     """{option name: (default, flag names)} of a typer script's `main`."""
-    module = load_script(script)
+    module = load_script(Path(script).stem)
     options = {}
     for name, parameter in inspect.signature(module.main).parameters.items():
         info = parameter.default
@@ -107,7 +95,7 @@ def test_library_functions_default_to_what_their_scripts_do():
     disagree = []
     checked = 0
     for script in sorted((REPO / "scripts").glob("*.py")):
-        module = load_script(f"scripts/{script.name}")
+        module = load_script(script.stem)
         main = getattr(module, "main", None)
         if main is None:
             continue

@@ -40,9 +40,15 @@ def test_a_drifted_figure_or_a_missing_source_fails(tmp_path):
     assert result.exit_code == 1
     assert "README.md:7: 0.9263 is in none of training/benchmark.md, training/evaluation/evaluation.json" in result.output
     assert "0.1234" not in result.output  # a table without a marker is not checked
+    (root / "training" / "benchmark.md").write_bytes(b"\xff\xfe 0.9523")
+    result = run(root)
+    assert result.exit_code == 1 and "benchmark.md: cannot read it" in result.output
     (root / "training" / "benchmark.md").unlink()
     result = run(root)
     assert result.exit_code == 1 and "benchmark.md: missing" in result.output
+    (root / "README.md").unlink()
+    result = run(root)
+    assert result.exit_code == 1 and "README.md: cannot read it" in result.output
 
 
 def test_the_readme_cites_the_sources_of_its_results_tables():

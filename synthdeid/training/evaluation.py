@@ -12,8 +12,7 @@ from spacy.tokens import Doc
 from tqdm import tqdm
 
 from .behaviour import TARGET_GROUPS, score_behaviour
-from ..io import read_docs
-from ..deidentify import doc_words
+from ..io import doc_words, read_docs
 from .metrics import score_docs
 
 

@@ -436,11 +436,11 @@ class ProgressFiles:
 
     def load(self) -> Optional[Tuple[List[Dict[str, Any]], Checkpoint]]:
         progress = self.state.load()
-        try:
-            checkpoint = Checkpoint(**progress) if progress is not None else None
-        except TypeError:  # not a checkpoint this code wrote: start afresh
+        if progress is None:
             return None
-        if checkpoint is None:
+        try:
+            checkpoint = Checkpoint(**progress)
+        except TypeError:  # not a checkpoint this code wrote: start afresh
             return None
         source = self.partial if self.partial.is_file() else self.output
         if not source.is_file():
