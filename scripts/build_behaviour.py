@@ -1,22 +1,28 @@
-"""Build the behavioural test set: PII values of the gold test split in narrative frames."""
+"""Build a behavioural test set: PII values of the gold test split in narrative
+frames, or sentences written by hand (a JSONL file, see
+synthdeid.training.behaviour.read_sentences)."""
 
 from pathlib import Path
 
 import typer
 
-from synthdeid.training.behaviour import build_behaviour_set, save_behaviour_set
+from synthdeid.training.behaviour import build_behaviour_set, read_sentences, save_behaviour_set
 from synthdeid.io import read_docs
 
 
 def main(
-    test_path: Path = typer.Argument(..., help="Gold test DocBin: where the values come from"),
+    test_path: Path = typer.Argument(..., help="Gold test DocBin (where the values come from), or a .jsonl "
+                                               "file of written sentences"),
     output: Path = typer.Argument(..., help="DocBin of the sentences to write"),
     per_frame: int = typer.Option(20, min=1, help="Values drawn for each frame"),
     seed: int = typer.Option(0, help="Seed of the draw"),
 ):
     try:
-        docs = build_behaviour_set(read_docs(test_path), per_frame=per_frame, seed=seed)
-    except (FileNotFoundError, ValueError) as err:
+        if test_path.suffix == ".jsonl":
+            docs = read_sentences(test_path)
+        else:
+            docs = build_behaviour_set(read_docs(test_path), per_frame=per_frame, seed=seed)
+    except (OSError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     if not docs:

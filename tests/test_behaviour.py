@@ -1,11 +1,15 @@
 """The behavioural test set (recall outside the template) and the pii_rules safety net."""
 
+import re
+
 import pytest
 import spacy
 from spacy.tokens import Doc, DocBin
 
 import synthdeid.rules  # noqa: F401  registers pii_rules
-from synthdeid.training.behaviour import FRAMES, build_behaviour_set, save_behaviour_set, score_behaviour, frame_values
+from synthdeid.rules import known_names
+from synthdeid.training.behaviour import (FRAMES, build_behaviour_set, frame_values, read_sentences, save_behaviour_set,
+                                         score_behaviour)
 from synthdeid.training.evaluation import evaluate_pipelines, markdown_report
 from synthdeid.io import read_docs
 
@@ -79,16 +83,28 @@ def test_scores_count_strict_and_caught_recall_and_precision():
      [("Juan Pérez", "NOMBRE_SUJETO_ASISTENCIA"), ("Ruiz", "NOMBRE_PERSONAL_SANITARIO")]),
     ("Contacto: 612 345 678, correo pedro.lopez@gmail.com.",
      [("612 345 678", "NUMERO_TELEFONO"), ("pedro.lopez@gmail.com", "CORREO_ELECTRONICO")]),
-    ("Su NSS es 28 73561347 15 y su NHC 4829311; colegiado 28 28 09867.",
-     [("28 73561347 15", "ID_ASEGURAMIENTO"), ("4829311", "ID_SUJETO_ASISTENCIA"),
+    ("Su NSS es 28 73561347 15 (28/73561347/15) y su NHC 4829311; colegiado 28 28 09867.",
+     [("28 73561347 15", "ID_ASEGURAMIENTO"), ("28/73561347/15", "ID_ASEGURAMIENTO"), ("4829311", "ID_SUJETO_ASISTENCIA"),
       ("28 28 09867", "ID_TITULACION_PERSONAL_SANITARIO")]),
-    ("El 12/03/2018 y el 3 de marzo de 2018, luego marzo de 2019; ver www.salud.es/citas.",
+    ("El 12/03/2018 y el 3 de marzo de 2018, luego marzo de 2019 (pauta 10-0-10); ver www.salud.es/citas.",
      [("12/03/2018", "FECHAS"), ("3 de marzo de 2018", "FECHAS"), ("marzo de 2019", "FECHAS"),
       ("www.salud.es/citas", "URL_WEB")]),
-    ("Juana Lozano Puebla acude hoy; llamar al 34 948 136272 o al 670.97.10.26.",
+    ("Juana Lozano Puebla acude hoy; llamar al 34 948 136272, al (+34) 670.97.10.26 o con NIE X1234567L hoy.",
      [("Juana Lozano Puebla", "NOMBRE_SUJETO_ASISTENCIA"), ("34 948 136272", "NUMERO_TELEFONO"),
-      ("670.97.10.26", "NUMERO_TELEFONO")]),
-    ("Tomó 3 comprimidos de 500 mg durante 2 semanas; Rosa no vino.", []),
+      ("(+34) 670.97.10.26", "NUMERO_TELEFONO"), ("X1234567L", "ID_SUJETO_ASISTENCIA")]),
+    ("Tomó 3 comprimidos de 500 mg durante 2 semanas; los ANA y la PIO, normales.", []),
+    # Names without a cue word: a run of capitalised words with a known name,
+    # one known first name alone, an upper-case heading from its first known name.
+    ("Hablamos con Castillo Puebla; Andrea acude. INFORME DE ALTA DE MOLINERO GUERRA.",
+     [("Castillo Puebla", "NOMBRE_SUJETO_ASISTENCIA"), ("Andrea", "NOMBRE_SUJETO_ASISTENCIA"),
+      ("MOLINERO GUERRA", "NOMBRE_SUJETO_ASISTENCIA")]),
+    # Places and organisations that hold a name are left to the NER; a stop word
+    # at the start of a sentence is no part of the name.
+    ("Unidad de Cabeza y Cuello, Facultad de Ciencias de la Salud. Hoy Juana de la Ossa Prieto acude.",
+     [("Juana de la Ossa Prieto", "NOMBRE_SUJETO_ASISTENCIA")]),
+    # Lower case after a cue: a known name first, at most one unknown word.
+    ("Ingresa el paciente juan valezka para estudio; la paciente refiere dolor; sr. luis ruiz.",
+     [("juan valezka", "NOMBRE_SUJETO_ASISTENCIA"), ("luis ruiz", "NOMBRE_SUJETO_ASISTENCIA")]),
 ])
 def test_rules_find_what_has_a_form(text, expected):
     nlp = spacy.blank("es")
@@ -125,6 +141,53 @@ def test_a_form_rule_takes_the_whole_form_where_the_ner_found_part_of_it():
     # guess, so the NER's name stays as it was.
     assert [(e.text, e.label_) for e in nlp(text).ents] == [
         ("612 345 678", "ID_SUJETO_ASISTENCIA"), ("Luis", "NOMBRE_PERSONAL_SANITARIO")]
+
+
+def test_a_number_the_ner_took_with_the_word_before_it_is_taken_whole():
+    nlp = spacy.blank("es")
+    nlp.add_pipe("entity_ruler").add_patterns([
+        {"label": "ID_TITULACION_PERSONAL_SANITARIO", "pattern": [{"ORTH": "sanitaria"}, {"ORTH": "28"},
+                                                                   {"ORTH": "23748589"}]}])
+    nlp.add_pipe("pii_rules")
+    doc = nlp("Presenta la tarjeta sanitaria 28 23748589 45 en admisión.")
+    assert [(e.text, e.label_) for e in doc.ents] == [("sanitaria 28 23748589 45", "ID_TITULACION_PERSONAL_SANITARIO")]
+
+
+def test_a_name_the_ner_found_part_of_takes_the_known_names_beside_it():
+    nlp = spacy.blank("es")
+    nlp.add_pipe("entity_ruler").add_patterns([
+        {"label": "NOMBRE_PERSONAL_SANITARIO", "pattern": [{"ORTH": "Manuel"}, {"ORTH": "Ruiz"}]},
+        {"label": "NOMBRE_PERSONAL_SANITARIO", "pattern": [{"ORTH": "Ana"}, {"ORTH": "Soto"}]}])
+    nlp.add_pipe("pii_rules")
+    doc = nlp("Se comenta con Juan Manuel Ruiz. Firma Ana Soto NºCol 2828.")
+    # `Juan` is a known name; `NºCol` is not, so the NER's end stays.
+    assert [(e.text, e.label_) for e in doc.ents] == [("Juan Manuel Ruiz", "NOMBRE_PERSONAL_SANITARIO"),
+                                                      ("Ana Soto", "NOMBRE_PERSONAL_SANITARIO")]
+
+
+def test_known_names_come_from_fakers_locales_less_stop_words():
+    first, every = known_names("es")
+    assert {"juan", "andrea", "maria"} <= first and {"gomez", "rodriguez", "perez"} <= every - first
+    assert not {"segundo", "de", "la"} & every
+
+
+def test_written_sentences_become_a_behavioural_set(tmp_path):
+    path = tmp_path / "sentences.jsonl"
+    path.write_text('{"text": "Llamar a Ana al 612345678 o al 699111222.", "label": "NUMERO_TELEFONO", '
+                    '"values": ["612345678", "699111222"]}\n\n', encoding="utf-8")
+    [doc] = read_sentences(path)
+    assert [(e.text, e.label_) for e in doc.ents] == [("612345678", "NUMERO_TELEFONO"), ("699111222", "NUMERO_TELEFONO")]
+    assert doc.user_data == {"frame": "written: NUMERO_TELEFONO", "label": "NUMERO_TELEFONO"}
+    for line, message in (('{"text": "Hola", "label": "X", "values": ["Ana"]}', ":1: value 'Ana' is not in the text"),
+                          ('{"text": "Hola"}', ":1: not an object with text, label and values"),
+                          ('{"text": "Ana Ruiz", "label": "X", "values": ["Ana Ruiz", "Ruiz"]}', ":1: values overlap"),
+                          ("", ": no sentences")):
+        path.write_text(line + "\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=re.escape(f"{path}{message}")):
+            read_sentences(path)
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        read_sentences(path)
 
 
 def test_evaluation_reports_recall_outside_the_template(test_docs, tmp_path):

@@ -19,9 +19,11 @@ label: what a redactor needs).
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections import defaultdict
+from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 from spacy.tokens import Doc, DocBin
@@ -148,17 +150,55 @@ def build_behaviour_set(test_docs: Iterable[Doc], per_frame: int = 20, seed: int
                 value = _cased(value, frame_id)
                 before, after = frame.split("{X}")
                 text = before + value + after
-                doc = _doc_with_entity(vocab, text, len(before), len(before) + len(value), label)
+                doc = _doc_with_entities(vocab, text, [(len(before), len(before) + len(value))], label)
                 doc.user_data["frame"] = f"{label}: {frame_id}"
                 doc.user_data["label"] = label
                 docs.append(doc)
     return docs
 
 
-def _doc_with_entity(vocab: Vocab, text: str, start: int, end: int, label: str) -> Doc:
-    """A whitespace-and-punctuation tokenised Doc of `text` whose one entity is [start, end)."""
+def read_sentences(path) -> List[Doc]:
+    """A behavioural set of sentences written by hand: a JSONL file, one
+    object a line, `{"text": ..., "label": ..., "values": [...]}` (and an
+    optional "frame", by default "written: <label>"), each value a substring
+    of the text that is PII of that label."""
+    vocab = Vocab()
+    docs = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 ({err})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text, label, values = row["text"], row["label"], row["values"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{number}: not an object with text, label and values ({err})") from None
+        spans = []
+        for value in values:
+            start = text.find(value)
+            if not value or start < 0:
+                raise ValueError(f"{path}:{number}: value {value!r} is not in the text")
+            spans.append((start, start + len(value)))
+        try:
+            doc = _doc_with_entities(vocab, text, spans, label)
+        except ValueError:
+            raise ValueError(f"{path}:{number}: values overlap") from None
+        doc.user_data["frame"] = row.get("frame", f"written: {label}")
+        doc.user_data["label"] = label
+        docs.append(doc)
+    if not docs:
+        raise ValueError(f"{path}: no sentences")
+    return docs
+
+
+def _doc_with_entities(vocab: Vocab, text: str, spans: Sequence[Tuple[int, int]], label: str) -> Doc:
+    """A whitespace-and-punctuation tokenised Doc of `text` whose entities are the [start, end) `spans`."""
     words, spaces = [], []
-    for piece_start, piece_end in ((0, start), (start, end), (end, len(text))):
+    bounds = sorted({0, len(text), *(i for span in spans for i in span)})
+    for piece_start, piece_end in zip(bounds, bounds[1:]):
         for match in re.finditer(r"\w+|[^\w\s]|\s+", text[piece_start:piece_end]):
             if match.group() == " " and words and not spaces[-1]:
                 spaces[-1] = True  # one space after a token is its trailing space
@@ -167,7 +207,8 @@ def _doc_with_entity(vocab: Vocab, text: str, start: int, end: int, label: str) 
                 spaces.append(False)
     doc = Doc(vocab, words=words, spaces=spaces)
     assert doc.text == text, (doc.text, text)
-    doc.ents = [doc.char_span(start, end, label=label)]
+    ents = [doc.char_span(start, end, label=label) for start, end in sorted(set(spans))]
+    doc.ents = ents  # overlapping values raise here
     return doc
 
 
