@@ -1,42 +1,54 @@
-"""Convert a gold corpus to DocBins: train, a seeded validation split carved
-from train, and test; plus the customised tokenizer and stats.json.
+"""Convert a gold corpus to DocBins: train, validation (the corpus's own, or a
+seeded split carved from train) and test; plus the customised tokenizer and
+stats.json.
 
-    python scripts/convert_corpus.py TRAIN TEST OUTPUT_DIR [--validation-fraction 0.1] [--seed 0] [--limit N]
+    python scripts/convert_corpus.py CORPUS_DIR OUTPUT_DIR [--lang es] [--label-map MAP.json] [--spans-key KEY]
 
-TRAIN and TEST are brat folders, `.jsonl` files or `.spacy` DocBins.
+CORPUS_DIR holds `train` and `dev` or `test` (and maybe `validation`), each a
+brat folder, a `.jsonl` or a `.spacy` file, or a `corpus.json` naming them.
 """
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 try:
-    from synthdeid.training.corpus import CorpusError, convert_corpus
+    from synthdeid.training.corpus import CorpusError, convert_corpus, corpus_parts, read_label_map
 except ImportError:  # run from a checkout where the package is not installed
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from synthdeid.training.corpus import CorpusError, convert_corpus
+    from synthdeid.training.corpus import CorpusError, convert_corpus, corpus_parts, read_label_map
 
 
 def main(
-    train_path: Path = typer.Argument(..., help="Gold train corpus (brat folder, .jsonl or .spacy)"),
-    test_path: Path = typer.Argument(..., help="Gold test corpus (brat folder, .jsonl or .spacy)"),
+    corpus_dir: Path = typer.Argument(..., help="Folder of the gold corpus: train and dev/test (or corpus.json)"),
     output_dir: Path = typer.Argument(..., help="Folder for the DocBins, tokenizer/ and stats.json"),
-    validation_fraction: float = typer.Option(0.1, help="Share of train documents held out for validation"),
+    lang: str = typer.Option("es", help="spaCy language code of the corpus: its tokenizer"),
+    label_map: str = typer.Option("", help="JSON file mapping the corpus's labels to new labels or null (drop); "
+                                           "empty: labels as they are"),
+    spans_key: Optional[str] = typer.Option(None, help="DocBin input: read this span group instead of doc.ents"),
+    validation_fraction: float = typer.Option(0.1, help="Share of train documents held out for validation, "
+                                                        "when the corpus has no validation set"),
     seed: int = typer.Option(0, help="Seed of the train/validation split"),
     limit: int = typer.Option(0, help="Read only the first N documents of each input (0: all)"),
 ):
     try:
+        parts = corpus_parts(corpus_dir)
         convert_corpus(
-            train_path,
-            test_path,
+            parts["train"],
+            parts["test"],
             output_dir,
+            validation_path=parts.get("validation"),
+            lang=lang,
+            label_map=read_label_map(label_map) if label_map else None,
+            spans_key=spans_key,
             validation_fraction=validation_fraction,
             seed=seed,
             limit=limit or None,
         )
-    except CorpusError as err:
+    except (CorpusError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
 

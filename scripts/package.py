@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from synthdeid.io import read_docs
-from synthdeid.training.packaging import package_pipeline, performance_from_evaluation
+from synthdeid.training.packaging import MEDDOCAN_SOURCE, package_pipeline, performance_from_evaluation
 
 
 def main(
@@ -24,6 +24,11 @@ def main(
     ),
     check_limit: int = typer.Option(50, help="Check texts used from --check-docs"),
     rules: bool = typer.Option(True, "--rules/--no-rules", help="Add the pii_rules safety net before the redactor"),
+    corpus_name: str = typer.Option(MEDDOCAN_SOURCE["name"], help="The gold corpus, for meta.json's sources"),
+    corpus_url: str = typer.Option(MEDDOCAN_SOURCE["url"], help="Where the gold corpus is published"),
+    corpus_license: str = typer.Option(MEDDOCAN_SOURCE["license"], help="The gold corpus's licence, the wheel's"),
+    label_kinds: str = typer.Option("", help="JSON file of label -> kind for the redactor's surrogates, over the "
+                                             "shipped schemes and the guesses from label names; empty: none"),
 ):
     performance = None
     if evaluation is not None and not evaluation_name:
@@ -43,6 +48,8 @@ def main(
         performance=performance,
         check_texts=[doc.text for doc in read_docs(check_docs)[:check_limit]] if check_docs else [],
         rules=rules,
+        label_kinds=json.loads(Path(label_kinds).read_text(encoding="utf-8")) if label_kinds else None,
+        source={"name": corpus_name, "url": corpus_url, "license": corpus_license},
     )
     typer.echo(f"Built {wheel}")
 

@@ -1,7 +1,8 @@
-"""Use a synthdeid pipeline as Microsoft Presidio's Spanish NLP engine.
+"""Use a synthdeid pipeline as Microsoft Presidio's NLP engine.
 
 Presidio's analyzer runs the pipeline through its spaCy NLP engine and maps
-MEDDOCAN labels to Presidio entity types (`ENTITY_MAPPING`); Presidio's
+its labels to Presidio entity types by their kinds (`entity_mapping`, from
+the same label-to-kind map as the redactor's); Presidio's
 anonymizer then works on its results as usual::
 
     from presidio_anonymizer import AnonymizerEngine
@@ -20,43 +21,39 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping, Optional
 
 from . import MissingExtra
+from .kinds import shipped_schemes
 
-# MEDDOCAN label -> Presidio entity type (Presidio's own names where one fits).
-ENTITY_MAPPING: Dict[str, str] = {
-    "NOMBRE_SUJETO_ASISTENCIA": "PERSON",
-    "NOMBRE_PERSONAL_SANITARIO": "PERSON",
-    "FAMILIARES_SUJETO_ASISTENCIA": "PERSON",
-    "FECHAS": "DATE_TIME",
-    "EDAD_SUJETO_ASISTENCIA": "AGE",
-    "TERRITORIO": "LOCATION",
-    "CALLE": "LOCATION",
-    "PAIS": "LOCATION",
-    "HOSPITAL": "ORGANIZATION",
-    "INSTITUCION": "ORGANIZATION",
-    "CENTRO_SALUD": "ORGANIZATION",
-    "CORREO_ELECTRONICO": "EMAIL_ADDRESS",
-    "NUMERO_TELEFONO": "PHONE_NUMBER",
-    "NUMERO_FAX": "PHONE_NUMBER",
-    "URL_WEB": "URL",
-    "DIRECCION_IP": "IP_ADDRESS",
-    "ID_TITULACION_PERSONAL_SANITARIO": "MEDICAL_LICENSE",
-    "ID_SUJETO_ASISTENCIA": "ID",
-    "ID_ASEGURAMIENTO": "ID",
-    "ID_CONTACTO_ASISTENCIAL": "ID",
-    "ID_EMPLEO_PERSONAL_SANITARIO": "ID",
-    "OTRO_NUMERO_IDENTIF": "ID",
-    "SEXO_SUJETO_ASISTENCIA": "SEX",
-    "PROFESION": "PROFESSION",
-    "OTROS_SUJETO_ASISTENCIA": "OTHER_PII",
+# Kind of PII (synthdeid.kinds) -> Presidio entity type (Presidio's own names where one fits).
+PRESIDIO_TYPES: Dict[str, str] = {
+    "name": "PERSON", "first_name": "PERSON", "surname": "PERSON", "relative": "PERSON",
+    "date": "DATE_TIME", "age": "AGE", "sex": "SEX", "profession": "PROFESSION", "username": "USERNAME",
+    "street": "LOCATION", "city": "LOCATION", "zip": "LOCATION", "country": "LOCATION",
+    "hospital": "ORGANIZATION", "organisation": "ORGANIZATION",
+    "email": "EMAIL_ADDRESS", "phone": "PHONE_NUMBER", "fax": "PHONE_NUMBER", "url": "URL",
+    "ip_address": "IP_ADDRESS", "identifier": "ID", "other": "OTHER_PII",
 }
 
 
-def nlp_configuration(model: str, mapping: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+def entity_mapping(labels, label_kinds: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """Label -> Presidio entity type for `labels`, through their kinds
+    (`synthdeid.kinds`: `label_kinds`, the shipped schemes, a guess); a label
+    with no kind is left out (`analyzer_engine` then refuses the pipeline)."""
+    from .kinds import LabelKinds
+
+    kinds = LabelKinds(label_kinds)
+    return {label: PRESIDIO_TYPES[kind] for label in labels if (kind := kinds.kind(label)) is not None}
+
+
+# The MEDDOCAN labels' types, through the shipped MEDDOCAN scheme.
+ENTITY_MAPPING: Dict[str, str] = entity_mapping(shipped_schemes()["meddocan"]["kinds"])
+
+
+def nlp_configuration(model: str, mapping: Optional[Mapping[str, str]] = None, lang: str = "es") -> Dict[str, Any]:
     """Presidio's NlpEngineProvider configuration for the pipeline `model`
-    (an installed package name or a folder)."""
+    (an installed package name or a folder) of language `lang`."""
     return {
         "nlp_engine_name": "spacy",
-        "models": [{"lang_code": "es", "model_name": str(model)}],
+        "models": [{"lang_code": lang, "model_name": str(model)}],
         "ner_model_configuration": {
             "model_to_presidio_entity_mapping": dict(mapping or ENTITY_MAPPING),
             # Every label is scored alike: Presidio lowers ORG by default.
@@ -73,7 +70,9 @@ def pipeline_labels(nlp) -> set:
 
 
 def analyzer_engine(model: str, mapping: Optional[Mapping[str, str]] = None, with_pattern_recognizers: bool = False):
-    """A Presidio AnalyzerEngine for Spanish whose NER is the synthdeid pipeline.
+    """A Presidio AnalyzerEngine for the pipeline's language whose NER is the
+    synthdeid pipeline. `mapping` (label -> Presidio type) defaults to the
+    one its labels' kinds give (`entity_mapping`).
 
     with_pattern_recognizers adds Presidio's own predefined recognizers for
     Spanish (regular expressions, checksums) next to it. A model that is neither
@@ -99,16 +98,19 @@ def analyzer_engine(model: str, mapping: Optional[Mapping[str, str]] = None, wit
     # Presidio would try to download a model it cannot find: refuse it here.
     if not (spacy.util.is_package(str(model)) or Path(model).is_dir()):
         raise ValueError(f"{model}: neither an installed pipeline package nor a pipeline folder")
-    mapping = dict(mapping or ENTITY_MAPPING)
-    nlp_engine = NlpEngineProvider(nlp_configuration=nlp_configuration(model, mapping)).create_engine()
-    unmapped = sorted(pipeline_labels(nlp_engine.nlp["es"]) - set(mapping))
+    folder = Path(model) if Path(model).is_dir() else spacy.util.get_package_path(str(model))
+    meta = spacy.util.load_meta(folder / "meta.json")
+    lang = meta["lang"]
+    mapping = dict(mapping or entity_mapping({label for labels in meta.get("labels", {}).values() for label in labels}))
+    nlp_engine = NlpEngineProvider(nlp_configuration=nlp_configuration(model, mapping, lang)).create_engine()
+    unmapped = sorted(pipeline_labels(nlp_engine.nlp[lang]) - set(mapping))
     if unmapped:
         raise ValueError(f"{model}: the pipeline's labels {', '.join(unmapped)} have no Presidio entity type, so "
                          "Presidio would leave them unredacted; give them one in `mapping` (e.g. "
                          f"{{**ENTITY_MAPPING, {unmapped[0]!r}: 'PERSON'}})")
-    registry = RecognizerRegistry(supported_languages=["es"])
+    registry = RecognizerRegistry(supported_languages=[lang])
     if with_pattern_recognizers:
-        registry.load_predefined_recognizers(languages=["es"], nlp_engine=nlp_engine)
+        registry.load_predefined_recognizers(languages=[lang], nlp_engine=nlp_engine)
         registry.remove_recognizer("SpacyRecognizer")
-    registry.add_recognizer(SpacyRecognizer(supported_language="es", supported_entities=sorted(set(mapping.values()))))
-    return AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=["es"])
+    registry.add_recognizer(SpacyRecognizer(supported_language=lang, supported_entities=sorted(set(mapping.values()))))
+    return AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=[lang])

@@ -1,13 +1,19 @@
 """The `pii_redactor` component: replaces recognised PII in `doc._.deidentified`.
 
 This file is shipped inside packaged pipelines (`spacy package --code`), so it
-imports nothing from synthdeid; its one extra requirement, Faker (fake values
-for the `surrogate` strategy), is a requirement of the packaged wheel.
+imports nothing from synthdeid at load; its one extra requirement, Faker (fake
+values for the `surrogate` strategy), is a requirement of the packaged wheel.
+
+A surrogate depends on the entity's kind (name, date, street ...), not on its
+label: `label_kinds` maps labels to kinds (a packaged pipeline carries the
+whole map); a label it does not name gets its kind from synthdeid's shipped
+schemes or a guess from its name (`synthdeid.kinds`), where synthdeid is
+installed. A label with no kind is masked, and named in a warning.
 
 Strategies, chosen per label:
 - `mask`: the `template`, `[{label}]` by default.
-- `surrogate`: a realistic Spanish value of the same kind (Faker's es_ES
-  locale): names keep their number of parts and each part maps consistently
+- `surrogate`: a realistic value of the same kind in the pipeline's language
+  (Faker's locale for it, `es_ES` for Spanish, or `locale`): names keep their number of parts and each part maps consistently
   (`Ana Ruiz García` and later `Ruiz` become `Lucía Soler Prieto` and
   `Soler`), identifiers and phone numbers keep their shape (digit for digit,
   letter for letter), dates move by one offset per document keeping their
@@ -37,6 +43,7 @@ import os
 import random
 import re
 import unicodedata
+import warnings
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from spacy.language import Language
@@ -69,6 +76,8 @@ DEFAULT_CONFIG = {
     "date_shift_days": [-365, 365],
     "consistency": "document",
     "known_labels": list(MEDDOCAN_LABELS),
+    "label_kinds": {},
+    "locale": "",
 }
 # No clinical note needs its dates moved by more than a century; a larger
 # range would only move dates off the calendar (they are then masked).
@@ -92,6 +101,8 @@ def make_pii_redactor(
     date_shift_days: Any,
     consistency: Any,
     known_labels: Any,
+    label_kinds: Any,
+    locale: Any,
 ) -> "PIIRedactor":
     """Set `doc._.deidentified` (the text with PII replaced) and
     `doc._.pii_replacements` (the mapping).
@@ -110,13 +121,38 @@ def make_pii_redactor(
         excluded), within ±36525 days.
     consistency: "document" (fresh surrogates per document) or "corpus"
         (one mapping for every document this component sees).
-    known_labels: labels a config may name; a label outside it is an error.
+    known_labels: labels a config may name (with those of `label_kinds`); a
+        label outside them is an error.
+    label_kinds: label -> kind (or {"kind": ..., "template": ...}) of the
+        surrogate; labels it leaves out take synthdeid's schemes or a guess.
+    locale: Faker's locale of the surrogates; empty: the one for the
+        pipeline's language (`faker_locale`).
     """
     return PIIRedactor(
         name=name, strategy=strategy, strategies=strategies, labels=labels, template=template,
         hash_template=hash_template, hash_key=hash_key, hash_key_file=hash_key_file, seed=seed,
         date_shift_days=date_shift_days, consistency=consistency, known_labels=known_labels,
+        label_kinds=label_kinds, locale=locale or faker_locale(nlp.lang),
     )
+
+
+# Faker's locale for a language where it is not `<lang>_<LANG>` (es_ES, fr_FR).
+LOCALE_OF_LANGUAGE = {"en": "en_US", "nb": "no_NO", "nn": "no_NO", "no": "no_NO", "sv": "sv_SE", "da": "da_DK",
+                      "el": "el_GR", "ja": "ja_JP", "ko": "ko_KR", "zh": "zh_CN", "cs": "cs_CZ", "et": "et_EE",
+                      "uk": "uk_UA", "fa": "fa_IR", "he": "he_IL", "hi": "hi_IN", "ca": "es_CA"}
+
+
+def faker_locale(lang: str) -> str:
+    """Faker's locale for a spaCy language code: `LOCALE_OF_LANGUAGE`, else
+    `<lang>_<LANG>` or the first `<lang>_*` Faker has, else `en_US`."""
+    from faker.config import AVAILABLE_LOCALES
+
+    if lang in LOCALE_OF_LANGUAGE:
+        return LOCALE_OF_LANGUAGE[lang]
+    same = f"{lang}_{lang.upper()}"
+    if same in AVAILABLE_LOCALES:
+        return same
+    return next((locale for locale in sorted(AVAILABLE_LOCALES) if locale.split("_")[0] == lang), "en_US")
 
 
 # This file is imported as synthdeid.redact and, inside a packaged pipeline,
@@ -175,18 +211,39 @@ _TEXT_DATE = re.compile(rf"^(?:(\d{{1,2}})(º)?\s+(de\s+)?)?{_MONTH}(?:\s+(?:(de
 _YEAR = re.compile(r"^(1[89]\d\d|20\d\d)$")
 
 
-def shift_date(text: str, days: int) -> Optional[str]:
+def shift_date(text: str, days: int, lang: str = "es") -> Optional[str]:
     """`text` moved by `days`, written as before; None when it is not a date
     this function reads (day/month/year with / - or ., year-month-day,
-    month/year, '12 de marzo de 2018' and its parts, a year) or when the
-    moved date falls outside the calendar (years 1 to 9999)."""
+    month/year, a year, and a day, month name and year in the language's
+    written form: '12 de marzo de 2018' and its parts in Spanish, in other
+    languages its month names of CLDR (Babel): '10. mars 2017', '3 Jan 2019')
+    or when the moved date falls outside the calendar (years 1 to 9999)."""
     try:
-        return _shift_date(text, days)
+        return _shift_date(text, days) if lang == "es" else _shift_date(text, days, _month_names(lang))
     except (ValueError, OverflowError):
         return None
 
 
-def _shift_date(text: str, days: int) -> Optional[str]:
+_MONTH_NAMES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...], "re.Pattern[str]"]] = {}
+
+
+def _month_names(lang: str) -> Tuple[Tuple[str, ...], Tuple[str, ...], "re.Pattern[str]"]:
+    """(wide, abbreviated) month names of `lang` from CLDR, lower case, and
+    a pattern of a written date with them: day (maybe with a period, as
+    Norwegian and German write it), month, year; each part but the month optional."""
+    if lang not in _MONTH_NAMES:
+        from babel.dates import get_month_names
+
+        wide = tuple(get_month_names("wide", locale=lang)[m].lower() for m in range(1, 13))
+        short = tuple(get_month_names("abbreviated", locale=lang)[m].lower().rstrip(".") for m in range(1, 13))
+        names = "|".join(re.escape(name) for name in sorted(set(wide + short), key=len, reverse=True))
+        pattern = re.compile(rf"^(?:(\d{{1,2}})(\s?\.)?\s+)?({names})(\.)?(?:,?\s+(\d{{4}}))?$", re.IGNORECASE)
+        _MONTH_NAMES[lang] = (wide, short, pattern)
+    return _MONTH_NAMES[lang]
+
+
+def _shift_date(text: str, days: int, months: Optional[Tuple[Tuple[str, ...], Tuple[str, ...], Any]] = None
+                ) -> Optional[str]:
     stripped = text.strip()
     match = _NUMERIC_DATE.match(stripped)
     if match:
@@ -210,7 +267,11 @@ def _shift_date(text: str, days: int) -> Optional[str]:
             return None
         moved = dt.date(int(year), int(month), 15) + dt.timedelta(days=days)
         return text.replace(stripped, f"{moved.month:0{len(month)}d}{sep}{moved.year:04d}")
-    match = _TEXT_DATE.match(stripped)
+    if months is not None:
+        match = months[2].match(stripped)
+        if match:
+            return text.replace(stripped, _shift_named_date(match, days, months[0], months[1]))
+    match = None if months is not None else _TEXT_DATE.match(stripped)
     if match:
         day, ordinal, day_link, month_name, link, year = match.groups()
         month = (MONTHS.index(month_name.lower()) if month_name.lower() in MONTHS else 8) + 1
@@ -226,6 +287,23 @@ def _shift_date(text: str, days: int) -> Optional[str]:
     if match:
         return text.replace(stripped, str((dt.date(int(stripped), 7, 1) + dt.timedelta(days=days)).year))
     return None
+
+
+def _shift_named_date(match: "re.Match[str]", days: int, wide: Sequence[str], short: Sequence[str]) -> str:
+    """A date with a month name moved, written in the same form: the day's
+    period, the name wide or abbreviated and in the same case, the year."""
+    day, day_period, month_name, name_period, year = match.groups()
+    folded = month_name.lower()
+    names = wide if folded in wide else short
+    moved = dt.date(int(year or 2000), names.index(folded) + 1, int(day or 15)) + dt.timedelta(days=days)
+    name = _match_case(names[moved.month - 1], month_name)
+    if month_name[0].isupper() and not month_name.isupper():
+        name = name.capitalize()
+    written = f"{moved.day}{day_period or ''} " if day else ""
+    written += name + (name_period or "")
+    if year:  # the year after what was written between it and the month (" ", ", ")
+        written += match.string[match.end(4 if name_period else 3):match.start(5)] + f"{moved.year:04d}"
+    return written
 
 
 # Words a replacement keeps on purpose (accent- and case-folded): they say what
@@ -255,36 +333,42 @@ INSTITUTION_WORDS = frozenset({
     "area", "sanitaria", "sanitario", "atencion", "primaria", "especialidades", "residencia", "policlinica",
 })
 WEB_WORDS = frozenset({"http", "https", "www", "com", "es", "org", "net", "eu", "info", "html", "htm", "php"})
-NAME_LABELS = ("NOMBRE_SUJETO_ASISTENCIA", "NOMBRE_PERSONAL_SANITARIO")
-ORGANISATION_LABELS = ("HOSPITAL", "CENTRO_SALUD", "INSTITUCION")
+NAME_KINDS = frozenset({"name", "first_name", "surname"})
+ORGANISATION_KINDS = frozenset({"hospital", "organisation"})
+# An organisation's surrogate, per language of the Faker locale and kind; `{surname}` is a fake surname.
+ORGANISATION_TEMPLATES = {
+    "es": {"hospital": "Hospital {surname}", "organisation": "Fundación {surname}"},
+    "en": {"hospital": "{surname} Hospital", "organisation": "{surname} Foundation"},
+    "no": {"hospital": "{surname} sykehus", "organisation": "{surname} stiftelse"},
+}
 _MARKS = "\u0300-\u036f"  # combining accents: part of the letter before them
 _WORD = re.compile(rf"(?:[^\W_][{_MARKS}]*)+")  # a run of letters and digits
 _NAME_PART = re.compile(rf"(?:[^\W\d_][{_MARKS}]*)+|\d+")  # a run of letters, or of digits
 _INITIALS = "ABCDEFGHIJLMNOPRSTV"
 
 
-def kept_words(label: str) -> frozenset:
-    """The folded words a surrogate of `label` keeps as written."""
-    if label in NAME_LABELS:
+def kept_words(kind: Optional[str]) -> frozenset:
+    """The folded words a surrogate of an entity of `kind` keeps as written."""
+    if kind in NAME_KINDS:
         return PARTICLES | TITLES
-    if label == "FAMILIARES_SUJETO_ASISTENCIA":
+    if kind == "relative":
         return PARTICLES | TITLES | KINSHIP
-    if label == "CALLE":
+    if kind == "street":
         return PARTICLES | STREET_WORDS
-    if label in ORGANISATION_LABELS:
+    if kind in ORGANISATION_KINDS:
         return PARTICLES | INSTITUTION_WORDS
-    if label in ("CORREO_ELECTRONICO", "URL_WEB", "DIRECCION_IP"):
+    if kind in ("email", "url", "ip_address"):
         return WEB_WORDS
     return PARTICLES
 
 
-def is_kept(label: str, word: str) -> bool:
-    """Whether a surrogate of `label` keeps `word` as written: a word of
+def is_kept(kind: Optional[str], word: str) -> bool:
+    """Whether a surrogate of `kind` keeps `word` as written: a word of
     `kept_words`, but in a name a capital single letter is an initial ("Ana
     Y. Ruiz"), not the particle "y"."""
-    if label in NAME_LABELS + ("FAMILIARES_SUJETO_ASISTENCIA",) and len(word) == 1 and not word.islower():
+    if (kind in NAME_KINDS or kind == "relative") and len(word) == 1 and not word.islower():
         return False
-    return _ascii_fold(word) in kept_words(label)
+    return _ascii_fold(word) in kept_words(kind)
 
 
 def words(text: str) -> set:
@@ -292,14 +376,15 @@ def words(text: str) -> set:
     return {_ascii_fold(word) for word in _WORD.findall(text)}
 
 
-def identifying_words(label: str, text: str) -> set:
-    """The words of an entity that no replacement may repeat: all but those
-    its surrogate keeps on purpose. A date is moved as a whole (its year or
-    day may repeat by chance), a sex is kept, and an age keeps numbers up to 89."""
-    if label in ("FECHAS", "SEXO_SUJETO_ASISTENCIA"):
+def identifying_words(kind: Optional[str], text: str) -> set:
+    """The words of an entity of `kind` that no replacement may repeat: all
+    but those its surrogate keeps on purpose. A date is moved as a whole (its
+    year or day may repeat by chance), a sex is kept, and an age keeps numbers
+    up to 89."""
+    if kind in ("date", "sex"):
         return set()
-    found = {_ascii_fold(word) for word in _WORD.findall(text) if not is_kept(label, word)}
-    if label == "EDAD_SUJETO_ASISTENCIA":
+    found = {_ascii_fold(word) for word in _WORD.findall(text) if not is_kept(kind, word)}
+    if kind == "age":
         return {word for word in found if word.isdigit() and int(word) > 89}
     return found
 
@@ -319,18 +404,21 @@ def entity_core(text: str, start: int, end: int) -> Tuple[int, int]:
     return (core_start, core_end) if core_start < core_end else (start, end)
 
 
-_FIRST_NAMES: Optional[Tuple[set, set]] = None
+_FIRST_NAMES: Dict[str, Tuple[set, set]] = {}
 
 
-def _first_names() -> Tuple[set, set]:
-    """(all, female) Spanish first names of Faker's es_ES locale, accent- and case-folded."""
-    global _FIRST_NAMES
-    if _FIRST_NAMES is None:
-        from faker.providers.person.es_ES import Provider as Person
+def _first_names(locale: str) -> Tuple[set, set]:
+    """(all, female) first names of a Faker locale, accent- and case-folded."""
+    if locale not in _FIRST_NAMES:
+        import importlib
 
-        female = {_ascii_fold(n) for n in Person.first_names_female}
-        _FIRST_NAMES = (female | {_ascii_fold(n) for n in Person.first_names_male}, female)
-    return _FIRST_NAMES
+        try:
+            person = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        except ImportError:  # a locale without names of its own
+            return set(), set()
+        female = {_ascii_fold(n) for n in getattr(person, "first_names_female", ())}
+        _FIRST_NAMES[locale] = (female | {_ascii_fold(n) for n in getattr(person, "first_names_male", ())}, female)
+    return _FIRST_NAMES[locale]
 
 
 def _one_word(draw: Callable[[], str]) -> Callable[[], str]:
@@ -344,9 +432,10 @@ def _one_word(draw: Callable[[], str]) -> Callable[[], str]:
 class _Surrogates:
     """The fake values of one consistency scope (a document or a corpus)."""
 
-    def __init__(self, rng: random.Random, fake: Any, date_shift_days: Sequence[int]):
+    def __init__(self, rng: random.Random, fake: Any, date_shift_days: Sequence[int], locale: str):
         self.rng = rng
         self.fake = fake
+        self.locale = locale
         fake.seed_instance(rng.getrandbits(32))
         low, high = date_shift_days
         if low <= 0 <= high:  # 0 is excluded: draw from a range one shorter and step over it
@@ -360,15 +449,15 @@ class _Surrogates:
         # (a surrogate must never be another patient's real name).
         self.forbidden: set = set()
 
-    def _unique(self, kind: str, label: str, original: str, draw: Callable[[], str]) -> Optional[str]:
-        """One fake per original value of a kind, never shared by two values
-        and sharing no identifying word with a real entity; None when no
-        draw gives one (the caller then masks)."""
-        key = (kind, _ascii_fold(original))
+    def _unique(self, namespace: str, kind: Optional[str], original: str, draw: Callable[[], str]) -> Optional[str]:
+        """One fake per original value of a namespace (a label, or a part of
+        a name), never shared by two values and sharing no identifying word
+        with a real entity; None when no draw gives one (the caller then masks)."""
+        key = (namespace, _ascii_fold(original))
         if key in self.by_value:
             return self.by_value[key]
-        used = self.used.setdefault(kind, set())
-        taboo = self.forbidden | identifying_words(label, original)
+        used = self.used.setdefault(namespace, set())
+        taboo = self.forbidden | identifying_words(kind, original)
         for _ in range(50):
             fake = draw()
             folded = _ascii_fold(fake)
@@ -380,73 +469,76 @@ class _Surrogates:
         self.by_value[key] = fake
         return fake
 
-    def name(self, label: str, text: str) -> Optional[str]:
+    def name(self, kind: str, text: str) -> Optional[str]:
         """Each part of a name replaced on its own (the same part, the same
         fake), except the titles, particles and, for a relative, kinship
-        words that `is_kept` keeps; digits are reshaped."""
-        first_names, female = _first_names()
+        words that `is_kept` keeps; digits are reshaped. A part is a first
+        name where `kind` says so or the locale knows it as one."""
+        first_names, female = _first_names(self.locale)
         out, cursor = [], 0
         for match in _NAME_PART.finditer(text):
             part = match.group()
             out.append(text[cursor : match.start()])
             cursor = match.end()
             folded = _ascii_fold(part)
-            if is_kept(label, part):
+            if is_kept(kind, part):
                 out.append(part)
                 continue
             if part.isdigit():
-                fake = self._unique("number", label, part, lambda: _reshape(part, self.rng))
+                fake = self._unique("number", kind, part, lambda: _reshape(part, self.rng))
             elif len(part) == 1:  # an initial: another letter, the same for the same initial
-                fake = self._unique("initial", label, part, lambda: self.rng.choice(_INITIALS))
-            elif folded in first_names:
+                fake = self._unique("initial", kind, part, lambda: self.rng.choice(_INITIALS))
+            elif kind == "first_name" or (kind != "surname" and folded in first_names):
                 draw = self.fake.first_name_female if folded in female else self.fake.first_name_male
-                fake = self._unique("first_name", label, part, _one_word(draw))
+                fake = self._unique("first_name", kind, part, _one_word(draw))
             else:
-                fake = self._unique("surname", label, part, _one_word(self.fake.last_name))
+                fake = self._unique("surname", kind, part, _one_word(self.fake.last_name))
             if fake is None:
                 return None
             out.append(_match_case(fake, part))
         out.append(text[cursor:])
         return "".join(out)
 
-    def value(self, label: str, text: str) -> Optional[str]:
-        """The surrogate of `text`; None when the label has no surrogate."""
-        if label in NAME_LABELS or label == "FAMILIARES_SUJETO_ASISTENCIA":  # "su madre" stays
-            return self.name(label, text)
-        if label == "FECHAS":
-            return shift_date(text, self.date_offset)
-        if label == "EDAD_SUJETO_ASISTENCIA":
+    def value(self, label: str, kind: Optional[str], template: Optional[str], text: str) -> Optional[str]:
+        """The surrogate of `text`, an entity of `label` and `kind`; None when
+        the kind has no surrogate. `template`: an organisation's form."""
+        if kind in NAME_KINDS or kind == "relative":  # "su madre" stays
+            return self.name(kind, text)
+        if kind == "date":
+            return shift_date(text, self.date_offset, self.locale.split("_")[0])
+        if kind == "age":
             if not re.search(r"\d", text):
                 return None  # an age in words ("noventa y cinco años") cannot be capped: mask it
             return re.sub(r"\d+", lambda m: m.group() if int(m.group()) <= 89 else "90", text)
-        if label == "SEXO_SUJETO_ASISTENCIA":
+        if kind == "sex":
             return text  # a sex is not an identifier by itself
-        draws = {"CORREO_ELECTRONICO": self.fake.free_email, "URL_WEB": self.fake.url,
-                 "DIRECCION_IP": self.fake.ipv4, "PAIS": self.fake.country, "PROFESION": self.fake.job}
-        if label in draws:
-            return self._unique(label, label, text, draws[label])
-        if label == "TERRITORIO":
-            if any(c.isdigit() for c in text):
-                return self._unique(label, label, text, lambda: _reshape(text, self.rng))
-            fake = self._unique(label, label, text, self.fake.city)
+        draws = {"email": self.fake.free_email, "url": self.fake.url, "ip_address": self.fake.ipv4,
+                 "country": self.fake.country, "profession": self.fake.job, "username": self.fake.user_name}
+        if kind in draws:
+            return self._unique(label, kind, text, draws[kind])
+        if kind == "city":
+            if any(c.isdigit() for c in text):  # a postcode written where a town goes
+                return self._unique(label, kind, text, lambda: _reshape(text, self.rng))
+            fake = self._unique(label, kind, text, self.fake.city)
             return fake and _match_case(fake, text)
-        if label == "CALLE":  # "Calle Mayor, 12, 3º B": a fake street, then the number's shape
+        if kind == "street":  # "Calle Mayor, 12, 3º B": a fake street, then the number's shape
             digit = next((i for i, c in enumerate(text) if c.isdigit()), len(text))
             head, tail = text[:digit], text[digit:]
             if not head.strip(" ,"):
-                return self._unique("street_number", label, text, lambda: _reshape(text, self.rng))
-            street = self._unique(label, label, head.strip(" ,"), self.fake.street_name)
-            number = self._unique("street_number", label, tail, lambda: _reshape(tail, self.rng)) if tail else ""
+                return self._unique("street_number", kind, text, lambda: _reshape(text, self.rng))
+            street = self._unique(label, kind, head.strip(" ,"), self.fake.street_name)
+            number = self._unique("street_number", kind, tail, lambda: _reshape(tail, self.rng)) if tail else ""
             if street is None or number is None:
                 return None
             return street + head[len(head.rstrip(" ,")):] + number
-        if label in ORGANISATION_LABELS:
-            kind = {"HOSPITAL": "Hospital", "CENTRO_SALUD": "Centro de Salud", "INSTITUCION": "Fundación"}[label]
+        if kind in ORGANISATION_KINDS:
+            form = template or ORGANISATION_TEMPLATES.get(self.locale.split("_")[0], {}).get(kind)
+            if form is None:
+                return self._unique(label, kind, text, self.fake.company)
             surname = _one_word(self.fake.last_name)
-            return self._unique(label, label, text, lambda: f"{kind} {surname()}")
-        numeric_other = label == "OTROS_SUJETO_ASISTENCIA" and any(c.isdigit() for c in text)
-        if label.startswith(("ID_", "NUMERO_", "OTRO_NUMERO")) or numeric_other:
-            return self._unique(label, label, text, lambda: _reshape(text, self.rng))
+            return self._unique(label, kind, text, lambda: form.format(surname=surname()))
+        if kind in ("identifier", "phone", "fax", "zip") or (kind == "other" and any(c.isdigit() for c in text)):
+            return self._unique(label, kind, text, lambda: _reshape(text, self.rng))
         return None
 
 
@@ -465,6 +557,8 @@ class PIIRedactor:
         date_shift_days: Sequence[int] = (-365, 365),
         consistency: str = "document",
         known_labels: Sequence[str] = MEDDOCAN_LABELS,
+        label_kinds: Optional[Mapping[str, Any]] = None,
+        locale: str = "es_ES",
     ):
         self.name = name
         if hash_key:  # never repeat it: the message may reach a log
@@ -481,6 +575,10 @@ class PIIRedactor:
             isinstance(k, str) and isinstance(v, str) for k, v in strategies.items())), "a table LABEL = strategy")
         expect("labels", labels, strings(labels), "a list of labels")
         expect("known_labels", known_labels, strings(known_labels), "a list of labels")
+        expect("label_kinds", label_kinds, label_kinds is None or (isinstance(label_kinds, Mapping) and all(
+            isinstance(k, str) and (isinstance(v, str) or (isinstance(v, Mapping) and isinstance(v.get("kind"), str)))
+            for k, v in label_kinds.items())), 'a table LABEL = kind (or {"kind": ..., "template": ...})')
+        expect("locale", locale, isinstance(locale, str) and bool(locale), "a Faker locale such as es_ES")
         for where, value in (("strategy", strategy), ("template", template), ("hash_template", hash_template),
                              ("hash_key_file", hash_key_file), ("consistency", consistency)):
             expect(where, value, isinstance(value, str), "a string")
@@ -496,7 +594,8 @@ class PIIRedactor:
             raise _config_error(name, "date_shift_days = [0, 0] leaves every date as written; give a range "
                                       "with a non-zero offset")
         strategies = dict(strategies or {})
-        known = set(known_labels)
+        label_kinds = dict(label_kinds or {})
+        known = set(known_labels) | set(label_kinds)
         for where, value in [("strategy", strategy)] + [(f"strategies.{k}", v) for k, v in strategies.items()]:
             if value not in STRATEGIES:
                 raise _config_error(name, f"{where} = {value!r} is not a strategy; use one of "
@@ -532,8 +631,29 @@ class PIIRedactor:
         self.seed = seed
         self.date_shift_days = tuple(date_shift_days)
         self.consistency = consistency
+        self.locale = locale
+        self.label_kinds = {label: (entry, None) if isinstance(entry, str) else (entry["kind"], entry.get("template"))
+                            for label, entry in label_kinds.items()}
         self._corpus_scope: Optional[_Surrogates] = None
         self._fake: Any = None
+
+    def kind_of(self, label: str) -> Tuple[Optional[str], Optional[str]]:
+        """(kind, organisation template) of a label: `label_kinds`, else
+        synthdeid's schemes or a guess (`synthdeid.kinds`, where installed);
+        (None, None) when nothing gives one: the label is masked, and named
+        in a warning the first time."""
+        if label not in self.label_kinds:
+            try:
+                from synthdeid.kinds import LabelKinds
+            except ImportError:  # a packaged pipeline carries its whole map in label_kinds
+                kind, template = None, None
+            else:
+                kind, template, _ = LabelKinds().entry(label)
+            if kind is None:
+                warnings.warn(f"{self.name}: label {label!r} has no kind in label_kinds, the shipped schemes or "
+                              "a guess from its name: its entities are masked", stacklevel=2)
+            self.label_kinds[label] = (kind, template)
+        return self.label_kinds[label]
 
     def _read_key(self, key_file: str) -> bytes:
         """The HMAC key: the content of `key_file` (less a final newline), or the environment's."""
@@ -557,35 +677,37 @@ class PIIRedactor:
         if self._fake is None:  # Faker loads its locale once, on first use
             from faker import Faker
 
-            self._fake = Faker("es_ES")
+            self._fake = Faker(self.locale)
         if self.consistency == "corpus":
             if self._corpus_scope is None:
-                self._corpus_scope = _Surrogates(random.Random(self.seed), self._fake, self.date_shift_days)
+                self._corpus_scope = _Surrogates(random.Random(self.seed), self._fake, self.date_shift_days,
+                                                 self.locale)
             return self._corpus_scope
         # Seeded by the text too: a document's surrogates do not depend on the documents before it.
         digest = hashlib.sha256(f"{self.seed}\0{text}".encode("utf-8")).digest()
-        return _Surrogates(random.Random(int.from_bytes(digest[:8], "big")), self._fake, self.date_shift_days)
+        return _Surrogates(random.Random(int.from_bytes(digest[:8], "big")), self._fake, self.date_shift_days,
+                           self.locale)
 
     def _digest(self, label: str, text: str) -> str:
         message = f"{label}\0{' '.join(text.split())}".encode("utf-8")
         return hmac.new(self.hash_key, message, hashlib.sha256).hexdigest()[:12]
 
-    @staticmethod
-    def _surrogate(scope: _Surrogates, label: str, original: str, taboo: set) -> Optional[str]:
+    def _surrogate(self, scope: _Surrogates, label: str, original: str, taboo: set) -> Optional[str]:
         """The surrogate, or None (mask it) when there is none, when a date
         would stay as written, or when it would repeat an identifying word
         of its entity or (but for dates, ages and sexes) of any entity of the
         document."""
+        kind, template = self.kind_of(label)
         try:
-            replacement = scope.value(label, original)
+            replacement = scope.value(label, kind, template, original)
         except Exception:  # noqa: BLE001  a value no surrogate rule foresaw: the mask is always safe
             return None
-        if replacement is None or (label == "FECHAS" and _ascii_fold(replacement) == _ascii_fold(original)):
+        if replacement is None or (kind == "date" and _ascii_fold(replacement) == _ascii_fold(original)):
             return None
         # Dates, ages and sexes keep numbers and words on purpose: a day that
         # another entity also holds is no leak.
-        calendar = label in ("FECHAS", "EDAD_SUJETO_ASISTENCIA", "SEXO_SUJETO_ASISTENCIA")
-        if words(replacement) & ((set() if calendar else taboo) | identifying_words(label, original)):
+        calendar = kind in ("date", "age", "sex")
+        if words(replacement) & ((set() if calendar else taboo) | identifying_words(kind, original)):
             return None
         return replacement
 
@@ -598,7 +720,7 @@ class PIIRedactor:
                 entities.append((*entity_core(text, ent.start_char, ent.end_char), ent.label_, strategy))
         taboo: set = set()
         for start, end, label, strategy in entities:
-            taboo |= identifying_words(label, text[start:end])
+            taboo |= identifying_words(self.kind_of(label)[0], text[start:end])
         pieces: List[str] = []
         replacements: List[Dict[str, Any]] = []
         cursor = written = 0

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
-from typing import Any, Dict, FrozenSet, List, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from spacy.language import Language
 from spacy.matcher import Matcher
@@ -111,22 +111,35 @@ NOT_NAME_WORDS = {"es": frozenset({
     "departamento", "escuela", "facultad", "fundacion", "hospital", "instituto", "laboratorio", "organizacion", "paseo",
     "planta", "plaza", "residencia", "sala", "seccion", "servicio", "sociedad", "unidad", "universidad"})}
 
-DEFAULT_CONFIG = {"labels": [], "overwrite": False}
+# Rules that hold in any language, by kind: a language without rules of its
+# own (`RULES`) runs these, labelled with the pipeline's label of each kind
+# (`kind_labels`), and name runs labelled with its label of names.
+GENERIC_RULES: Dict[str, List[Tuple[int, List[Dict[str, Any]]]]] = {
+    "email": RULES["es"]["CORREO_ELECTRONICO"],
+    "url": RULES["es"]["URL_WEB"],
+}
+# Faker's language code where it is not spaCy's (Norwegian Bokmål: `no_NO`).
+FAKER_LANGUAGE = {"nb": "no", "nn": "no"}
+
+DEFAULT_CONFIG = {"labels": [], "overwrite": False, "kind_labels": {}}
 # Rules whose span is the whole of a written form: one of them that the NER's
 # entities only partly cover takes them in. A name rule's end is a guess
 # (capitalised words), so the NER's names grow only by known names.
 EXTENDING = frozenset({"CORREO_ELECTRONICO", "URL_WEB", "NUMERO_TELEFONO", "ID_SUJETO_ASISTENCIA", "ID_ASEGURAMIENTO",
-                       "ID_TITULACION_PERSONAL_SANITARIO", "FECHAS"})
+                       "ID_TITULACION_PERSONAL_SANITARIO", "FECHAS", "email", "url"})
 
 
-def make_pii_rules(nlp: Language, name: str, labels: List[str], overwrite: bool) -> "PIIRules":
+def make_pii_rules(nlp: Language, name: str, labels: List[str], overwrite: bool,
+                   kind_labels: Dict[str, str]) -> "PIIRules":
     """Add rule entities to `doc.ents` where the NER found none.
 
     labels: the rules' labels to run; empty runs every rule of the language.
     overwrite: false (default) keeps the NER's entities where they overlap a
         rule span; true lets the rule spans replace them.
+    kind_labels: kind -> the pipeline's label of it (`email`, `url`, `name`,
+        `first_name`), for a language without rules of its own (`RULES`).
     """
-    return PIIRules(nlp, name, labels=labels, overwrite=overwrite)
+    return PIIRules(nlp, name, labels=labels, overwrite=overwrite, kind_labels=kind_labels)
 
 
 # Imported as synthdeid.rules and, inside a packaged pipeline, as its copy:
@@ -154,7 +167,7 @@ def known_names(lang: str) -> Tuple[FrozenSet[str], FrozenSet[str]]:
     first: set = set()
     every: set = set()
     for locale in AVAILABLE_LOCALES:
-        if locale.split("_")[0] != lang:
+        if locale.split("_")[0] != FAKER_LANGUAGE.get(lang, lang):
             continue
         try:
             provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
@@ -184,6 +197,7 @@ def _is_known_name(token: Token) -> bool:
 if not Token.has_extension("known_name"):
     Token.set_extension("known_name", getter=_is_known_name)
 _INITIAL = re.compile(r"^[^\W\d_]\.$")
+_SENTENCE_ENDS = frozenset({".", "!", "?", ":", ";", "\n", "\n\n"})
 
 
 def _capitalised(token: Token) -> bool:
@@ -201,14 +215,19 @@ def _capitalised(token: Token) -> bool:
 
 
 class PIIRules:
-    def __init__(self, nlp: Language, name: str = "pii_rules", labels: Sequence[str] = (), overwrite: bool = False):
+    def __init__(self, nlp: Language, name: str = "pii_rules", labels: Sequence[str] = (), overwrite: bool = False,
+                 kind_labels: Optional[Dict[str, str]] = None):
+        kind_labels = dict(kind_labels or {})
         rules = RULES.get(nlp.lang)
-        if rules is None:
-            raise ValueError(f"{name}: no rules for language {nlp.lang!r}; rules exist for {', '.join(RULES)}")
-        unknown = sorted(set(labels) - set(rules))
+        run_label = NAME_RUN_LABEL.get(nlp.lang)
+        if rules is None:  # the rules of any language, under the pipeline's labels
+            rules = {kind_labels[kind]: patterns for kind, patterns in GENERIC_RULES.items() if kind in kind_labels}
+            run_label = kind_labels.get("name") or kind_labels.get("first_name")
+        known = set(rules) | ({run_label} if run_label else set())
+        unknown = sorted(set(labels) - known)
         if unknown:
             raise ValueError(f"{name}: no rules for labels {', '.join(unknown)}; the rules' labels are "
-                             f"{', '.join(sorted(rules))}")
+                             f"{', '.join(sorted(known)) or 'none (give kind_labels)'}")
         self.name = name
         self.overwrite = overwrite
         self.matcher = Matcher(nlp.vocab, validate=True)
@@ -218,7 +237,6 @@ class PIIRules:
                 key = f"{label}#{number}"
                 self.skip[key] = skip
                 self.matcher.add(key, [pattern], greedy="LONGEST")
-        run_label = NAME_RUN_LABEL.get(nlp.lang)
         self.name_run_label = run_label if run_label and (not labels or run_label in labels) else None
         self.particles = NAME_PARTICLES.get(nlp.lang, frozenset())
         self.stop_words = frozenset(_fold(word) for word in nlp.Defaults.stop_words)
@@ -234,7 +252,8 @@ class PIIRules:
     def name_runs(self, doc: Doc) -> List[Span]:
         """Runs of capitalised words (particles between) that hold a known
         name; a run of one word must be a known first name. A run starts
-        after its leading stop words (`Hoy Juan Pérez`), and one in upper
+        after its leading stop words (`Hoy Juan Pérez`) or a sentence's
+        first word before a first name (`Paciente Juan Pérez`), and one in upper
         case after the last particle before its first known name, or at
         that name (`INFORME DE ALTA DE MOLINERO GUERRA`)."""
         first_names = known_names(doc.lang_)[0]
@@ -263,6 +282,12 @@ class PIIRules:
                 start = particles[-1] + 1 if particles else known[0]
             while start < end and not doc[start]._.known_name and (
                     _fold(doc[start].text) in self.stop_words or doc[start].lower_ in self.particles):
+                start += 1
+            # A sentence's capitalised first word before a first name and more
+            # (`Paciente Juan Pérez`, `Ring Anna Andersson`) is no part of it;
+            # before a first name alone it may be a surname (`Rianxo Paz`).
+            if (end - start > 2 and not doc[start]._.known_name and _fold(doc[start + 1].text) in first_names
+                    and (start == 0 or doc[start - 1].text in _SENTENCE_ENDS)):
                 start += 1
             words = [token for token in doc[start:end] if token.lower_ not in self.particles]
             if any(_fold(token.text) in self.not_name_words for token in words):
@@ -301,7 +326,7 @@ class PIIRules:
 
     def __call__(self, doc: Doc) -> Doc:
         spans = []
-        for match_id, start, end in self.matcher(doc):
+        for match_id, start, end in self.matcher(doc) if len(self.matcher) else ():
             key = doc.vocab.strings[match_id]
             label = key.split("#")[0]
             start += self.skip[key]

@@ -223,7 +223,7 @@ axes:
 def tiny_corpus(tmp_path_factory, meddocan):
     corpus = tmp_path_factory.mktemp("ablation") / "corpus"
     subprocess.run(
-        [sys.executable, "scripts/convert_corpus.py", str(meddocan / "train"), str(meddocan / "dev"), str(corpus),
+        [sys.executable, "scripts/convert_corpus.py", str(meddocan), str(corpus),
          "--limit", "12", "--validation-fraction", "0.25"],
         check=True, cwd=REPO,
     )

@@ -125,8 +125,14 @@ def test_the_ner_wins_unless_the_rules_overwrite_and_labels_choose_rules():
     assert [e.label_ for e in nlp(text).ents] == ["NUMERO_TELEFONO"]
     with pytest.raises(ValueError, match="no rules for labels NOMBRE"):
         spacy.blank("es").add_pipe("pii_rules", config={"labels": ["NOMBRE"]})
-    with pytest.raises(ValueError, match="no rules for language 'sv'"):
-        spacy.blank("sv").add_pipe("pii_rules")
+    # A language without rules of its own runs those of any language, under
+    # the pipeline's labels of their kinds, and name runs of Faker's names.
+    swedish = spacy.blank("sv")
+    swedish.add_pipe("pii_rules", config={"kind_labels": {"email": "EMAIL", "first_name": "FIRST_NAME"}})
+    assert [(e.text, e.label_) for e in swedish("Ring Anna Andersson, anna@ki.se.").ents] == [
+        ("Anna Andersson", "FIRST_NAME"), ("anna@ki.se", "EMAIL")]
+    with pytest.raises(ValueError, match=r"no rules for labels NAME; the rules' labels are none \(give kind_labels\)"):
+        spacy.blank("sv").add_pipe("pii_rules", config={"labels": ["NAME"]})
 
 
 def test_a_form_rule_takes_the_whole_form_where_the_ner_found_part_of_it():
@@ -210,3 +216,17 @@ def test_values_with_odd_spacing_become_sentences():
                      [("Carlos", "NOMBRE_SUJETO_ASISTENCIA"), ("Miguel  Chamoy\n Ruiz", "NOMBRE_SUJETO_ASISTENCIA")])
     sentences = build_behaviour_set([doc], per_frame=3)
     assert "El paciente Carlos Miguel Chamoy Ruiz fue valorado en consulta de Digestivo." in [d.text for d in sentences]
+
+
+def test_a_corpus_no_frame_covers_gets_an_empty_set_that_evaluation_reports(tmp_path):
+    nlp = spacy.blank("nb")
+    doc = nlp.make_doc("Kari Nordmann ble innlagt .")
+    doc.ents = [doc.char_span(0, 4, label="First_Name")]
+    assert build_behaviour_set([doc]) == []
+    save_behaviour_set([], tmp_path / "behaviour.spacy")
+    DocBin(docs=[doc]).to_disk(tmp_path / "test.spacy")
+    nlp.to_disk(tmp_path / "blank")
+    results = evaluate_pipelines(tmp_path / "test.spacy", {"blank": tmp_path / "blank"},
+                                 behaviour_path=tmp_path / "behaviour.spacy")
+    assert results["behaviour_set"]["sentences"] == 0
+    assert "holds no sentences (no frame covers this corpus's labels)" in markdown_report(results)

@@ -4,11 +4,13 @@ import importlib.util
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import spacy
 import typer
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
@@ -18,13 +20,16 @@ from synthdeid.training.corpus import (
     RawDoc,
     ReadReport,
     convert_corpus,
+    corpus_parts,
     read_any,
     read_brat,
     read_docbin,
     read_jsonl,
+    read_label_map,
     split_train_validation,
     to_doc,
 )
+from synthdeid.io import read_docs
 from synthdeid.training.tokenizer import make_nlp
 
 REPO = Path(__file__).parents[1]
@@ -74,8 +79,8 @@ def test_read_brat_valid(tmp_path):
 
 BAD_ANN_LINES = {
     "malformed": ("T1\tNOMBRE_SUJETO_ASISTENCIA 8 16", "malformed text-bound line"),
-    "missing offset": ("T1\tNOMBRE_SUJETO_ASISTENCIA 8\tAna Ruiz", "expected '<LABEL> <start> <end>'"),
-    "extra field": ("T1\tNOMBRE_SUJETO_ASISTENCIA 8 16 17\tAna Ruiz", "expected '<LABEL> <start> <end>'"),
+    "missing offset": ("T1\tNOMBRE_SUJETO_ASISTENCIA 8\tAna Ruiz", "expected '<LABEL> <start> <end>"),
+    "extra field": ("T1\tNOMBRE_SUJETO_ASISTENCIA 8 16 17\tAna Ruiz", "expected '<LABEL> <start> <end>"),
     "unknown type": ("X1\tNOMBRE 8 16\tAna Ruiz", "unknown annotation line"),
     "bad id": ("Tx\tNOMBRE 8 16\tAna Ruiz", "malformed annotation id"),
     "non-integer": ("T1\tNOMBRE 8 1.6\tAna Ruiz", "non-negative integers"),
@@ -84,7 +89,9 @@ BAD_ANN_LINES = {
     "empty span": ("T1\tNOMBRE 8 8\t", "is not before end"),
     "past the text": ("T1\tNOMBRE 30 80\tx", "ends past the end"),
     "covered text": ("T1\tNOMBRE 8 16\tAna Ruis", "differs from"),
-    "discontinuous": ("T1\tNOMBRE 8 11;12 16\tAna Ruiz", "discontinuous"),
+    "fragment covered text": ("T1\tNOMBRE 8 11;12 16\tAnaRuiz", "differs from"),
+    "overlapping fragments": ("T1\tNOMBRE 8 12;11 16\tAna   Ruiz", "overlap"),
+    "empty fragment": ("T1\tNOMBRE 8 11;\tAna ", "expected '<LABEL> <start> <end>"),
     "whitespace only": ("T1\tNOMBRE 7 8\t ", "only whitespace"),
 }
 
@@ -167,6 +174,28 @@ def test_byte_order_mark_is_counted_by_brat_then_removed(tmp_path):
     # Offsets that ignore the BOM do not match: an error with a hint.
     write_pair(tmp_path, "d", "\ufeff" + TEXT, ANN)
     assert "byte-order mark" in error_of(read_brat(tmp_path))
+
+
+def test_a_span_that_starts_on_the_byte_order_mark_starts_after_it(tmp_path):
+    write_pair(tmp_path, "d", "\ufeffAna Ruiz acude.", "T1\tNOMBRE 0 9\t\ufeffAna Ruiz\n")
+    (doc,) = read_brat(tmp_path)
+    assert doc.text == "Ana Ruiz acude." and doc.spans == [(0, 8, "NOMBRE")]
+    write_pair(tmp_path, "d", "\ufeffAna Ruiz acude.", "T1\tNOMBRE 0 1\t\ufeff\n")
+    assert error_of(read_brat(tmp_path)).startswith(f"{tmp_path / 'd.ann'}:1: span covers only the byte-order mark")
+
+
+def test_discontinuous_fragments_are_joined_over_whitespace_and_split_over_text(tmp_path):
+    # brat writes an entity over line breaks as fragments, covered text joined by spaces.
+    text = "Hospital Universitario\nde Getafe. Dr. Ruiz y\nDr. Soto.\n"
+    ann = ("T1\tHOSPITAL 0 22;23 32\tHospital Universitario de Getafe\n"
+           "T2\tNOMBRE 38 42;49 53\tRuiz Soto\n")
+    write_pair(tmp_path, "d", text, ann)
+    report = ReadReport()
+    (doc,) = read_brat(tmp_path, report)
+    assert [(text[s:e], label) for s, e, label in doc.spans] == [
+        ("Hospital Universitario\nde Getafe", "HOSPITAL"), ("Ruiz", "NOMBRE"), ("Soto", "NOMBRE")]
+    assert (report.joined_fragments, report.split_fragments) == (1, 1)
+    assert report.as_dict()["discontinuous_spans_joined"] == 1
 
 
 def test_whitespace_at_span_edges_is_trimmed_and_counted(tmp_path):
@@ -345,11 +374,12 @@ def test_convert_corpus_writes_nothing_on_bad_input(tmp_path):
 
 
 def test_cli(tmp_path):
-    train, test = brat_corpus(tmp_path / "train", 4), brat_corpus(tmp_path / "test", 2, prefix="test")
+    corpus = tmp_path / "corpus"
+    brat_corpus(corpus / "train", 4), brat_corpus(corpus / "dev", 2, prefix="test")
     script = REPO / "scripts/convert_corpus.py"
     ok = subprocess.run(
-        [sys.executable, str(script), str(train), str(test), str(tmp_path / "out"),
-         "--validation-fraction", "0.25", "--seed", "1", "--limit", "0"],
+        [sys.executable, str(script), str(corpus), str(tmp_path / "out"),
+         "--validation-fraction", "0.25", "--seed", "1", "--limit", "0", "--label-map", ""],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO,
     )
     assert ok.returncode == 0, ok.stderr
@@ -360,8 +390,77 @@ def test_cli(tmp_path):
     spec.loader.exec_module(module)
     app = typer.Typer()
     app.command()(module.main)
-    result = CliRunner().invoke(app, [str(train), str(tmp_path / "nope"), str(tmp_path / "out2")])
-    assert result.exit_code == 1 and "no such file or folder" in result.output, result.output
+    result = CliRunner().invoke(app, [str(tmp_path / "nope"), str(tmp_path / "out2")])
+    assert result.exit_code == 1 and "no such folder" in result.output, result.output
+    result = CliRunner().invoke(app, [str(corpus), str(tmp_path / "out2"), "--label-map", str(tmp_path / "x.json")])
+    assert result.exit_code == 1 and "no such label map" in result.output, result.output
+
+
+def test_corpus_parts_by_name_or_by_manifest(tmp_path):
+    folder = tmp_path / "c"
+    brat_corpus(folder / "train", 2)
+    brat_corpus(folder / "test", 1, prefix="test")
+    assert corpus_parts(folder) == {"train": folder / "train", "test": folder / "test"}
+    brat_corpus(folder / "dev", 1, prefix="dev")
+    with pytest.raises(CorpusError, match="dev, test could each be the test set: name it in corpus.json"):
+        corpus_parts(folder)
+    (folder / "corpus.json").write_text('{"train": "train", "test": "dev", "validation": "test"}')
+    assert corpus_parts(folder) == {"train": folder / "train", "test": folder / "dev", "validation": folder / "test"}
+    for manifest, problem in (('{"train": "train"}', "missing parts test"), ('{"train": "train", "test": "x"}',
+                              "test: " + str(folder / "x") + " does not exist"), ("[1", "corpus.json:1: not JSON"),
+                              ('{"train": "train", "test": "dev", "tests": "x"}', "unknown parts tests")):
+        (folder / "corpus.json").write_text(manifest)
+        with pytest.raises(CorpusError, match=re.escape(problem)):
+            corpus_parts(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="no train and no test set"):
+        corpus_parts(tmp_path / "empty")
+
+
+def test_a_label_map_renames_merges_and_drops_and_a_corpus_may_bring_its_validation_set(tmp_path, nlp):
+    folder = tmp_path / "c"
+    for part, count in (("train", 3), ("validation", 1), ("test", 1)):
+        brat_corpus(folder / part, count, prefix=part)
+    mapping = tmp_path / "map.json"
+    mapping.write_text('{"NOMBRE_SUJETO_ASISTENCIA": "PERSON", "TERRITORIO": null}')
+    parts = corpus_parts(folder)
+    stats = convert_corpus(parts["train"], parts["test"], tmp_path / "out", validation_path=parts["validation"],
+                           label_map=read_label_map(mapping))
+    assert [stats["splits"][s]["documents"] for s in ("train", "validation", "test")] == [3, 1, 1]
+    assert stats["validation_fraction"] is None
+    assert stats["inputs"]["train"]["label_map"] == {"dropped TERRITORIO": 3, "renamed NOMBRE_SUJETO_ASISTENCIA": 3}
+    labels = {e.label_ for d in read_docs(tmp_path / "out/train.spacy") for e in d.ents}
+    assert labels == {"PERSON", "SEXO_SUJETO_ASISTENCIA"}
+    for text, problem in (('{"A": 1}', "expected an object from labels"), ('{"A": " B"}', "expected an object"),
+                          ("{", "map.json:1: not JSON")):
+        mapping.write_text(text)
+        with pytest.raises(CorpusError, match=re.escape(problem)):
+            read_label_map(mapping)
+
+
+def test_a_docbin_span_group_is_read_instead_of_its_entities(tmp_path, nlp):
+    doc = nlp.make_doc("Ana Ruiz vive en Oslo.")
+    doc.ents = [doc.char_span(0, 8, label="NAME")]
+    doc.spans["phi"] = [doc.char_span(0, 3, label="First_Name"), doc.char_span(4, 8, label="Last_Name"),
+                        doc.char_span(17, 21, label="Location")]
+    DocBin(docs=[doc]).to_disk(tmp_path / "d.spacy")
+    [raw] = read_docbin(tmp_path / "d.spacy", nlp, spans_key="phi")
+    assert raw.spans == [(0, 3, "First_Name"), (4, 8, "Last_Name"), (17, 21, "Location")]
+    assert [r.spans for r in read_docbin(tmp_path / "d.spacy", nlp)] == [[(0, 8, "NAME")]]
+    with pytest.raises(CorpusError, match=r"document 1: no span group 'sc' \(span groups: phi\)"):
+        list(read_docbin(tmp_path / "d.spacy", nlp, spans_key="sc"))
+
+
+def test_the_tokenizer_and_the_docbins_take_the_corpus_language(tmp_path):
+    folder = tmp_path / "c"
+    write_pair(folder / "train", "a", "Pasienten Kari Nordmann ble innlagt 10. mars 2017.\n",
+               "T1\tFirst_Name 10 14\tKari\nT2\tLast_Name 15 23\tNordmann\nT3\tDate 36 49\t10. mars 2017\n")
+    write_pair(folder / "train", "b", "Ola Hansen ringte.\n", "T1\tFirst_Name 0 3\tOla\n")
+    write_pair(folder / "test", "c", "Hun bor i Tromsø.\n", "T1\tLocation 10 16\tTromsø\n")
+    parts = corpus_parts(folder)
+    stats = convert_corpus(parts["train"], parts["test"], tmp_path / "out", lang="nb", validation_fraction=0.5)
+    assert stats["lang"] == "nb" and spacy.load(tmp_path / "out/tokenizer").lang == "nb"
+    assert all(split["alignment_rate"] == 1.0 for split in stats["splits"].values())
 
 
 # ------------------------------------------------------------------ the real corpus

@@ -60,7 +60,7 @@ def test_a_pipeline_folder_loads_in_a_fresh_process_and_unmapped_labels_are_refu
 
     nlp = spacy.blank("es")
     nlp.add_pipe("entity_ruler").add_patterns([
-        {"label": "NOMBRE_SUJETO_ASISTENCIA", "pattern": "Ana Ruiz"}, {"label": "PERSONA_X", "pattern": "Luis"}])
+        {"label": "NOMBRE_SUJETO_ASISTENCIA", "pattern": "Ana Ruiz"}, {"label": "MARCA_X", "pattern": "Luis"}])
     nlp.add_pipe("pii_redactor")
     nlp.to_disk(tmp_path / "pipeline")
     script = (
@@ -70,11 +70,11 @@ def test_a_pipeline_folder_loads_in_a_fresh_process_and_unmapped_labels_are_refu
         f"    analyzer_engine({str(tmp_path / 'pipeline')!r})\n"
         "except ValueError as err:\n"
         "    print('refused:', err)\n"
-        f"engine = analyzer_engine({str(tmp_path / 'pipeline')!r}, {{**ENTITY_MAPPING, 'PERSONA_X': 'PERSON'}})\n"
+        f"engine = analyzer_engine({str(tmp_path / 'pipeline')!r}, {{**ENTITY_MAPPING, 'MARCA_X': 'PERSON'}})\n"
         "text = 'Paciente Ana Ruiz y Luis.'\n"
         "print(sorted(text[r.start:r.end] for r in engine.analyze(text, language='es')))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "refused:" in result.stdout and "PERSONA_X have no Presidio entity type" in result.stdout
+    assert "refused:" in result.stdout and "MARCA_X have no Presidio entity type" in result.stdout
     assert "['Ana Ruiz', 'Luis']" in result.stdout

@@ -86,6 +86,10 @@ PIPELINE_MODULES = {
 FILE_DEPS = {"package": {"synthdeid/redact.py", "synthdeid/rules.py"}}
 
 
+# Data a module reads, by module.
+MODULE_DATA = {"kinds": [f"{PACKAGE}/schemes"]}
+
+
 def test_commands_depend_on_their_scripts_modules_and_configs():
     """Every module a step runs is a dep (else weasel skips a changed step),
     and no module it does not run is (else a change reruns it for nothing)."""
@@ -109,6 +113,10 @@ def test_commands_depend_on_their_scripts_modules_and_configs():
                 missing += [f"{command['name']}: {dep}" for dep in sorted(needed - deps)]
                 used |= needed
             missing += [f"{command['name']}: {cfg}" for cfg in SPACY_TRAIN.findall(line) if cfg not in deps]
+        for module, data in MODULE_DATA.items():  # files a module reads are deps with it
+            if f"{PACKAGE}/{module}.py" in used:
+                used |= set(data)
+                missing += [f"{command['name']}: {path} (read by {module}.py)" for path in data if path not in deps]
         stale += [f"{command['name']}: {dep}" for dep in sorted(deps - used) if dep.startswith(f"{PACKAGE}/")]
     assert not missing, "deps missing from project.yml:\n" + "\n".join(missing)
     assert not stale, "deps on modules the step does not run:\n" + "\n".join(stale)

@@ -63,6 +63,7 @@ SETTINGS: Dict[str, type] = {
     "annotator_lexical_rows": int,
     "annotator_precision": str,
     "annotator_group_by_length": str,
+    "lang": str,
     "deid_config": str,
     "gpu_id": int,
     "train_max_steps": int,

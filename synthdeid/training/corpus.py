@@ -14,15 +14,21 @@ Policies for odd data (counted in `ReadReport` and `stats.json`):
 - Byte-order mark: brat counts a `.txt` file's leading BOM as a character
   (MEDDOCAN has 22 such files, their offsets include it). Offsets are checked
   against the text with the BOM, then the BOM is removed and the spans
-  shifted by one. A leading BOM in a `.ann` file is ignored.
+  shifted by one; a span that starts on the BOM starts after it (one that
+  covers only the BOM is an error). A leading BOM in a `.ann` file is ignored.
+- Discontinuous brat spans (`T1 LABEL 0 23;24 52`: brat writes an entity
+  that runs over several lines as fragments, its covered text the fragments
+  joined by spaces): fragments that only whitespace separates are one span;
+  fragments with other text between them are separate spans of the label
+  (each of them is PII; the text between is not). Both are counted.
 - Non-`T` brat lines (`#` notes, `A`/`M` attributes, `R` relations, `E`
   events, `N` normalisations, `*` equivalences) are skipped and counted by
   type; blank lines are ignored; any other line is an error.
 - Whitespace at a span's edges (`" Madrid"`) is trimmed off and counted: it
   is never part of a mention, and a span cannot start or end on a space
   between tokens. A span covering only whitespace is an error.
-- Overlapping or duplicate spans, discontinuous brat spans, empty texts and
-  non-UTF-8 files are errors (MEDDOCAN has none of them).
+- Overlapping or duplicate spans, empty texts and non-UTF-8 files are
+  errors (MEDDOCAN has none of them).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from bisect import bisect_right
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import spacy
 from spacy.language import Language
@@ -89,6 +95,8 @@ class ReadReport:
     skipped_lines: Counter = field(default_factory=Counter)  # non-T brat lines, by id type
     byte_order_marks_removed: int = 0
     trimmed_spans: int = 0  # spans whose whitespace edges were removed
+    joined_fragments: int = 0  # discontinuous brat spans read as one span
+    split_fragments: int = 0  # discontinuous brat spans read as several
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -96,6 +104,8 @@ class ReadReport:
             "skipped_annotation_lines_by_type": dict(sorted(self.skipped_lines.items())),
             "byte_order_marks_removed": self.byte_order_marks_removed,
             "trimmed_spans": self.trimmed_spans,
+            "discontinuous_spans_joined": self.joined_fragments,
+            "discontinuous_spans_split": self.split_fragments,
         }
 
 
@@ -183,35 +193,62 @@ def _read_brat_pair(txt: Path, ann: Path, report: ReadReport) -> RawDoc:
         if ann_id in ids:
             raise CorpusError(f"{where}: duplicate annotation id {ann_id} (first on line {ids[ann_id]})")
         ids[ann_id] = lineno
-        if ";" in middle:
-            raise CorpusError(f"{where}: discontinuous span {middle!r} is not supported")
-        parts = middle.split(" ")
-        if len(parts) != 3 or not parts[0]:
-            raise CorpusError(f"{where}: expected '<LABEL> <start> <end>', got {middle!r}")
-        label, start_s, end_s = parts
-        if not (_OFFSET.fullmatch(start_s) and _OFFSET.fullmatch(end_s)):
-            raise CorpusError(f"{where}: offsets must be non-negative integers, got {start_s!r} {end_s!r}")
-        start, end = int(start_s), int(end_s)
-        _check_offsets(where, start, end, len(text), txt.name)
-        if text[start:end] != covered:
+        label, _, offsets = middle.partition(" ")
+        fragments = []
+        for fragment in offsets.split(";"):
+            parts = fragment.split(" ")
+            if not label or len(parts) != 2:
+                raise CorpusError(f"{where}: expected '<LABEL> <start> <end>[;<start> <end>...]', got {middle!r}")
+            start_s, end_s = parts
+            if not (_OFFSET.fullmatch(start_s) and _OFFSET.fullmatch(end_s)):
+                raise CorpusError(f"{where}: offsets must be non-negative integers, got {start_s!r} {end_s!r}")
+            start, end = int(start_s), int(end_s)
+            _check_offsets(where, start, end, len(text), txt.name)
+            fragments.append((start, end))
+        written = " ".join(text[start:end] for start, end in fragments)
+        if written != covered:
             hint = " (brat counts the .txt file's byte-order mark as a character)" if text.startswith(_BOM) else ""
-            if "\r\n" in text and text.replace("\r\n", "\n")[start:end] == covered:
+            if "\r\n" in text and " ".join(text.replace("\r\n", "\n")[s:e] for s, e in fragments) == covered:
                 hint = (f" (the offsets fit {txt.name} with LF line endings but it has CRLF: convert it, "
                         "e.g. with dos2unix, or annotate the CRLF text)")
             raise CorpusError(
-                f"{where}: covered text {_short(covered)} differs from {txt.name}[{start}:{end}] "
-                f"= {_short(text[start:end])}{hint}"
+                f"{where}: covered text {_short(covered)} differs from {txt.name}[{offsets}] "
+                f"= {_short(written)}{hint}"
             )
-        spans.append((start, end, label, lineno))
+        for start, end in _join_fragments(text, fragments, where, report):
+            spans.append((start, end, label, lineno))
     if text.startswith(_BOM):
-        for start, _, _, lineno in spans:
-            if start == 0:
-                raise CorpusError(f"{ann}:{lineno}: span covers the byte-order mark of {txt.name}")
+        for start, end, _, lineno in spans:
+            if (start, end) == (0, 1):
+                raise CorpusError(f"{ann}:{lineno}: span covers only the byte-order mark of {txt.name}")
         text = text[1:]
-        spans = [(start - 1, end - 1, label, lineno) for start, end, label, lineno in spans]
+        spans = [(max(start - 1, 0), end - 1, label, lineno) for start, end, label, lineno in spans]
         report.byte_order_marks_removed += 1
     located = [(s, e, label, f"{ann}:{lineno}", f"line {lineno}") for s, e, label, lineno in spans]
     return RawDoc(txt.stem, text, _clean_spans(text, located, report))
+
+
+def _join_fragments(text: str, fragments: List[Tuple[int, int]], where: str,
+                    report: ReadReport) -> List[Tuple[int, int]]:
+    """The spans of a brat entity's fragments: fragments with only whitespace
+    between them are one span, others stay apart."""
+    if len(fragments) == 1:
+        return fragments
+    ordered = sorted(fragments)
+    spans = [ordered[0]]
+    for start, end in ordered[1:]:
+        last_start, last_end = spans[-1]
+        if start < last_end:
+            raise CorpusError(f"{where}: fragments {last_start}-{last_end} and {start}-{end} overlap")
+        if not text[last_end:start].strip():
+            spans[-1] = (last_start, end)
+        else:
+            spans.append((start, end))
+    if len(spans) == 1:
+        report.joined_fragments += 1
+    else:
+        report.split_fragments += 1
+    return spans
 
 
 def read_jsonl(path: str | Path, report: Optional[ReadReport] = None) -> Iterator[RawDoc]:
@@ -291,8 +328,10 @@ def read_jsonl(path: str | Path, report: Optional[ReadReport] = None) -> Iterato
         yield RawDoc(name, text, _clean_spans(text, located, report))
 
 
-def read_docbin(path: str | Path, nlp: Language, report: Optional[ReadReport] = None) -> Iterator[RawDoc]:
-    """Documents of a `.spacy` DocBin, with their `doc.ents` as spans. A doc's
+def read_docbin(path: str | Path, nlp: Language, report: Optional[ReadReport] = None,
+                spans_key: Optional[str] = None) -> Iterator[RawDoc]:
+    """Documents of a `.spacy` DocBin, with their `doc.ents` (or, with
+    `spans_key`, the span group `doc.spans[spans_key]`) as spans. A doc's
     name is `doc.user_data["name"]` when present, else `<file stem>-<n>`."""
     path = Path(path)
     try:
@@ -309,15 +348,21 @@ def read_docbin(path: str | Path, nlp: Language, report: Optional[ReadReport] = 
         if name in seen:
             raise CorpusError(f"{where}: duplicate document name {name!r} (first: document {seen[name]})")
         seen[name] = i
+        if spans_key is not None and spans_key not in doc.spans:
+            groups = ", ".join(sorted(doc.spans)) or "none"
+            raise CorpusError(f"{where}: no span group {spans_key!r} (span groups: {groups})")
+        entities = doc.ents if spans_key is None else doc.spans[spans_key]
         located = [
             (ent.start_char, ent.end_char, ent.label_, f"{where}: entity {j}", f"entity {j}")
-            for j, ent in enumerate(doc.ents, start=1)
+            for j, ent in enumerate(entities, start=1)
         ]
         yield RawDoc(name, doc.text, _clean_spans(doc.text, located, report))
 
 
-def read_any(path: str | Path, nlp: Language, report: Optional[ReadReport] = None) -> Iterator[RawDoc]:
-    """A folder is read as brat, `*.jsonl` as JSONL, `*.spacy` as a DocBin."""
+def read_any(path: str | Path, nlp: Language, report: Optional[ReadReport] = None,
+             spans_key: Optional[str] = None) -> Iterator[RawDoc]:
+    """A folder is read as brat, `*.jsonl` as JSONL, `*.spacy` as a DocBin
+    (its `doc.ents`, or the span group `spans_key`)."""
     path = Path(path)
     if path.is_dir():
         return read_brat(path, report)
@@ -326,8 +371,92 @@ def read_any(path: str | Path, nlp: Language, report: Optional[ReadReport] = Non
     if path.suffix == ".jsonl":
         return read_jsonl(path, report)
     if path.suffix == ".spacy":
-        return read_docbin(path, nlp, report)
+        return read_docbin(path, nlp, report, spans_key)
     raise CorpusError(f"{path}: unsupported input (expected a brat folder, a .jsonl or a .spacy file)")
+
+
+CORPUS_MANIFEST = "corpus.json"
+_PART_NAMES = {"train": ("train",), "test": ("dev", "test"), "validation": ("validation",)}
+
+
+def corpus_parts(folder: str | Path) -> Dict[str, Path]:
+    """The `train`, `test` and, if given, `validation` inputs of a corpus
+    folder: named in its `corpus.json` (`{"train": ..., "test": ...,
+    "validation": ...}`, paths relative to the folder), or found by name:
+    `train`, `dev` or `test`, `validation`, each a brat folder, a `.jsonl` or
+    a `.spacy` file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CorpusError(f"{folder}: no such folder")
+    manifest = folder / CORPUS_MANIFEST
+    if manifest.exists():
+        try:
+            named = json.loads(_read_utf8(manifest))
+        except json.JSONDecodeError as err:
+            raise CorpusError(f"{manifest}:{err.lineno}: not JSON ({err.msg})") from None
+        if not isinstance(named, dict) or not all(isinstance(v, str) for v in named.values()):
+            raise CorpusError(f"{manifest}: expected an object of paths, e.g. {{\"train\": \"train.spacy\", "
+                              f"\"test\": \"test.spacy\"}}")
+        unknown = sorted(set(named) - set(_PART_NAMES))
+        missing = sorted({"train", "test"} - set(named))
+        if unknown or missing:
+            raise CorpusError(f"{manifest}: " + "; ".join(
+                ([f"unknown parts {', '.join(unknown)}"] if unknown else [])
+                + ([f"missing parts {', '.join(missing)}"] if missing else []))
+                + f" (parts: {', '.join(_PART_NAMES)})")
+        parts = {part: folder / path for part, path in named.items()}
+        for part, path in parts.items():
+            if not path.exists():
+                raise CorpusError(f"{manifest}: {part}: {path} does not exist")
+        return parts
+    parts = {}
+    for part, names in _PART_NAMES.items():
+        found = [candidate for name in names for candidate in (folder / name, folder / f"{name}.spacy",
+                                                               folder / f"{name}.jsonl") if candidate.exists()]
+        if len(found) > 1:
+            raise CorpusError(f"{folder}: {', '.join(p.name for p in found)} could each be the {part} set: "
+                              f"name it in {CORPUS_MANIFEST}")
+        if found:
+            parts[part] = found[0]
+    missing = [part for part in ("train", "test") if part not in parts]
+    if missing:
+        raise CorpusError(f"{folder}: no {' and no '.join(missing)} set (expected train and dev or test, as brat "
+                          f"folders, .jsonl or .spacy files, or a {CORPUS_MANIFEST} naming them)")
+    return parts
+
+
+def read_label_map(path: str | Path) -> Dict[str, Optional[str]]:
+    """A label map: a JSON object from a corpus's label to the label to use
+    instead (a rename, or a merge where several map to one) or to null (drop
+    its spans). Labels it does not name are kept."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such label map")
+    try:
+        mapping = json.loads(_read_utf8(path))
+    except json.JSONDecodeError as err:
+        raise CorpusError(f"{path}:{err.lineno}: not JSON ({err.msg})") from None
+    if not isinstance(mapping, dict) or not all(
+            isinstance(value, str) and value.strip() == value and value or value is None
+            for value in mapping.values()):
+        raise CorpusError(f"{path}: expected an object from labels to labels or null, e.g. "
+                          f"{{\"Health_Care_Unit\": \"Location\", \"Age\": null}}")
+    return mapping
+
+
+def map_labels(doc: RawDoc, mapping: Mapping[str, Optional[str]], counts: Counter) -> RawDoc:
+    """`doc` with its labels renamed and its dropped labels' spans removed;
+    counts "renamed LABEL" and "dropped LABEL"."""
+    spans = []
+    for start, end, label in doc.spans:
+        if label not in mapping:
+            spans.append((start, end, label))
+        elif mapping[label] is None:
+            counts[f"dropped {label}"] += 1
+        else:
+            counts[f"renamed {label}"] += 1
+            spans.append((start, end, mapping[label]))
+    return RawDoc(doc.name, doc.text, spans)
 
 
 def _read_utf8(path: Path) -> str:
@@ -478,16 +607,23 @@ def convert_corpus(
     test_path: str | Path,
     output_dir: str | Path,
     *,
+    validation_path: str | Path | None = None,
+    lang: str = "es",
+    label_map: Optional[Mapping[str, Optional[str]]] = None,
+    spans_key: Optional[str] = None,
     validation_fraction: float = 0.1,
     seed: int = 0,
     limit: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Convert a gold corpus into `output_dir/{train,validation,test}.spacy`,
-    `output_dir/tokenizer/` (the `make_nlp()` pipeline) and
-    `output_dir/stats.json`; returns the stats. The validation split is carved
-    from the train input (`split_train_validation`). `limit`: read only the
-    first N documents of each input (None or 0: all). Everything is computed
-    before anything is written, and each output is written atomically."""
+    `output_dir/tokenizer/` (the `make_nlp(lang)` pipeline) and
+    `output_dir/stats.json`; returns the stats. The validation split is
+    `validation_path` if given, else carved from the train input
+    (`split_train_validation`). `label_map` renames, merges or drops labels
+    (`read_label_map`); `spans_key` reads a DocBin's span group instead of its
+    `doc.ents`. `limit`: read only the first N documents of each input (None
+    or 0: all). Everything is computed before anything is written, and each
+    output is written atomically."""
     began = time.perf_counter()
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
@@ -500,23 +636,31 @@ def convert_corpus(
                           "(an evaluation on training data is invalid)")
     if output_dir.exists() and not output_dir.is_dir():
         raise CorpusError(f"{output_dir}: is a file; the output must be a folder (give another path)")
-    nlp = make_nlp()
-    default_nlp = spacy.blank("es")
+    nlp = make_nlp(lang)
+    default_nlp = spacy.blank(lang)
 
     inputs: Dict[str, Dict[str, Any]] = {}
     raw: Dict[str, List[RawDoc]] = {}
-    for key, path in (("train", train_path), ("test", test_path)):
+    given = {"train": train_path, "test": test_path, **({"validation": validation_path} if validation_path else {})}
+    for key, path in given.items():
         report = ReadReport()
-        docs = list(itertools.islice(read_any(path, nlp, report), limit))
+        docs = list(itertools.islice(read_any(path, nlp, report, spans_key), limit))
         if not docs:
             raise CorpusError(f"{path}: no documents")
+        mapped: Counter = Counter()
+        if label_map:
+            docs = [map_labels(doc, label_map, mapped) for doc in docs]
         raw[key] = docs
-        inputs[key] = {"path": str(path), "documents": len(docs), **report.as_dict()}
+        inputs[key] = {"path": str(path), "documents": len(docs), **report.as_dict(),
+                       **({"label_map": dict(sorted(mapped.items()))} if label_map else {})}
         msg.info(f"Read {len(docs)} documents from {path}")
-    if len(raw["train"]) < 2:
-        raise CorpusError(f"{train_path}: {len(raw['train'])} document; a validation split needs at least 2 "
-                          "(add documents, or raise --limit)")
-    train_docs, validation_docs = split_train_validation(raw["train"], validation_fraction, seed)
+    if "validation" in raw:
+        train_docs, validation_docs = raw["train"], raw["validation"]
+    else:
+        if len(raw["train"]) < 2:
+            raise CorpusError(f"{train_path}: {len(raw['train'])} document; a validation split needs at least 2 "
+                              "(add documents, or raise --limit)")
+        train_docs, validation_docs = split_train_validation(raw["train"], validation_fraction, seed)
     splits = {"train": train_docs, "validation": validation_docs, "test": raw["test"]}
 
     docbins: Dict[str, DocBin] = {}
@@ -549,10 +693,11 @@ def convert_corpus(
 
     stats = {
         "inputs": inputs,
-        "validation_fraction": validation_fraction,
+        "validation_fraction": None if "validation" in raw else validation_fraction,
         "seed": seed,
         "limit": limit,
-        "tokenizer": "tokenizer/ (spacy.blank('es') with synthdeid.training.tokenizer rules)",
+        "lang": lang,
+        "tokenizer": f"tokenizer/ (spacy.blank({lang!r}) with synthdeid.training.tokenizer rules)",
         "splits": split_stats,
     }
     _print_summary(stats)

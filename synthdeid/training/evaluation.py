@@ -124,8 +124,11 @@ def markdown_report(results: Dict) -> str:
             "",
             f"Synthetic/gold F1 ratio: entity {_f(ratio['entity'])}, token {_f(ratio['token'])}.",
         ]
-    if "behaviour_set" in results:
+    if results.get("behaviour_set", {}).get("sentences"):
         lines += ["", *behaviour_report(results)]
+    elif "behaviour_set" in results:
+        lines += ["", f"Recall outside the template: `{results['behaviour_set']['path']}` holds no sentences "
+                      "(no frame covers this corpus's labels)."]
     labels = sorted({label for s in pipelines.values() for label in s["entity"]["per_label"]})
     names = list(pipelines)
     lines += [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -19,6 +20,7 @@ REDACT_CODE = Path(__file__).parents[1] / "redact.py"
 RULES_CODE = Path(__file__).parents[1] / "rules.py"
 
 FAKER_REQUIREMENT = "faker>=30"
+BABEL_REQUIREMENT = "babel>=2.12"
 
 MEDDOCAN_SOURCE = {
     "name": "SPACCC_MEDDOCAN (Spanish Clinical Case Corpus - Medical Document Anonymization)",
@@ -82,6 +84,27 @@ def prune_strings(nlp: Language, pipeline_dir: Path, check_texts: Sequence[str])
     return {"strings_before": len(before), "strings_after": len(kept), "checked_texts": len(check_texts)}
 
 
+def pipeline_label_kinds(nlp: Language, overrides: Optional[Dict[str, str]] = None) -> Dict[str, object]:
+    """The kind of each label the pipeline predicts (`synthdeid.kinds`), as
+    the redactor's `label_kinds`; prints where each came from, and warns of
+    labels with no kind (they will be masked)."""
+    from ..kinds import LabelKinds
+
+    kinds = LabelKinds(overrides)
+    labels = {str(label) for name, labels in nlp.pipe_labels.items() if name != "pii_rules" for label in labels}
+    table: Dict[str, object] = {}
+    for label in sorted(labels):
+        kind, template, source = kinds.entry(label)
+        print(f"label {label}: {kind or 'no kind (masked)'} ({source})")
+        if kind is not None:
+            table[label] = kind if template is None else {"kind": kind, "template": template}
+    missing = sorted(labels - set(table))
+    if missing:
+        warnings.warn(f"labels with no kind, masked by every strategy: {', '.join(missing)}; give their kinds "
+                      "in a --label-kinds file")
+    return table
+
+
 def package_pipeline(
     pipeline_dir: Path,
     output_dir: Path,
@@ -93,12 +116,18 @@ def package_pipeline(
     performance: Optional[Dict] = None,
     check_texts: Sequence[str] = (),
     rules: bool = True,
+    label_kinds: Optional[Dict[str, str]] = None,
+    source: Optional[Dict[str, str]] = None,
 ) -> Path:
     """Add the `pii_redactor` (and with `rules` the `pii_rules` safety net
     before it) to a trained pipeline and build it as a wheel.
 
     The wheel's StringStore keeps only the strings the pipeline needs
-    (`prune_strings`, checked on `check_texts`). Returns the wheel's path.
+    (`prune_strings`, checked on `check_texts`). The redactor carries the
+    kind of each of the pipeline's labels (`pipeline_label_kinds`, with
+    `label_kinds` overriding). `source` describes the gold corpus in
+    meta.json (name, url, license: the wheel's licence); MEDDOCAN's by
+    default. Returns the wheel's path.
     The package folder appears in `output_dir` only when the wheel was built.
     """
     code = {"pii_redactor": REDACT_CODE, **({"pii_rules": RULES_CODE} if rules else {})}
@@ -114,23 +143,29 @@ def package_pipeline(
     name = name[len(nlp.lang) + 1 :] if name.startswith(f"{nlp.lang}_") else name
     if not re.fullmatch(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)*", name):
         raise ValueError(f"package name {name!r}: use letters and digits, words joined by single underscores")
+    kinds = pipeline_label_kinds(nlp, label_kinds)
     if "pii_redactor" not in nlp.pipe_names:
-        nlp.add_pipe("pii_redactor", last=True)
+        nlp.add_pipe("pii_redactor", last=True, config={"label_kinds": kinds})
     if rules and "pii_rules" not in nlp.pipe_names:
-        nlp.add_pipe("pii_rules", before="pii_redactor")
+        # A label of each kind, for the rules of a language without its own.
+        kind_labels: Dict[str, str] = {}
+        for label, entry in sorted(kinds.items()):
+            kind_labels.setdefault(entry if isinstance(entry, str) else entry["kind"], label)
+        nlp.add_pipe("pii_rules", before="pii_redactor", config={"kind_labels": kind_labels})
     nlp.meta.update(
         name=name,
         version=version,
         description=description,
-        license="CC BY 4.0",
-        sources=[MEDDOCAN_SOURCE],
+        license=(source or MEDDOCAN_SOURCE)["license"] or "unknown",
+        sources=[source or MEDDOCAN_SOURCE],
         author="synthdeid",
         url="https://github.com/synthdeid/synthdeid",
     )
     nlp.meta["synthdeid"] = {"trained_on": trained_on}
-    # The shipped redactor's surrogates come from Faker: the wheel installs it.
-    requirements = [r for r in nlp.meta.get("requirements", []) if not r.lower().startswith("faker")]
-    nlp.meta["requirements"] = requirements + [FAKER_REQUIREMENT]
+    # The shipped redactor's surrogates come from Faker, and its dates' month
+    # names (but Spanish) from Babel: the wheel installs them.
+    requirements = [r for r in nlp.meta.get("requirements", []) if not r.lower().startswith(("faker", "babel"))]
+    nlp.meta["requirements"] = requirements + [FAKER_REQUIREMENT, BABEL_REQUIREMENT]
     if performance:
         nlp.meta["performance"] = performance
     package_name = f"{nlp.lang}_{name}-{version}"  # as `spacy package` names the folder and the wheel

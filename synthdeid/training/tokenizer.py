@@ -1,13 +1,14 @@
-"""Spanish tokenizer whose token boundaries fit clinical PHI spans.
+"""A tokenizer whose token boundaries fit clinical PHI spans, for any language.
 
-`make_nlp()` returns `spacy.blank("es")` with a few extra prefix, suffix and
-infix patterns and special cases. They are plain tokenizer settings: saved by
+`make_nlp(lang)` returns `spacy.blank(lang)` with a few extra prefix, suffix
+and infix patterns and special cases: the rules below hold for any language,
+`LANGUAGE_RULES` adds those of one language. They are plain tokenizer settings: saved by
 `nlp.to_disk` and restored by `spacy.load` (or `spacy.copy_from_base_model.v1`
 in a training config) with no synthdeid code, so packaged pipelines that copy
 this tokenizer tokenise exactly like the gold DocBins.
 
 The rules come from the spans spaCy's default Spanish tokenizer cuts in
-MEDDOCAN (about 9% of them): record-form fields written without spaces
+MEDDOCAN (about 9% of them; the Spanish ones are marked): record-form fields written without spaces
 (`NHC:915943`, `CP:28029`, `nhc-150679`, `E-28935`, `08005-Barcelona`), one-
 letter codes before a period (`Sexo: H.`, `..., 3, B.`, `2A.`) and a year
 glued to the next sentence (`2014.El`). Each rule is narrow: decimals
@@ -17,7 +18,7 @@ glued to the next sentence (`2014.El`). Each rule is narrow: decimals
 
 from __future__ import annotations
 
-from typing import Iterable, List
+from typing import Dict, Iterable, List, Tuple
 
 import spacy
 from spacy.attrs import ORTH
@@ -51,6 +52,9 @@ EXTRA_SUFFIXES: List[str] = [
     rf"(?<=[{_AU}])(?<![{_A}.][{_AU}])\.",
     # A period after an ordinal (`28, 1º.`, `3,3º.`): spans stop at `1º`.
     r"(?<=[0-9][ºª])\.",
+    # A period after a year or a longer number (`mars 2017.`): languages that
+    # write ordinals with a period (Norwegian `10. mars`) keep it on `2017`.
+    r"(?<=[0-9]{4})\.",
 ]
 
 EXTRA_INFIXES: List[str] = [
@@ -70,43 +74,53 @@ EXTRA_INFIXES: List[str] = [
     # A sentence period glued between a number and a capital: `2014.El`.
     # Decimals (`2.5`) have a digit after the period and are untouched.
     rf"(?<=[0-9])\.(?=[{_AU}])",
-    # Record-form field labels glued to the preceding name (`MartínezNºCol:`,
-    # `DominguezCorreo electrónico`): an empty infix splits before the label.
-    # Never occurs in ordinary text (a lowercase letter right before them).
-    rf"(?<=[{ALPHA_LOWER}])(?=NºCol|Correo)",
 ]
 
-# Exact strings tokenised as given (a list of token texts per string).
-EXTRA_SPECIAL_CASES = {
-    # `s/n` (sin número) in addresses is one token, so a sentence period after
-    # it splits off (`Choupana s/n.`); otherwise the default `n.` special case
-    # re-merges `n` with the period and the span `... s/n` ends inside a token.
-    "s/n": ["s/n"],
-    "S/N": ["S/N"],
+def _spanish_special_cases() -> Dict[str, List[str]]:
+    cases = {
+        # `s/n` (sin número) in addresses is one token, so a sentence period after
+        # it splits off (`Choupana s/n.`); otherwise the default `n.` special case
+        # re-merges `n` with the period and the span `... s/n` ends inside a token.
+        "s/n": ["s/n"],
+        "S/N": ["S/N"],
+    }
+    # Address side abbreviations written with a doubled period (`4 Izq..`,
+    # `5 Der..`, a form template's habit) become three tokens: the default makes
+    # `Izq` + `..` (an ellipsis), and the gold spans end either after `Izq` or
+    # after `Izq.` (both occur), so both periods must be separate tokens.
+    for abbreviation in ("Izq", "izq", "Izda", "izda", "Der", "der", "Dcha", "dcha", "Dcho", "dcho"):
+        cases[abbreviation + ".."] = [abbreviation, ".", "."]
+    return cases
+
+
+# lang -> (extra infixes, special cases: strings tokenised as the token texts given) of one language.
+LANGUAGE_RULES: Dict[str, Tuple[List[str], Dict[str, List[str]]]] = {
+    "es": (
+        # Record-form field labels glued to the preceding name (`MartínezNºCol:`,
+        # `DominguezCorreo electrónico`): an empty infix splits before the label.
+        # Never occurs in ordinary text (a lowercase letter right before them).
+        [rf"(?<=[{ALPHA_LOWER}])(?=NºCol|Correo)"],
+        _spanish_special_cases(),
+    ),
 }
-# Address side abbreviations written with a doubled period (`4 Izq..`,
-# `5 Der..`, a form template's habit) become three tokens: the default makes
-# `Izq` + `..` (an ellipsis), and the gold spans end either after `Izq` or
-# after `Izq.` (both occur), so both periods must be separate tokens.
-for _abbr in ("Izq", "izq", "Izda", "izda", "Der", "der", "Dcha", "dcha", "Dcho", "dcho"):
-    EXTRA_SPECIAL_CASES[_abbr + ".."] = [_abbr, ".", "."]
 
 
-def make_nlp() -> Language:
-    """A blank Spanish pipeline with the customised, serialisable tokenizer."""
-    nlp = spacy.blank("es")
+def make_nlp(lang: str = "es") -> Language:
+    """A blank pipeline of `lang` with the customised, serialisable tokenizer."""
+    nlp = spacy.blank(lang)
     customise_tokenizer(nlp)
     return nlp
 
 
 def customise_tokenizer(nlp: Language) -> Language:
-    """Add the extra rules to `nlp.tokenizer` in place (any spaCy language)."""
+    """Add the extra rules, and those of `nlp.lang`, to `nlp.tokenizer` in place."""
     defaults = nlp.Defaults
     tokenizer = nlp.tokenizer
+    infixes, special_cases = LANGUAGE_RULES.get(nlp.lang, ([], {}))
     tokenizer.prefix_search = compile_prefix_regex(_extend(defaults.prefixes, EXTRA_PREFIXES)).search
     tokenizer.suffix_search = compile_suffix_regex(_extend(defaults.suffixes, EXTRA_SUFFIXES)).search
-    tokenizer.infix_finditer = compile_infix_regex(_extend(defaults.infixes, EXTRA_INFIXES)).finditer
-    for text, pieces in EXTRA_SPECIAL_CASES.items():
+    tokenizer.infix_finditer = compile_infix_regex(_extend(defaults.infixes, EXTRA_INFIXES + infixes)).finditer
+    for text, pieces in special_cases.items():
         assert "".join(pieces) == text, text
         tokenizer.add_special_case(text, [{ORTH: piece} for piece in pieces])
     return nlp

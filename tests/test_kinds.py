@@ -1,0 +1,113 @@
+"""Label schemes as data: kinds of labels, and surrogates of the right kind and language."""
+
+import importlib
+
+import pytest
+import spacy
+
+import synthdeid.redact  # noqa: F401  registers pii_redactor
+from synthdeid.kinds import KINDS, LabelKinds, guess_kind, shipped_schemes
+from synthdeid.redact import faker_locale
+
+
+@pytest.mark.parametrize("label, kind", [
+    ("First_Name", "first_name"), ("Last_Name", "surname"), ("NAME_PATIENT", "name"), ("PATIENT", "name"),
+    ("Phone_Number", "phone"), ("Social_Security_Number", "identifier"), ("MEDICALRECORD", "identifier"),
+    ("Health_Care_Unit", "hospital"), ("Date_Part", "date"), ("ADMISSION_DATE", "date"), ("Location", "city"),
+    ("E-Mail", "email"), ("Fax", "fax"), ("ZIP", "zip"), ("Profession", "profession"), ("Sexo", "sex"),
+    ("Something", None),
+])
+def test_a_kind_is_guessed_from_the_label_name(label, kind):
+    assert guess_kind(label) == kind
+
+
+def test_shipped_schemes_name_kinds_only_and_overrides_come_first():
+    assert {"meddocan", "nor_deid", "i2b2"} <= set(shipped_schemes())
+    for scheme in shipped_schemes().values():
+        for entry in scheme["kinds"].values():
+            assert (entry if isinstance(entry, str) else entry["kind"]) in KINDS
+    kinds = LabelKinds({"Location": "street", "CENTRO_SALUD": "organisation"})
+    assert kinds.entry("Location") == ("street", None, "the pipeline's map")
+    assert kinds.entry("HOSPITAL") == ("hospital", None, "a shipped scheme")
+    assert kinds.entry("NAME_PATIENT") == ("name", None, "a guess from the label's name")
+    assert kinds.table(["Xyz"]) == {"Xyz": {"kind": None, "from": "nothing"}}
+    with pytest.raises(ValueError, match="label_kinds: A = 'place' is not a kind"):
+        LabelKinds({"A": "place"})
+
+
+def doc_with(nlp, text, entities):
+    doc = nlp.make_doc(text)
+    spans, cursor = [], 0
+    for value, label in entities:
+        start = text.index(value, cursor)
+        spans.append(doc.char_span(start, start + len(value), label=label))
+        cursor = start + len(value)
+    doc.ents = spans
+    return doc
+
+
+def person_names(locale):
+    provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+    first = {*provider.first_names_male, *provider.first_names_female}
+    return first, set(provider.last_names)
+
+
+def test_a_norwegian_pipeline_gets_norwegian_surrogates_of_each_kind():
+    nlp = spacy.blank("nb")
+    redactor = nlp.add_pipe("pii_redactor", config={"strategy": "surrogate", "seed": 1})
+    assert redactor.locale == "no_NO" == faker_locale("nb")
+    text = "Kari Nordmann ( 63 år ) ble innlagt ved UNN Tromsø 10.03.2017 , telefon 91234567 . Notat : Xyz ."
+    doc = redactor(doc_with(nlp, text, [("Kari", "First_Name"), ("Nordmann", "Last_Name"), ("63 år", "Age"),
+                                         ("UNN", "Health_Care_Unit"), ("Tromsø", "Location"),
+                                         ("10.03.2017", "Date"), ("91234567", "Phone_Number"), ("Xyz", "Note")]))
+    out = {item["label"]: item["replacement"] for item in doc._.pii_replacements}
+    first, last = person_names("no_NO")
+    assert out["First_Name"] in first and out["Last_Name"] in last
+    assert out["Age"] == "63 år" and out["Health_Care_Unit"].endswith(" sykehus")
+    assert out["Location"] != "Tromsø" and out["Location"][0].isupper()
+    day, month, year = out["Date"].split(".")
+    assert len(day) == len(month) == 2 and len(year) == 4 and out["Date"] != "10.03.2017"
+    assert out["Phone_Number"].isdigit() and len(out["Phone_Number"]) == 8 and out["Phone_Number"] != "91234567"
+    # A label with no kind anywhere is masked (and named in a warning).
+    assert out["Note"] == "[Note]"
+
+
+def test_a_label_without_a_kind_is_named_in_a_warning():
+    nlp = spacy.blank("en")
+    redactor = nlp.add_pipe("pii_redactor", config={"strategy": "surrogate"})
+    with pytest.warns(UserWarning, match="label 'Xyz' has no kind"):
+        redactor(doc_with(nlp, "Seen by Xyz.", [("Xyz", "Xyz")]))
+
+
+def test_an_english_pipeline_with_i2b2_labels_gets_english_names_and_a_map_overrides_a_kind():
+    nlp = spacy.blank("en")
+    redactor = nlp.add_pipe("pii_redactor", config={"strategy": "surrogate", "seed": 2,
+                                                    "label_kinds": {"WARD": "identifier"}})
+    assert redactor.locale == "en_US"
+    doc = redactor(doc_with(nlp, "Mary Jones was seen on ward 4B by Dr Brown.",
+                            [("Mary Jones", "PATIENT"), ("4B", "WARD"), ("Brown", "DOCTOR")]))
+    first, last = person_names("en_US")
+    out = {item["label"]: item["replacement"] for item in doc._.pii_replacements}
+    given, family = out["PATIENT"].split()
+    assert given in first and family in last and out["DOCTOR"] in last
+    assert out["WARD"][0].isdigit() and out["WARD"][1].isupper() and out["WARD"] != "4B"
+
+
+def test_a_kind_that_is_not_a_table_is_refused():
+    with pytest.raises(ValueError, match="label_kinds = "):
+        spacy.blank("en").add_pipe("pii_redactor", config={"label_kinds": {"A": 3}})
+
+
+@pytest.mark.parametrize("text, lang, expected", [
+    ("10 . september 1963", "no", "10 . oktober 1963"),  # Nor-DeID's tokenised form
+    ("10. mars 2017", "no", "9. april 2017"),
+    ("3 Jan. 2019", "en", "2 Feb. 2019"),
+    ("3 January, 2019", "en", "2 February, 2019"),
+    ("14.02.2019", "no", "16.03.2019"),
+    ("12 de marzo de 2018", "es", "11 de abril de 2018"),
+    ("March 3, 2019", "en", None),  # not read: the redactor masks it
+])
+def test_a_date_is_moved_in_its_language_s_own_written_form(text, lang, expected):
+    from synthdeid.redact import shift_date
+
+    assert shift_date(text, 30, lang) == expected
