@@ -522,3 +522,23 @@ def test_a_failed_rerun_leaves_no_finished_marker(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         convert_corpus(train, test, out, seed=5)
     assert not (out / "stats.json").exists()
+
+
+def test_an_english_brat_export_with_its_own_labels_converts(tmp_path):
+    # i2b2-style labels, an entity broken over a line (fragments), a BOM.
+    folder = tmp_path / "c"
+    text = "\ufeffMary Jones was seen at Boston General\nHospital on 03/14/2019.\n"
+    write_pair(folder / "train", "a", text, "T1\tPATIENT 1 11\tMary Jones\n"
+                                            "T2\tHOSPITAL 24 38;39 47\tBoston General Hospital\n"
+                                            "T3\tDATE 51 61\t03/14/2019\n")
+    write_pair(folder / "train", "b", "Dr Brown called.\n", "T1\tDOCTOR 3 8\tBrown\n")
+    write_pair(folder / "dev", "c", "Seen by Dr Smith.\n", "T1\tDOCTOR 11 16\tSmith\n")
+    parts = corpus_parts(folder)
+    stats = convert_corpus(parts["train"], parts["test"], tmp_path / "out", lang="en", validation_fraction=0.5)
+    assert stats["inputs"]["train"]["discontinuous_spans_joined"] == 1
+    assert stats["inputs"]["train"]["byte_order_marks_removed"] == 1
+    docs = read_docs(tmp_path / "out/train.spacy") + read_docs(tmp_path / "out/validation.spacy")
+    ents = sorted((e.text, e.label_) for d in docs for e in d.ents)
+    assert ents == [("03/14/2019", "DATE"), ("Boston General\nHospital", "HOSPITAL"), ("Brown", "DOCTOR"),
+                    ("Mary Jones", "PATIENT")]
+    assert all(split["alignment_rate"] == 1.0 for split in stats["splits"].values())
