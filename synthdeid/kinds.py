@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Optional, Tuple
@@ -89,8 +90,6 @@ def guess_kind(label: str) -> Optional[str]:
 
 
 def _fold(text: str) -> str:
-    import unicodedata
-
     return "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
 
 
