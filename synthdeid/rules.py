@@ -113,7 +113,10 @@ NOT_NAME_WORDS = {"es": frozenset({
 
 # Rules that hold in any language, by kind: a language without rules of its
 # own (`RULES`) runs these, labelled with the pipeline's label of each kind
-# (`kind_labels`), and name runs labelled with its label of names.
+# (`kind_labels`) or, where it has none, with the kind in capitals (`EMAIL`:
+# an e-mail is caught even where the corpus never labelled one, and the
+# redactor knows the kind from the name), and name runs labelled with its
+# label of names.
 GENERIC_RULES: Dict[str, List[Tuple[int, List[Dict[str, Any]]]]] = {
     "email": RULES["es"]["CORREO_ELECTRONICO"],
     "url": RULES["es"]["URL_WEB"],
@@ -126,7 +129,7 @@ DEFAULT_CONFIG = {"labels": [], "overwrite": False, "kind_labels": {}}
 # entities only partly cover takes them in. A name rule's end is a guess
 # (capitalised words), so the NER's names grow only by known names.
 EXTENDING = frozenset({"CORREO_ELECTRONICO", "URL_WEB", "NUMERO_TELEFONO", "ID_SUJETO_ASISTENCIA", "ID_ASEGURAMIENTO",
-                       "ID_TITULACION_PERSONAL_SANITARIO", "FECHAS", "email", "url"})
+                       "ID_TITULACION_PERSONAL_SANITARIO", "FECHAS"})
 
 
 def make_pii_rules(nlp: Language, name: str, labels: List[str], overwrite: bool,
@@ -220,16 +223,19 @@ class PIIRules:
         kind_labels = dict(kind_labels or {})
         rules = RULES.get(nlp.lang)
         run_label = NAME_RUN_LABEL.get(nlp.lang)
+        extending = EXTENDING
         if rules is None:  # the rules of any language, under the pipeline's labels
-            rules = {kind_labels[kind]: patterns for kind, patterns in GENERIC_RULES.items() if kind in kind_labels}
+            rules = {kind_labels.get(kind, kind.upper()): patterns for kind, patterns in GENERIC_RULES.items()}
+            extending = frozenset(rules)  # all written forms
             run_label = kind_labels.get("name") or kind_labels.get("first_name")
         known = set(rules) | ({run_label} if run_label else set())
         unknown = sorted(set(labels) - known)
         if unknown:
             raise ValueError(f"{name}: no rules for labels {', '.join(unknown)}; the rules' labels are "
-                             f"{', '.join(sorted(known)) or 'none (give kind_labels)'}")
+                             f"{', '.join(sorted(known))}")
         self.name = name
         self.overwrite = overwrite
+        self.extending = extending
         self.matcher = Matcher(nlp.vocab, validate=True)
         self.skip: Dict[str, int] = {}
         for label in labels or rules:
@@ -348,7 +354,7 @@ class PIIRules:
             covered = {i for ent in overlapped for i in range(ent.start, ent.end)}
             if not overlapped:
                 ents.append(span)
-            elif span.label_ in EXTENDING and not covered.issuperset(range(span.start, span.end)):
+            elif span.label_ in self.extending and not covered.issuperset(range(span.start, span.end)):
                 # The NER found part of a written form (a phone's first digits, or
                 # a number and the word before it): one span takes both, with the
                 # NER's label where it gave one label.

@@ -84,22 +84,25 @@ def prune_strings(nlp: Language, pipeline_dir: Path, check_texts: Sequence[str])
     return {"strings_before": len(before), "strings_after": len(kept), "checked_texts": len(check_texts)}
 
 
-def pipeline_label_kinds(nlp: Language, overrides: Optional[Dict[str, str]] = None) -> Dict[str, object]:
-    """The kind of each label the pipeline predicts (`synthdeid.kinds`), as
-    the redactor's `label_kinds`; prints where each came from, and warns of
-    labels with no kind (they will be masked)."""
+def pipeline_label_kinds(nlp: Language, overrides: Optional[Dict[str, str]] = None,
+                         verbose: bool = True) -> Dict[str, object]:
+    """The kind of each label the pipeline's components predict
+    (`synthdeid.kinds`), as the redactor's `label_kinds`; with `verbose`,
+    prints where each came from, and warns of labels with no kind (they will
+    be masked)."""
     from ..kinds import LabelKinds
 
     kinds = LabelKinds(overrides)
-    labels = {str(label) for name, labels in nlp.pipe_labels.items() if name != "pii_rules" for label in labels}
+    labels = {str(label) for labels in nlp.pipe_labels.values() for label in labels}
     table: Dict[str, object] = {}
     for label in sorted(labels):
         kind, template, source = kinds.entry(label)
-        print(f"label {label}: {kind or 'no kind (masked)'} ({source})")
+        if verbose:
+            print(f"label {label}: {kind or 'no kind (masked)'} ({source})")
         if kind is not None:
             table[label] = kind if template is None else {"kind": kind, "template": template}
     missing = sorted(labels - set(table))
-    if missing:
+    if missing and verbose:
         warnings.warn(f"labels with no kind, masked by every strategy: {', '.join(missing)}; give their kinds "
                       "in a --label-kinds file")
     return table
@@ -143,15 +146,15 @@ def package_pipeline(
     name = name[len(nlp.lang) + 1 :] if name.startswith(f"{nlp.lang}_") else name
     if not re.fullmatch(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)*", name):
         raise ValueError(f"package name {name!r}: use letters and digits, words joined by single underscores")
-    kinds = pipeline_label_kinds(nlp, label_kinds)
-    if "pii_redactor" not in nlp.pipe_names:
-        nlp.add_pipe("pii_redactor", last=True, config={"label_kinds": kinds})
     if rules and "pii_rules" not in nlp.pipe_names:
         # A label of each kind, for the rules of a language without its own.
         kind_labels: Dict[str, str] = {}
-        for label, entry in sorted(kinds.items()):
+        for label, entry in sorted(pipeline_label_kinds(nlp, label_kinds, verbose=False).items()):
             kind_labels.setdefault(entry if isinstance(entry, str) else entry["kind"], label)
-        nlp.add_pipe("pii_rules", before="pii_redactor", config={"kind_labels": kind_labels})
+        where = {"before": "pii_redactor"} if "pii_redactor" in nlp.pipe_names else {"last": True}
+        nlp.add_pipe("pii_rules", **where, config={"kind_labels": kind_labels})
+    if "pii_redactor" not in nlp.pipe_names:  # the kinds of the NER's labels and of the rules' (`EMAIL`)
+        nlp.add_pipe("pii_redactor", last=True, config={"label_kinds": pipeline_label_kinds(nlp, label_kinds)})
     nlp.meta.update(
         name=name,
         version=version,
