@@ -274,9 +274,9 @@ def test_read_docbin_and_read_any(tmp_path, nlp):
     jsonl(tmp_path / "c.jsonl", record(name="w"))
     for path, names in (("c.spacy", ["x", "y"]), ("brat", ["z"]), ("c.jsonl", ["w"])):
         assert [d.name for d in read_any(tmp_path / path, nlp)] == names
-    (tmp_path / "c.txt").write_text("hola")
+    (tmp_path / "c.csv").write_text("hola")
     with pytest.raises(CorpusError, match="unsupported input"):
-        read_any(tmp_path / "c.txt", nlp)
+        read_any(tmp_path / "c.csv", nlp)
     (tmp_path / "broken.spacy").write_bytes(b"not a docbin")
     assert error_of(read_docbin(tmp_path / "broken.spacy", nlp)).startswith(f"{tmp_path / 'broken.spacy'}: not a readable")
 
@@ -455,7 +455,8 @@ def test_the_tokenizer_and_the_docbins_take_the_corpus_language(tmp_path):
     folder = tmp_path / "c"
     write_pair(folder / "train", "a", "Pasienten Kari Nordmann ble innlagt 10. mars 2017.\n",
                "T1\tFirst_Name 10 14\tKari\nT2\tLast_Name 15 23\tNordmann\nT3\tDate 36 49\t10. mars 2017\n")
-    write_pair(folder / "train", "b", "Ola Hansen ringte.\n", "T1\tFirst_Name 0 3\tOla\n")
+    write_pair(folder / "train", "b", "Ola Hansen ringte, han er over 70.\n",
+               "T1\tFirst_Name 0 3\tOla\nT2\tAge 31 33\t70\n")
     write_pair(folder / "test", "c", "Hun bor i Tromsø.\n", "T1\tLocation 10 16\tTromsø\n")
     parts = corpus_parts(folder)
     stats = convert_corpus(parts["train"], parts["test"], tmp_path / "out", lang="nb", validation_fraction=0.5)
@@ -542,3 +543,19 @@ def test_an_english_brat_export_with_its_own_labels_converts(tmp_path):
     assert ents == [("03/14/2019", "DATE"), ("Boston General\nHospital", "HOSPITAL"), ("Brown", "DOCTOR"),
                     ("Mary Jones", "PATIENT")]
     assert all(split["alignment_rate"] == 1.0 for split in stats["splits"].values())
+
+
+def test_text_with_inline_tags_is_read_one_document_a_line(tmp_path):
+    path = tmp_path / "tagged.txt"
+    path.write_text("\ufeffFar <First_Name>Ulrik</First_Name> <Last_Name>Borch</Last_Name> døde <Age>46 år</Age>.\n"
+                    "\r\nIngen tagger her.\n", encoding="utf-8")
+    docs = list(read_any(path, make_nlp("nb")))
+    assert [(d.name, d.text) for d in docs] == [("tagged-1", "Far Ulrik Borch døde 46 år."),
+                                                 ("tagged-3", "Ingen tagger her.")]
+    assert [(docs[0].text[s:e], label) for s, e, label in docs[0].spans] == [
+        ("Ulrik", "First_Name"), ("Borch", "Last_Name"), ("46 år", "Age")]
+    for line, problem in (("a <Age>4</Age", "<Age> is not closed"), ("a </Age> b", "</Age> at column 3 where an "
+                          "opening tag was due"), ("<A>x <B>y</B></A>", "<B> at column 6 where </A> was due")):
+        path.write_text(line + "\n", encoding="utf-8")
+        with pytest.raises(CorpusError, match=re.escape(f"{path}:1: {problem}")):
+            list(read_any(path, make_nlp("nb")))

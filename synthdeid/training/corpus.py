@@ -251,6 +251,51 @@ def _join_fragments(text: str, fragments: List[Tuple[int, int]], where: str,
     return spans
 
 
+_TAG = re.compile(r"<(/?)([A-Za-z][\w-]*)>")
+
+
+def read_tagged(path: str | Path, report: Optional[ReadReport] = None) -> Iterator[RawDoc]:
+    """Documents of a `.txt` file with inline tags, one document a line:
+    `... <First_Name>Kari</First_Name> ...` (NorSynthClinical-PHI's form).
+    Tags do not nest; an unclosed, stray or mismatched tag is an error naming
+    the line. A document is named `<file stem>-<line>`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file")
+    report = report if report is not None else ReadReport()
+    content = _read_utf8(path)
+    if content.startswith(_BOM):
+        content = content[1:]
+    # Any line break ends a document: NorSynthClinical-PHI ends some with a lone CR.
+    for lineno, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        pieces: List[str] = []
+        located = []
+        open_tag: Optional[Tuple[str, int]] = None
+        cursor = length = 0
+        for match in _TAG.finditer(line):
+            pieces.append(line[cursor:match.start()])
+            length += match.start() - cursor
+            cursor = match.end()
+            closing, label = match.group(1) == "/", match.group(2)
+            if not closing and open_tag is None:
+                open_tag = (label, length)
+            elif closing and open_tag is not None and open_tag[0] == label:
+                located.append((open_tag[1], length, label, f"{where}: <{label}> at {open_tag[1]}",
+                                f"<{label}> at {open_tag[1]}"))
+                open_tag = None
+            else:
+                expected = f"</{open_tag[0]}>" if open_tag else "an opening tag"
+                raise CorpusError(f"{where}: {match.group()} at column {match.start() + 1} where {expected} was due")
+        if open_tag is not None:
+            raise CorpusError(f"{where}: <{open_tag[0]}> is not closed")
+        pieces.append(line[cursor:])
+        text = "".join(pieces)
+        yield RawDoc(f"{path.stem}-{lineno}", text, _clean_spans(text, located, report))
+
+
 def read_jsonl(path: str | Path, report: Optional[ReadReport] = None) -> Iterator[RawDoc]:
     """Documents of a JSONL file, one object per line:
     `{"text": str, "spans": [{"start": int, "end": int, "label": str}], "name" or "id": optional}`.
@@ -361,8 +406,9 @@ def read_docbin(path: str | Path, nlp: Language, report: Optional[ReadReport] = 
 
 def read_any(path: str | Path, nlp: Language, report: Optional[ReadReport] = None,
              spans_key: Optional[str] = None) -> Iterator[RawDoc]:
-    """A folder is read as brat, `*.jsonl` as JSONL, `*.spacy` as a DocBin
-    (its `doc.ents`, or the span group `spans_key`)."""
+    """A folder is read as brat, `*.jsonl` as JSONL, `*.txt` as text with
+    inline tags, `*.spacy` as a DocBin (its `doc.ents`, or the span group
+    `spans_key`)."""
     path = Path(path)
     if path.is_dir():
         return read_brat(path, report)
@@ -370,9 +416,12 @@ def read_any(path: str | Path, nlp: Language, report: Optional[ReadReport] = Non
         raise CorpusError(f"{path}: no such file or folder")
     if path.suffix == ".jsonl":
         return read_jsonl(path, report)
+    if path.suffix == ".txt":
+        return read_tagged(path, report)
     if path.suffix == ".spacy":
         return read_docbin(path, nlp, report, spans_key)
-    raise CorpusError(f"{path}: unsupported input (expected a brat folder, a .jsonl or a .spacy file)")
+    raise CorpusError(f"{path}: unsupported input (expected a brat folder, a .jsonl, a .txt with inline tags "
+                      "or a .spacy file)")
 
 
 CORPUS_MANIFEST = "corpus.json"

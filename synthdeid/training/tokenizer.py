@@ -52,9 +52,10 @@ EXTRA_SUFFIXES: List[str] = [
     rf"(?<=[{_AU}])(?<![{_A}.][{_AU}])\.",
     # A period after an ordinal (`28, 1º.`, `3,3º.`): spans stop at `1º`.
     r"(?<=[0-9][ºª])\.",
-    # A period after a year or a longer number (`mars 2017.`): languages that
-    # write ordinals with a period (Norwegian `10. mars`) keep it on `2017`.
-    r"(?<=[0-9]{4})\.",
+    # A period after a number (`mars 2017.`, `over 70.`): languages that write
+    # ordinals with a period (Norwegian `10. mars`) keep it on the number,
+    # where a span ends before it.
+    r"(?<=[0-9])\.",
 ]
 
 EXTRA_INFIXES: List[str] = [
