@@ -238,7 +238,7 @@ class PIIRules:
         self.extending = extending
         self.matcher = Matcher(nlp.vocab, validate=True)
         self.skip: Dict[str, int] = {}
-        for label in labels or rules:
+        for label in [label for label in labels or rules if label in rules]:  # not the name runs' label
             for number, (skip, pattern) in enumerate(rules[label]):
                 key = f"{label}#{number}"
                 self.skip[key] = skip
@@ -247,7 +247,8 @@ class PIIRules:
         self.particles = NAME_PARTICLES.get(nlp.lang, frozenset())
         self.stop_words = frozenset(_fold(word) for word in nlp.Defaults.stop_words)
         self.not_name_words = NOT_NAME_WORDS.get(nlp.lang, frozenset())
-        self.name_labels = NAME_LABELS.get(nlp.lang, frozenset())
+        self.name_labels = NAME_LABELS.get(nlp.lang) or frozenset(
+            label for kind, label in kind_labels.items() if kind in ("name", "first_name", "surname", "relative"))
         self.lower_name_cues = {cue: label for label, cues in LOWER_NAME_CUES.get(nlp.lang, {}).items()
                                 if not labels or label in labels for cue in cues}
 

@@ -136,6 +136,9 @@ def test_the_ner_wins_unless_the_rules_overwrite_and_labels_choose_rules():
     swedish.add_pipe("pii_rules")
     assert [(e.text, e.label_) for e in swedish("Skriv till anna@ki.se eller www.ki.se/kontakt.").ents] == [
         ("anna@ki.se", "EMAIL"), ("www.ki.se/kontakt", "URL")]
+    names_only = spacy.blank("sv")
+    names_only.add_pipe("pii_rules", config={"labels": ["FIRST_NAME"], "kind_labels": {"first_name": "FIRST_NAME"}})
+    assert [e.text for e in names_only("Ring Anna Andersson, anna@ki.se.").ents] == ["Anna Andersson"]
     with pytest.raises(ValueError, match=r"no rules for labels NAME; the rules' labels are EMAIL, URL"):
         spacy.blank("sv").add_pipe("pii_rules", config={"labels": ["NAME"]})
 
