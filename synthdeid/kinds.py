@@ -118,3 +118,13 @@ class LabelKinds:
     def table(self, labels: Iterable[str]) -> Dict[str, Dict[str, Optional[str]]]:
         """{label: {"kind", "from"}} for `labels`: what a user should check."""
         return {label: {"kind": self.entry(label)[0], "from": self.entry(label)[2]} for label in sorted(labels)}
+
+    def kind_labels(self, labels: Iterable[str]) -> Dict[str, str]:
+        """{kind: the first of `labels` (sorted) of that kind}: the labels
+        `pii_rules` gives its spans in a language without rules of its own."""
+        found: Dict[str, str] = {}
+        for label in sorted(labels):
+            kind = self.kind(label)
+            if kind is not None:
+                found.setdefault(kind, label)
+        return found

@@ -26,9 +26,13 @@ def predict(nlp, references: List[Doc], batch_size: int, desc: str) -> Tuple[Lis
 
 def with_rules(nlp):
     """`nlp` with the `pii_rules` safety net after its last entity setter
-    (before the redactor, if it has one)."""
+    (before the redactor, if it has one), its spans labelled with the
+    pipeline's labels of their kinds, as `package` adds it."""
+    from ..kinds import LabelKinds
+
     setters = [name for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns]
-    nlp.add_pipe("pii_rules", after=setters[-1] if setters else None)
+    kind_labels = LabelKinds().kind_labels(label for labels in nlp.pipe_labels.values() for label in labels)
+    nlp.add_pipe("pii_rules", after=setters[-1] if setters else None, config={"kind_labels": kind_labels})
     return nlp
 
 

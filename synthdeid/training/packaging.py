@@ -147,10 +147,11 @@ def package_pipeline(
     if not re.fullmatch(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)*", name):
         raise ValueError(f"package name {name!r}: use letters and digits, words joined by single underscores")
     if rules and "pii_rules" not in nlp.pipe_names:
+        from ..kinds import LabelKinds
+
         # A label of each kind, for the rules of a language without its own.
-        kind_labels: Dict[str, str] = {}
-        for label, entry in sorted(pipeline_label_kinds(nlp, label_kinds, verbose=False).items()):
-            kind_labels.setdefault(entry if isinstance(entry, str) else entry["kind"], label)
+        kind_labels = LabelKinds(label_kinds).kind_labels(label for labels in nlp.pipe_labels.values()
+                                                          for label in labels)
         where = {"before": "pii_redactor"} if "pii_redactor" in nlp.pipe_names else {"last": True}
         nlp.add_pipe("pii_rules", **where, config={"kind_labels": kind_labels})
     if "pii_redactor" not in nlp.pipe_names:  # the kinds of the NER's labels and of the rules' (`EMAIL`)
