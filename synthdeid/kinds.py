@@ -11,7 +11,7 @@ gets surrogates of the right kind. A label's kind comes from, in order:
    "template": ...}` where the surrogate of an organisation needs its own
    form (`Centro de Salud {surname}`);
 3. a guess from the label's name (`guess_kind`: `NAME_*`, `*_DATE`,
-   `Phone_Number` ...), which `scripts/label_kinds.py` shows the user.
+   `Phone_Number` ...), which `package` prints for the user to check.
 
 A label with no kind is masked, and the redactor names it in a warning.
 """
@@ -114,10 +114,6 @@ class LabelKinds:
 
     def kind(self, label: str) -> Optional[str]:
         return self.entry(label)[0]
-
-    def table(self, labels: Iterable[str]) -> Dict[str, Dict[str, Optional[str]]]:
-        """{label: {"kind", "from"}} for `labels`: what a user should check."""
-        return {label: {"kind": self.entry(label)[0], "from": self.entry(label)[2]} for label in sorted(labels)}
 
     def kind_labels(self, labels: Iterable[str]) -> Dict[str, str]:
         """{kind: the first of `labels` (sorted) of that kind}: the labels

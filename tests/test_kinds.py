@@ -30,7 +30,7 @@ def test_shipped_schemes_name_kinds_only_and_overrides_come_first():
     assert kinds.entry("Location") == ("street", None, "the pipeline's map")
     assert kinds.entry("HOSPITAL") == ("hospital", None, "a shipped scheme")
     assert kinds.entry("NAME_PATIENT") == ("name", None, "a guess from the label's name")
-    assert kinds.table(["Xyz"]) == {"Xyz": {"kind": None, "from": "nothing"}}
+    assert kinds.entry("Xyz") == (None, None, "nothing")
     with pytest.raises(ValueError, match="label_kinds: A = 'place' is not a kind"):
         LabelKinds({"A": "place"})
 

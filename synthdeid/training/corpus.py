@@ -260,12 +260,8 @@ def read_tagged(path: str | Path, report: Optional[ReadReport] = None) -> Iterat
     Tags do not nest; an unclosed, stray or mismatched tag is an error naming
     the line. A document is named `<file stem>-<line>`."""
     path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"{path}: no such file")
     report = report if report is not None else ReadReport()
-    content = _read_utf8(path)
-    if content.startswith(_BOM):
-        content = content[1:]
+    content = _read_text_file(path)
     # Any line break ends a document: NorSynthClinical-PHI ends some with a lone CR.
     for lineno, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
@@ -304,12 +300,8 @@ def read_jsonl(path: str | Path, report: Optional[ReadReport] = None) -> Iterato
     lines are skipped. Without a name, a document is named `<file stem>-<line>`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"{path}: no such file")
     report = report if report is not None else ReadReport()
-    content = _read_utf8(path)
-    if content.startswith(_BOM):
-        content = content[1:]
+    content = _read_text_file(path)
     seen: Dict[str, int] = {}
     for lineno, line in enumerate(content.split("\n"), start=1):
         if not line.strip():
@@ -506,6 +498,14 @@ def map_labels(doc: RawDoc, mapping: Mapping[str, Optional[str]], counts: Counte
             counts[f"renamed {label}"] += 1
             spans.append((start, end, mapping[label]))
     return RawDoc(doc.name, doc.text, spans)
+
+
+def _read_text_file(path: Path) -> str:
+    """The UTF-8 text of a line-per-document file, without a leading BOM."""
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file")
+    content = _read_utf8(path)
+    return content[1:] if content.startswith(_BOM) else content
 
 
 def _read_utf8(path: Path) -> str:
