@@ -1,10 +1,12 @@
 """Surrogate copies of the labelled synthetic train corpus: each note again
-with fresh PII values of the same labels (Faker surrogates; dates as random
-dates in varied Spanish writings). No annotator runs: the labels move with
-the values. Optionally, narrative notes put surrogate values into prose
-(synthdeid/training/narrative.py).
+with fresh PII values of the same labels (Faker surrogates of each label's
+kind in the corpus's language; dates as random dates in the language's
+writings). No annotator runs: the labels move with the values. Optionally,
+narrative notes put surrogate values into prose frames
+(synthdeid/training/narrative.py; frames: synthdeid/frames/<lang>.json).
 
     python scripts/augment.py SYNTHETIC_TRAIN_DOCBIN OUT_DOCBIN [--copies 1] [--narrative 0] [--seed 0]
+        [--lang es] [--label-kinds KINDS.json] [--frames FRAMES.json]
 
 OUT_DOCBIN holds the input notes, their copies, then the narrative notes.
 """
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from synthdeid.kinds import read_label_kinds
 from synthdeid.training.augment import augment_docbin
 
 
@@ -22,9 +25,14 @@ def main(
     copies: int = typer.Option(2, min=0, help="Surrogate copies of each note (0: the notes alone)"),
     narrative: int = typer.Option(1000, min=0, help="Narrative notes: surrogate PII values in prose frames"),
     seed: int = typer.Option(0, help="Seed of the surrogate values"),
+    lang: str = typer.Option("es", help="Language of the notes: their tokenizer, surrogates, dates and frames"),
+    label_kinds: str = typer.Option("", help="JSON file of label -> kind, over the shipped schemes and guesses"),
+    frames: str = typer.Option("", help="JSON file of narrative frames instead of the language's"),
 ):
     try:
-        stats = augment_docbin(synthetic, output, copies=copies, narrative=narrative, seed=seed)
+        stats = augment_docbin(synthetic, output, copies=copies, narrative=narrative, seed=seed, lang=lang,
+                               label_kinds=read_label_kinds(label_kinds) if label_kinds else None,
+                               frames=frames or None)
     except (FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)

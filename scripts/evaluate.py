@@ -5,8 +5,9 @@ from typing import List, Optional
 
 import typer
 
-from synthdeid.training.evaluation import evaluate_pipelines, gap_report, markdown_report
 from synthdeid.io import write_json, write_text
+from synthdeid.kinds import read_label_kinds
+from synthdeid.training.evaluation import evaluate_pipelines, gap_report, markdown_report
 
 
 def main(
@@ -19,6 +20,8 @@ def main(
                                                         "score recall outside the corpus's template"),
     rules: List[str] = typer.Option([], help="NAME of a pipeline to score also with the pii_rules safety net "
                                             "(as NAME+rules); repeat for several"),
+    label_kinds: str = typer.Option("", help="JSON file of label -> kind, over the shipped schemes and guesses: "
+                                             "the rules' labels and the groups of the behavioural scores"),
 ):
     pipelines = {}
     for item in pipeline:
@@ -26,7 +29,11 @@ def main(
         if not sep or not name or not path:
             raise typer.BadParameter(f"expected NAME=PATH, got {item!r}", param_hint="--pipeline")
         pipelines[name] = path
-    results = evaluate_pipelines(test_path, pipelines, batch_size, behaviour, rules)
+    try:
+        kinds = read_label_kinds(label_kinds) if label_kinds else None
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--label-kinds") from None
+    results = evaluate_pipelines(test_path, pipelines, batch_size, behaviour, rules, kinds)
     report = markdown_report(results)
     write_json(output_dir / "evaluation.json", results)
     write_text(output_dir / "evaluation.md", report)

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from synthdeid.io import read_docs
+from synthdeid.kinds import read_label_kinds
 from synthdeid.training.packaging import MEDDOCAN_SOURCE, package_pipeline, performance_from_evaluation
 
 
@@ -38,6 +39,10 @@ def main(
         performance = performance_from_evaluation(
             json.loads(evaluation.read_text(encoding="utf-8")), evaluation_name
         )
+    try:
+        kinds = read_label_kinds(label_kinds) if label_kinds else None
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--label-kinds") from None
     wheel = package_pipeline(
         pipeline_dir,
         output_dir,
@@ -48,7 +53,7 @@ def main(
         performance=performance,
         check_texts=[doc.text for doc in read_docs(check_docs)[:check_limit]] if check_docs else [],
         rules=rules,
-        label_kinds=json.loads(Path(label_kinds).read_text(encoding="utf-8")) if label_kinds else None,
+        label_kinds=kinds,
         source={"name": corpus_name, "url": corpus_url, "license": corpus_license},
     )
     typer.echo(f"Built {wheel}")

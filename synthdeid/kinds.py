@@ -78,6 +78,11 @@ def _shipped_entries() -> Dict[str, Tuple[str, Optional[str]]]:
     return entries
 
 
+def shipped_labels() -> set:
+    """Every label the shipped schemes name."""
+    return set(_shipped_entries())
+
+
 def guess_kind(label: str) -> Optional[str]:
     """The kind a label's name suggests, or None: its words (split at `_`,
     `-`, spaces and case changes, accents kept out) against `_GUESSES`."""
@@ -93,6 +98,32 @@ def _fold(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
 
 
+def read_label_kinds(path: str | Path) -> Dict[str, object]:
+    """A label-kinds file: a JSON object from label to kind, or to `{"kind",
+    "template"}`; ValueError naming the file where it is not one."""
+    path = Path(path)
+    try:
+        kinds = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the label kinds ({err.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        where = f":{err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise ValueError(f"{path}{where}: not a JSON file of label -> kind ({err})") from None
+    if not isinstance(kinds, dict):
+        raise ValueError(f"{path}: expected an object of label -> kind, e.g. {{\"ARZT\": \"name\"}}")
+    try:
+        LabelKinds(kinds)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: {err}") from None
+    return kinds
+
+
+def pipeline_labels(nlp) -> set:
+    """The labels of every component of `nlp` that sets entities."""
+    return {str(label) for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns
+            for label in getattr(nlp.get_pipe(name), "labels", ())}
+
+
 class LabelKinds:
     """The kind of each label: `overrides` (label -> kind, or -> {"kind",
     "template"}) first, then the shipped schemes, then `guess_kind`."""
@@ -106,7 +137,7 @@ class LabelKinds:
     def entry(self, label: str) -> Tuple[Optional[str], Optional[str], str]:
         """(kind or None, surrogate template or None, where it came from)."""
         if label in self.overrides:
-            return (*self.overrides[label], "the pipeline's map")
+            return (*self.overrides[label], "the label_kinds map")
         if label in _shipped_entries():
             return (*_shipped_entries()[label], "a shipped scheme")
         kind = guess_kind(label)

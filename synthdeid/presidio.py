@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping, Optional
 
 from . import MissingExtra
-from .kinds import shipped_schemes
+from .kinds import LabelKinds, pipeline_labels, shipped_schemes
 
 # Kind of PII (synthdeid.kinds) -> Presidio entity type (Presidio's own names where one fits).
 PRESIDIO_TYPES: Dict[str, str] = {
@@ -38,8 +38,6 @@ def entity_mapping(labels, label_kinds: Optional[Mapping[str, str]] = None) -> D
     """Label -> Presidio entity type for `labels`, through their kinds
     (`synthdeid.kinds`: `label_kinds`, the shipped schemes, a guess); a label
     with no kind is left out (`analyzer_engine` then refuses the pipeline)."""
-    from .kinds import LabelKinds
-
     kinds = LabelKinds(label_kinds)
     return {label: PRESIDIO_TYPES[kind] for label in labels if (kind := kinds.kind(label)) is not None}
 
@@ -61,12 +59,6 @@ def nlp_configuration(model: str, mapping: Optional[Mapping[str, str]] = None, l
             "labels_to_ignore": [],
         },
     }
-
-
-def pipeline_labels(nlp) -> set:
-    """The labels of every component of `nlp` that sets entities."""
-    return {label for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns
-            for label in getattr(nlp.get_pipe(name), "labels", ())}
 
 
 def analyzer_engine(model: str, mapping: Optional[Mapping[str, str]] = None, with_pattern_recognizers: bool = False):

@@ -54,13 +54,6 @@ for _name in ("deidentified", "pii_replacements"):
         Doc.set_extension(_name, default=None)
 
 STRATEGIES = ("mask", "surrogate", "hash", "keep")
-MEDDOCAN_LABELS = (
-    "CALLE", "CENTRO_SALUD", "CORREO_ELECTRONICO", "EDAD_SUJETO_ASISTENCIA", "FAMILIARES_SUJETO_ASISTENCIA",
-    "FECHAS", "HOSPITAL", "ID_ASEGURAMIENTO", "ID_CONTACTO_ASISTENCIAL", "ID_EMPLEO_PERSONAL_SANITARIO",
-    "ID_SUJETO_ASISTENCIA", "ID_TITULACION_PERSONAL_SANITARIO", "INSTITUCION", "NOMBRE_PERSONAL_SANITARIO",
-    "NOMBRE_SUJETO_ASISTENCIA", "NUMERO_FAX", "NUMERO_TELEFONO", "OTROS_SUJETO_ASISTENCIA", "PAIS", "PROFESION",
-    "SEXO_SUJETO_ASISTENCIA", "TERRITORIO", "URL_WEB", "DIRECCION_IP", "OTRO_NUMERO_IDENTIF",
-)
 HASH_KEY_ENV = "SYNTHDEID_HASH_KEY"
 
 
@@ -75,7 +68,7 @@ DEFAULT_CONFIG = {
     "seed": 0,
     "date_shift_days": [-365, 365],
     "consistency": "document",
-    "known_labels": list(MEDDOCAN_LABELS),
+    "known_labels": [],
     "label_kinds": {},
     "locale": "",
 }
@@ -121,8 +114,8 @@ def make_pii_redactor(
         excluded), within ±36525 days.
     consistency: "document" (fresh surrogates per document) or "corpus"
         (one mapping for every document this component sees).
-    known_labels: labels a config may name (with those of `label_kinds`); a
-        label outside them is an error.
+    known_labels: labels `labels` and `strategies` may name, besides those of
+        `label_kinds` and of synthdeid's shipped schemes; another is an error.
     label_kinds: label -> kind (or {"kind": ..., "template": ...}) of the
         surrogate; labels it leaves out take synthdeid's schemes or a guess.
     locale: Faker's locale of the surrogates; empty: the one for the
@@ -300,7 +293,8 @@ def _shift_named_date(match: "re.Match[str]", days: int, wide: Sequence[str], sh
     if month_name[0].isupper() and not month_name.isupper():
         name = name.capitalize()
     written = f"{moved.day}{day_period or ''} " if day else ""
-    written += name + (name_period or "")
+    # "Jan." moves to "May", not "May.": a month whose short name is its whole name.
+    written += name + ((name_period or "") if short[moved.month - 1] != wide[moved.month - 1] else "")
     if year:  # the year after what was written between it and the month (" ", ", ")
         written += match.string[match.end(4 if name_period else 3):match.start(5)] + f"{moved.year:04d}"
     return written
@@ -340,7 +334,24 @@ ORGANISATION_TEMPLATES = {
     "es": {"hospital": "Hospital {surname}", "organisation": "Fundación {surname}"},
     "en": {"hospital": "{surname} Hospital", "organisation": "{surname} Foundation"},
     "no": {"hospital": "{surname} sykehus", "organisation": "{surname} stiftelse"},
+    "de": {"hospital": "Klinikum {surname}", "organisation": "{surname}-Stiftung"},
+    "sv": {"hospital": "{surname} sjukhus", "organisation": "{surname} stiftelse"},
 }
+
+
+def organisation_form(kind: Optional[str], template: Optional[str], locale: str) -> Optional[str]:
+    """The form of an organisation's surrogate: the label's template, else the language's (None: a company)."""
+    if kind not in ORGANISATION_KINDS:
+        return None
+    return template or ORGANISATION_TEMPLATES.get(locale.split("_")[0], {}).get(kind)
+
+
+def form_words(form: Optional[str]) -> frozenset:
+    """The words an organisation form writes in every surrogate ("Klinikum
+    {surname}"): they say what it is, not which one, so the original may share them."""
+    return frozenset(words(form.replace("{surname}", " "))) if form else frozenset()
+
+
 _MARKS = "\u0300-\u036f"  # combining accents: part of the letter before them
 _WORD = re.compile(rf"(?:[^\W_][{_MARKS}]*)+")  # a run of letters and digits
 _NAME_PART = re.compile(rf"(?:[^\W\d_][{_MARKS}]*)+|\d+")  # a run of letters, or of digits
@@ -376,14 +387,15 @@ def words(text: str) -> set:
     return {_ascii_fold(word) for word in _WORD.findall(text)}
 
 
-def identifying_words(kind: Optional[str], text: str) -> set:
+def identifying_words(kind: Optional[str], text: str, kept: frozenset = frozenset()) -> set:
     """The words of an entity of `kind` that no replacement may repeat: all
-    but those its surrogate keeps on purpose. A date is moved as a whole (its
-    year or day may repeat by chance), a sex is kept, and an age keeps numbers
-    up to 89."""
+    but those its surrogate keeps on purpose and the `kept` (folded) words of
+    its organisation form. A date is moved as a whole (its year or day may
+    repeat by chance), a sex is kept, and an age keeps numbers up to 89."""
     if kind in ("date", "sex"):
         return set()
-    found = {_ascii_fold(word) for word in _WORD.findall(text) if not is_kept(kind, word)}
+    found = {folded for word in _WORD.findall(text) if not is_kept(kind, word)
+             and (folded := _ascii_fold(word)) not in kept}
     if kind == "age":
         return {word for word in found if word.isdigit() and int(word) > 89}
     return found
@@ -449,15 +461,17 @@ class _Surrogates:
         # (a surrogate must never be another patient's real name).
         self.forbidden: set = set()
 
-    def _unique(self, namespace: str, kind: Optional[str], original: str, draw: Callable[[], str]) -> Optional[str]:
+    def _unique(self, namespace: str, kind: Optional[str], original: str, draw: Callable[[], str],
+                kept: frozenset = frozenset()) -> Optional[str]:
         """One fake per original value of a namespace (a label, or a part of
         a name), never shared by two values and sharing no identifying word
-        with a real entity; None when no draw gives one (the caller then masks)."""
+        with a real entity (`kept`: words of the original that are not);
+        None when no draw gives one (the caller then masks)."""
         key = (namespace, _ascii_fold(original))
         if key in self.by_value:
             return self.by_value[key]
         used = self.used.setdefault(namespace, set())
-        taboo = self.forbidden | identifying_words(kind, original)
+        taboo = self.forbidden | identifying_words(kind, original, kept)
         for _ in range(50):
             fake = draw()
             folded = _ascii_fold(fake)
@@ -532,14 +546,24 @@ class _Surrogates:
                 return None
             return street + head[len(head.rstrip(" ,")):] + number
         if kind in ORGANISATION_KINDS:
-            form = template or ORGANISATION_TEMPLATES.get(self.locale.split("_")[0], {}).get(kind)
+            form = organisation_form(kind, template, self.locale)
             if form is None:
                 return self._unique(label, kind, text, self.fake.company)
             surname = _one_word(self.fake.last_name)
-            return self._unique(label, kind, text, lambda: form.format(surname=surname()))
+            return self._unique(label, kind, text, lambda: form.format(surname=surname()), kept=form_words(form))
         if kind in ("identifier", "phone", "fax", "zip") or (kind == "other" and any(c.isdigit() for c in text)):
             return self._unique(label, kind, text, lambda: _reshape(text, self.rng))
         return None
+
+
+def _shipped_labels() -> set:
+    """The labels of synthdeid's shipped schemes, where synthdeid is installed
+    (a packaged pipeline names its labels in `label_kinds`)."""
+    try:
+        from synthdeid.kinds import shipped_labels
+    except ImportError:
+        return set()
+    return shipped_labels()
 
 
 class PIIRedactor:
@@ -556,7 +580,7 @@ class PIIRedactor:
         seed: int = 0,
         date_shift_days: Sequence[int] = (-365, 365),
         consistency: str = "document",
-        known_labels: Sequence[str] = MEDDOCAN_LABELS,
+        known_labels: Sequence[str] = (),
         label_kinds: Optional[Mapping[str, Any]] = None,
         locale: str = "es_ES",
     ):
@@ -595,7 +619,7 @@ class PIIRedactor:
                                       "with a non-zero offset")
         strategies = dict(strategies or {})
         label_kinds = dict(label_kinds or {})
-        known = set(known_labels) | set(label_kinds)
+        known = set(known_labels) | set(label_kinds) | _shipped_labels()
         for where, value in [("strategy", strategy)] + [(f"strategies.{k}", v) for k, v in strategies.items()]:
             if value not in STRATEGIES:
                 raise _config_error(name, f"{where} = {value!r} is not a strategy; use one of "
@@ -603,7 +627,8 @@ class PIIRedactor:
         for where, label in [("labels", label) for label in labels] + [("strategies", k) for k in strategies]:
             if label not in known:
                 raise _config_error(name, f"{where} names unknown label {label!r}{_suggest(label, known)}; "
-                                          "known labels are set by known_labels")
+                                          "known labels are those of label_kinds, known_labels and the shipped "
+                                          "schemes")
         for where, text, fields in (("template", template, {"label": "L"}),
                                     ("hash_template", hash_template, {"label": "L", "digest": "0"})):
             if "{text}" in text:
@@ -698,6 +723,7 @@ class PIIRedactor:
         of its entity or (but for dates, ages and sexes) of any entity of the
         document."""
         kind, template = self.kind_of(label)
+        kept = form_words(organisation_form(kind, template, self.locale))
         try:
             replacement = scope.value(label, kind, template, original)
         except Exception:  # noqa: BLE001  a value no surrogate rule foresaw: the mask is always safe
@@ -707,7 +733,7 @@ class PIIRedactor:
         # Dates, ages and sexes keep numbers and words on purpose: a day that
         # another entity also holds is no leak.
         calendar = kind in ("date", "age", "sex")
-        if words(replacement) & ((set() if calendar else taboo) | identifying_words(kind, original)):
+        if words(replacement) & ((set() if calendar else taboo) | identifying_words(kind, original, kept)):
             return None
         return replacement
 
@@ -720,7 +746,9 @@ class PIIRedactor:
                 entities.append((*entity_core(text, ent.start_char, ent.end_char), ent.label_, strategy))
         taboo: set = set()
         for start, end, label, strategy in entities:
-            taboo |= identifying_words(self.kind_of(label)[0], text[start:end])
+            kind, template = self.kind_of(label)
+            form = organisation_form(kind, template, self.locale)
+            taboo |= identifying_words(kind, text[start:end], form_words(form))
         pieces: List[str] = []
         replacements: List[Dict[str, Any]] = []
         cursor = written = 0

@@ -224,11 +224,15 @@ class PIIRules:
         rules = RULES.get(nlp.lang)
         run_label = NAME_RUN_LABEL.get(nlp.lang)
         extending = EXTENDING
-        if rules is None:  # the rules of any language, under the pipeline's labels
+        generic = rules is None
+        if generic:  # the rules of any language, under the pipeline's labels
             rules = {kind_labels.get(kind, kind.upper()): patterns for kind, patterns in GENERIC_RULES.items()}
             extending = frozenset(rules)  # all written forms
             run_label = kind_labels.get("name") or kind_labels.get("first_name")
-        known = set(rules) | ({run_label} if run_label else set())
+        # A scheme with first names and surnames and no whole names (Nor-DeID's
+        # First_Name, Last_Name) gets a run split: its leading first names, the rest.
+        surname_label = kind_labels.get("surname") if generic and "name" not in kind_labels else None
+        known = set(rules) | ({run_label} if run_label else set()) | ({surname_label} if surname_label else set())
         unknown = sorted(set(labels) - known)
         if unknown:
             raise ValueError(f"{name}: no rules for labels {', '.join(unknown)}; the rules' labels are "
@@ -244,6 +248,7 @@ class PIIRules:
                 self.skip[key] = skip
                 self.matcher.add(key, [pattern], greedy="LONGEST")
         self.name_run_label = run_label if run_label and (not labels or run_label in labels) else None
+        self.surname_label = surname_label if surname_label and (not labels or surname_label in labels) else None
         self.particles = NAME_PARTICLES.get(nlp.lang, frozenset())
         self.stop_words = frozenset(_fold(word) for word in nlp.Defaults.stop_words)
         self.not_name_words = NOT_NAME_WORDS.get(nlp.lang, frozenset())
@@ -301,8 +306,21 @@ class PIIRules:
                 continue
             if (len(words) > 1 and any(token._.known_name for token in words)) or (
                     len(words) == 1 and _fold(words[0].text) in first_names):
-                spans.append(Span(doc, start, end, label=self.name_run_label))
+                spans += self._label_run(doc, start, end, first_names)
         return spans
+
+    def _label_run(self, doc: Doc, start: int, end: int, first_names: FrozenSet[str]) -> List[Span]:
+        """The name run `start:end` as one span, or, with a surname label, as
+        its leading first names and the rest (`Kari` + `Nordmann`)."""
+        first_end = start
+        while first_end < end and _fold(doc[first_end].text) in first_names:
+            first_end += 1
+        if self.surname_label is None or first_end == end:
+            return [Span(doc, start, end, label=self.name_run_label)] if self.name_run_label else []
+        parts = [Span(doc, first_end, end, label=self.surname_label)]
+        if first_end > start and self.name_run_label:
+            parts.insert(0, Span(doc, start, first_end, label=self.name_run_label))
+        return parts
 
     def lower_names(self, doc: Doc) -> List[Span]:
         """Names in lower case after a cue (`el paciente juan pérez`): up to four
@@ -342,7 +360,7 @@ class PIIRules:
                     end -= 1
             if start < end:
                 spans.append(Span(doc, start, end, label=label))
-        name_runs = self.name_runs(doc) if self.name_run_label else []
+        name_runs = self.name_runs(doc) if self.name_run_label or self.surname_label else []
         spans += name_runs + self.lower_names(doc)
         spans = filter_spans(spans)  # the longest of overlapping rule spans; the first of equal ones
         if self.overwrite:

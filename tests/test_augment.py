@@ -69,6 +69,39 @@ def test_surrogate_copy_replaces_values_and_moves_labels():
     assert doc._.pii_replacements is None  # the redactor ran on a copy of the note
 
 
+def test_copies_of_a_norwegian_corpus_are_norwegian(tmp_path):
+    # Nor-DeID's labels: the surrogates are of each label's kind, in the
+    # corpus's language (Faker's no_NO, CLDR's Norwegian dates), and the
+    # narrative notes use the Norwegian frames.
+    import importlib
+
+    from babel.dates import get_month_names
+
+    nlp = make_nlp("nb")
+    text = "Pasient: Kari Nordmann, 63 år. Innlagt 10. mars 2017 ved Nordlandssykehuset. Tlf. 91234567."
+    values = [("Kari", "First_Name"), ("Nordmann", "Last_Name"), ("63 år", "Age"), ("10. mars 2017", "Date"),
+              ("Nordlandssykehuset", "Health_Care_Unit"), ("91234567", "Phone_Number")]
+    spans = [(text.index(v), text.index(v) + len(v), label) for v, label in values]
+    docs = [to_doc(nlp, RawDoc(name=f"n{i}", text=text, spans=spans))[0] for i in range(4)]
+    DocBin(store_user_data=True, docs=docs).to_disk(tmp_path / "in.spacy")
+    augment_docbin(tmp_path / "in.spacy", tmp_path / "out.spacy", copies=2, narrative=20, seed=0, lang="nb")
+    out = read_docs(tmp_path / "out.spacy", nlp.vocab)
+    person = importlib.import_module("faker.providers.person.no_NO").Provider
+    months = {name.lower() for width in ("wide", "abbreviated")
+              for name in get_month_names(width, locale="nb").values()}
+    copies = [doc for doc in out if "~surrogate" in doc.user_data["name"]]
+    assert len(copies) == 8
+    for doc in copies:
+        found = {ent.label_: ent.text for ent in doc.ents}
+        assert found["First_Name"] in set(person.first_names) and found["Last_Name"] in set(person.last_names)
+        assert found["Health_Care_Unit"].endswith(" sykehus") and found["Age"] == "63 år"
+        date = found["Date"]
+        assert date.isdigit() or "-" in date or "." in date or set(date.lower().split()) & months, date
+    narrative = [doc for doc in out if doc.user_data["name"].startswith("narrative")]
+    assert len(narrative) == 20 and all(doc.ents for doc in narrative)
+    assert any("Time til" in doc.text or "har hatt feber" in doc.text for doc in narrative)
+
+
 def test_augment_docbin_appends_seeded_copies(tmp_path):
     nlp = make_nlp()
     source = tmp_path / "train.spacy"

@@ -8,10 +8,16 @@ from spacy.tokens import Doc, DocBin
 
 import synthdeid.rules  # noqa: F401  registers pii_rules
 from synthdeid.rules import known_names
-from synthdeid.training.behaviour import (FRAMES, build_behaviour_set, frame_values, read_sentences, save_behaviour_set,
+from synthdeid.io import read_docs
+from synthdeid.kinds import LabelKinds
+from synthdeid.training.behaviour import (build_behaviour_set, frame_values, read_sentences, save_behaviour_set,
                                          score_behaviour)
 from synthdeid.training.evaluation import evaluate_pipelines, markdown_report
-from synthdeid.io import read_docs
+from synthdeid.training.frames import load_frames
+
+KIND = LabelKinds().kind
+SPANISH = load_frames("es")
+FRAMES = SPANISH.behaviour
 
 
 def header_doc(nlp, text, entities):
@@ -36,15 +42,15 @@ def test_docs():
 
 
 def test_values_come_from_the_test_docs_with_full_names_and_plausible_forms(test_docs):
-    values = frame_values(test_docs)
+    values = frame_values(test_docs, KIND)
     assert values["NOMBRE_SUJETO_ASISTENCIA"] == ["Ana Ruiz García", "Ana", "Ruiz García", "Eva Gil"]
     assert values["ID_SUJETO_ASISTENCIA"] == ["4829311"]  # an identifier without a digit is an annotation slip
     assert values["TERRITORIO"] == ["Lugo"]  # a postal code is no town in prose
 
 
 def test_every_sentence_holds_one_test_value_in_a_frame(test_docs):
-    docs = build_behaviour_set(test_docs, per_frame=2, seed=3)
-    values = {v.lower() for vs in frame_values(test_docs).values() for v in vs}
+    docs = build_behaviour_set(test_docs, SPANISH, KIND, per_frame=2, seed=3)
+    values = {v.lower() for vs in frame_values(test_docs, KIND).values() for v in vs}
     frames = {f"{label}: {frame_id}" for label, frames in FRAMES.items() for frame_id, _ in frames}
     for doc in docs:
         [ent] = doc.ents
@@ -58,7 +64,8 @@ def test_every_sentence_holds_one_test_value_in_a_frame(test_docs):
         "TERRITORIO"}
     assert len(docs) == 2 * len(FRAMES["NOMBRE_SUJETO_ASISTENCIA"]) + len(FRAMES["NOMBRE_PERSONAL_SANITARIO"]) \
         + len(FRAMES["ID_SUJETO_ASISTENCIA"]) + len(FRAMES["CORREO_ELECTRONICO"]) + len(FRAMES["TERRITORIO"])
-    assert [d.text for d in build_behaviour_set(test_docs, per_frame=2, seed=3)] == [d.text for d in docs]
+    assert [d.text for d in build_behaviour_set(test_docs, SPANISH, KIND, per_frame=2, seed=3)] == [
+        d.text for d in docs]
 
 
 def test_scores_count_strict_and_caught_recall_and_precision():
@@ -70,7 +77,7 @@ def test_scores_count_strict_and_caught_recall_and_precision():
     # the name caught under two wrong labels, plus a stray entity; the phone missed
     predicted = header_doc(nlp, reference.text, [("Visto", "FECHAS"), ("Luis", "INSTITUCION"),
                                                  ("Soto", "TERRITORIO")])
-    scores = score_behaviour([reference, other], [predicted, nlp.make_doc(other.text)])
+    scores = score_behaviour([reference, other], [predicted, nlp.make_doc(other.text)], KIND)
     name = scores["per_label"]["NOMBRE_PERSONAL_SANITARIO"]
     assert name["strict"]["r"] == 0.0 and name["caught"]["r"] == 1.0
     assert name["caught"]["p"] == pytest.approx(2 / 3) and name["strict"]["p"] == 0.0
@@ -136,6 +143,11 @@ def test_the_ner_wins_unless_the_rules_overwrite_and_labels_choose_rules():
     swedish.add_pipe("pii_rules")
     assert [(e.text, e.label_) for e in swedish("Skriv till anna@ki.se eller www.ki.se/kontakt.").ents] == [
         ("anna@ki.se", "EMAIL"), ("www.ki.se/kontakt", "URL")]
+    # Where the labels split names into first names and surnames, so does a run.
+    split = spacy.blank("sv")
+    split.add_pipe("pii_rules", config={"kind_labels": {"first_name": "FIRST_NAME", "surname": "LAST_NAME"}})
+    assert [(e.text, e.label_) for e in split("Ring Anna Andersson och Lars.").ents] == [
+        ("Anna", "FIRST_NAME"), ("Andersson", "LAST_NAME"), ("Lars", "FIRST_NAME")]
     names_only = spacy.blank("sv")
     names_only.add_pipe("pii_rules", config={"labels": ["FIRST_NAME"], "kind_labels": {"first_name": "FIRST_NAME"}})
     assert [e.text for e in names_only("Ring Anna Andersson, anna@ki.se.").ents] == ["Anna Andersson"]
@@ -205,7 +217,7 @@ def test_written_sentences_become_a_behavioural_set(tmp_path):
 
 
 def test_evaluation_reports_recall_outside_the_template(test_docs, tmp_path):
-    save_behaviour_set(build_behaviour_set(test_docs, per_frame=2), tmp_path / "behaviour.spacy")
+    save_behaviour_set(build_behaviour_set(test_docs, SPANISH, KIND, per_frame=2), tmp_path / "behaviour.spacy")
     DocBin(docs=test_docs).to_disk(tmp_path / "test.spacy")
     nlp = spacy.blank("es")
     nlp.add_pipe("pii_rules")
@@ -222,15 +234,15 @@ def test_values_with_odd_spacing_become_sentences():
     nlp = spacy.blank("es")
     doc = header_doc(nlp, "Nombre: Carlos. Apellidos: Miguel  Chamoy\n Ruiz.",
                      [("Carlos", "NOMBRE_SUJETO_ASISTENCIA"), ("Miguel  Chamoy\n Ruiz", "NOMBRE_SUJETO_ASISTENCIA")])
-    sentences = build_behaviour_set([doc], per_frame=3)
+    sentences = build_behaviour_set([doc], SPANISH, KIND, per_frame=3)
     assert "El paciente Carlos Miguel Chamoy Ruiz fue valorado en consulta de Digestivo." in [d.text for d in sentences]
 
 
 def test_a_corpus_no_frame_covers_gets_an_empty_set_that_evaluation_reports(tmp_path):
-    nlp = spacy.blank("nb")
+    nlp = spacy.blank("fi")
     doc = nlp.make_doc("Kari Nordmann ble innlagt .")
     doc.ents = [doc.char_span(0, 4, label="First_Name")]
-    assert build_behaviour_set([doc]) == []
+    assert build_behaviour_set([doc], load_frames("fi"), KIND) == []
     save_behaviour_set([], tmp_path / "behaviour.spacy")
     DocBin(docs=[doc]).to_disk(tmp_path / "test.spacy")
     nlp.to_disk(tmp_path / "blank")

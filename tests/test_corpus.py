@@ -1,6 +1,5 @@
 """Corpus readers, gold-span preservation, the seeded split and the converter."""
 
-import importlib.util
 import json
 import os
 import random
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import spacy
-import typer
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
@@ -32,7 +30,7 @@ from synthdeid.training.corpus import (
 from synthdeid.io import read_docs
 from synthdeid.training.tokenizer import make_nlp
 
-REPO = Path(__file__).parents[1]
+from conftest import REPO, cli
 
 TEXT = "Nombre: Ana Ruiz.\nCP:28029.\nSexo: H.\n"
 ANN = "T1\tNOMBRE_SUJETO_ASISTENCIA 8 16\tAna Ruiz\nT2\tTERRITORIO 21 26\t28029\nT3\tSEXO_SUJETO_ASISTENCIA 34 35\tH\n"
@@ -385,11 +383,7 @@ def test_cli(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "out/stats.json").read_text())["splits"]["validation"]["documents"] == 1
     # A corpus error is one line on stderr and exit status 1 (in-process: faster).
-    spec = importlib.util.spec_from_file_location("convert_corpus_script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    app = typer.Typer()
-    app.command()(module.main)
+    app = cli("convert_corpus")
     result = CliRunner().invoke(app, [str(tmp_path / "nope"), str(tmp_path / "out2")])
     assert result.exit_code == 1 and "no such folder" in result.output, result.output
     result = CliRunner().invoke(app, [str(corpus), str(tmp_path / "out2"), "--label-map", str(tmp_path / "x.json")])
@@ -462,6 +456,32 @@ def test_the_tokenizer_and_the_docbins_take_the_corpus_language(tmp_path):
     stats = convert_corpus(parts["train"], parts["test"], tmp_path / "out", lang="nb", validation_fraction=0.5)
     assert stats["lang"] == "nb" and spacy.load(tmp_path / "out/tokenizer").lang == "nb"
     assert all(split["alignment_rate"] == 1.0 for split in stats["splits"].values())
+
+
+def test_conversion_shows_each_label_s_kind_and_where_it_came_from(tmp_path):
+    folder = tmp_path / "c"
+    write_pair(folder / "train", "a", "Patient Anna Weber, Tel. 040 123456, Klinikum Nord.\n",
+               "T1\tPATIENT_NAME 8 18\tAnna Weber\nT2\tTELEFON 25 35\t040 123456\nT3\tKLINIK 37 50\tKlinikum Nord\n")
+    write_pair(folder / "train", "b", "Dr. Weber.\n", "T1\tARZT 4 9\tWeber\n")
+    write_pair(folder / "test", "c", "Anna.\n", "T1\tPATIENT_NAME 0 4\tAnna\n")
+    kinds = tmp_path / "kinds.json"
+    kinds.write_text('{"ARZT": "name"}')
+    result = CliRunner().invoke(cli("convert_corpus"), [str(folder), str(tmp_path / "out"), "--lang", "de",
+                                                        "--label-kinds", str(kinds), "--validation-fraction", "0.5"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "out/stats.json").read_text())
+    assert stats["label_kinds"] == {
+        "ARZT": {"kind": "name", "source": "the label_kinds map"},
+        "KLINIK": {"kind": None, "source": "nothing"},
+        "PATIENT_NAME": {"kind": "name", "source": "a guess from the label's name"},
+        "TELEFON": {"kind": "phone", "source": "a guess from the label's name"},
+    }
+    assert "none: masked (nothing)" in result.output and "Labels with no kind: KLINIK" in result.output
+    kinds.write_text('{"ARZT": "doctor"}')
+    result = CliRunner().invoke(cli("convert_corpus"), [str(folder), str(tmp_path / "out2"), "--label-kinds",
+                                                        str(kinds)])
+    assert result.exit_code == 1 and f"{kinds}: label_kinds: ARZT = 'doctor' is not a kind" in result.output
+    assert not (tmp_path / "out2").exists()
 
 
 # ------------------------------------------------------------------ the real corpus

@@ -1,6 +1,7 @@
 """Label schemes as data: kinds of labels, and surrogates of the right kind and language."""
 
 import importlib
+import re
 
 import pytest
 import spacy
@@ -27,7 +28,7 @@ def test_shipped_schemes_name_kinds_only_and_overrides_come_first():
         for entry in scheme["kinds"].values():
             assert (entry if isinstance(entry, str) else entry["kind"]) in KINDS
     kinds = LabelKinds({"Location": "street", "CENTRO_SALUD": "organisation"})
-    assert kinds.entry("Location") == ("street", None, "the pipeline's map")
+    assert kinds.entry("Location") == ("street", None, "the label_kinds map")
     assert kinds.entry("HOSPITAL") == ("hospital", None, "a shipped scheme")
     assert kinds.entry("NAME_PATIENT") == ("name", None, "a guess from the label's name")
     assert kinds.entry("Xyz") == (None, None, "nothing")
@@ -93,6 +94,21 @@ def test_an_english_pipeline_with_i2b2_labels_gets_english_names_and_a_map_overr
     assert out["WARD"][0].isdigit() and out["WARD"][1].isupper() and out["WARD"] != "4B"
 
 
+def test_an_organisation_keeps_the_words_its_language_s_form_writes():
+    # "Klinikum {surname}": the original may share "Klinikum" (it says what,
+    # not which), never its own surname or another entity's words.
+    nlp = spacy.blank("de")
+    redactor = nlp.add_pipe("pii_redactor", config={"strategy": "surrogate",
+                                                    "label_kinds": {"KLINIK": "hospital", "ORT": "city"}})
+    for seed in range(5):
+        redactor.seed = seed
+        doc = redactor(doc_with(nlp, "Im Klinikum Weber in Hamburg.", [("Klinikum Weber", "KLINIK"),
+                                                                          ("Hamburg", "ORT")]))
+        out = {item["label"]: item for item in doc._.pii_replacements}
+        assert out["KLINIK"]["strategy"] == "surrogate" and out["KLINIK"]["replacement"].startswith("Klinikum ")
+        assert "Weber" not in out["KLINIK"]["replacement"] and "Hamburg" not in out["KLINIK"]["replacement"]
+
+
 def test_a_kind_that_is_not_a_table_is_refused():
     with pytest.raises(ValueError, match="label_kinds = "):
         spacy.blank("en").add_pipe("pii_redactor", config={"label_kinds": {"A": 3}})
@@ -103,6 +119,8 @@ def test_a_kind_that_is_not_a_table_is_refused():
     ("10. mars 2017", "no", "9. april 2017"),
     ("3 Jan. 2019", "en", "2 Feb. 2019"),
     ("3 January, 2019", "en", "2 February, 2019"),
+    ("3 Apr. 2019", "en", "3 May 2019"),  # May has no shorter name, so no period
+    ("3. März 2019", "de", "2. April 2019"),
     ("14.02.2019", "no", "16.03.2019"),
     ("12 de marzo de 2018", "es", "11 de abril de 2018"),
     ("March 3, 2019", "en", None),  # not read: the redactor masks it
@@ -111,3 +129,19 @@ def test_a_date_is_moved_in_its_language_s_own_written_form(text, lang, expected
     from synthdeid.redact import shift_date
 
     assert shift_date(text, 30, lang) == expected
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"ARZT": "name",}', r":1: not a JSON file of label -> kind"),
+    ('["ARZT"]', r": expected an object of label -> kind"),
+    ('{"ARZT": {"template": "Dr. {surname}"}}', r": 'kind'"),
+])
+def test_a_bad_label_kinds_file_is_named_in_its_error(tmp_path, content, problem):
+    from synthdeid.kinds import read_label_kinds
+
+    path = tmp_path / "kinds.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(str(path)) + re.escape(problem)):
+        read_label_kinds(path)
+    path.write_text('{"ARZT": "name"}', encoding="utf-8")
+    assert read_label_kinds(path) == {"ARZT": "name"}

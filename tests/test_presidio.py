@@ -3,14 +3,15 @@ with a synthdeid pipeline as their Spanish NLP engine."""
 
 import spacy
 
-from synthdeid.presidio import ENTITY_MAPPING, analyzer_engine, nlp_configuration
-from synthdeid.redact import MEDDOCAN_LABELS
+from synthdeid.kinds import KINDS, shipped_schemes
+from synthdeid.presidio import ENTITY_MAPPING, PRESIDIO_TYPES, analyzer_engine, nlp_configuration
 
 NOTE = "Paciente Ana Ruiz García, de 54 años, ingresa el 12/03/2018 en el Hospital Clínico de Valladolid."
 
 
 def test_every_meddocan_label_has_a_presidio_type():
-    assert set(ENTITY_MAPPING) == set(MEDDOCAN_LABELS)
+    assert set(PRESIDIO_TYPES) == set(KINDS)
+    assert set(ENTITY_MAPPING) == set(shipped_schemes()["meddocan"]["kinds"])
     config = nlp_configuration("es_deid_meddocan")
     assert config["models"] == [{"lang_code": "es", "model_name": "es_deid_meddocan"}]
 

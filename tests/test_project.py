@@ -23,12 +23,18 @@ def package_module(parts: Sequence[str]) -> Set[str]:
 
 def imported_modules(path: Path) -> Set[str]:
     """Names ("io", "training/hf_ner") of the synthdeid modules a file imports
-    directly (anywhere in it, lazy imports included); relative imports count
-    inside the package only."""
+    directly (anywhere in it, lazy imports included, for type checkers only
+    not); relative imports count inside the package only."""
     inside = REPO / PACKAGE in path.parents
     package = list(path.parent.relative_to(REPO / PACKAGE).parts) if inside else []
     found: Set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                   for statement in block.body for node in ast.walk(statement)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
@@ -87,7 +93,7 @@ FILE_DEPS = {"package": {"synthdeid/redact.py", "synthdeid/rules.py"}}
 
 
 # Data a module reads, by module.
-MODULE_DATA = {"kinds": [f"{PACKAGE}/schemes"]}
+MODULE_DATA = {"kinds": [f"{PACKAGE}/schemes"], "training/frames": [f"{PACKAGE}/frames"]}
 
 
 def test_commands_depend_on_their_scripts_modules_and_configs():

@@ -90,6 +90,14 @@ def test_configuration_errors_are_loud_and_name_the_component(config, message, m
     assert "pii_redactor" in str(err.value) and message in str(err.value)
 
 
+def test_a_config_names_the_labels_of_any_scheme_or_of_its_own_map():
+    # Shipped schemes' labels (Nor-DeID's First_Name), and a corpus's own through label_kinds.
+    spacy.blank("nb").add_pipe("pii_redactor", config={"strategies": {"First_Name": "keep"}})
+    spacy.blank("de").add_pipe("pii_redactor", config={"labels": ["ARZT"], "label_kinds": {"ARZT": "name"}})
+    with pytest.raises(ValueError, match="unknown label 'First_Nam'.*did you mean First_Name"):
+        spacy.blank("nb").add_pipe("pii_redactor", config={"labels": ["First_Nam"]})
+
+
 def replacement_of(doc, text, occurrence=0):
     matches = [r for r in doc._.pii_replacements if r["text"] == text]
     return matches[occurrence]["replacement"]

@@ -58,16 +58,21 @@ STEPS = 18
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, meddocan):
-    """A copy of the project run through the whole workflow with tiny settings."""
-    root = tmp_path_factory.mktemp("project")
+def copy_project(root: Path) -> Path:
+    """`root` with a copy of the project: what `weasel run` needs, not its outputs."""
     for name in ("project.yml", "configs", "scripts", "synthdeid"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, meddocan):
+    """A copy of the project run through the whole workflow with tiny settings."""
+    root = copy_project(tmp_path_factory.mktemp("project"))
     overrides = [f"--vars.{key}={value}" for key, value in SMOKE_VARS.items()]
     subprocess.run(
         [sys.executable, "-m", "weasel", "run", "all", str(root), *overrides],

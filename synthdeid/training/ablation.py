@@ -64,6 +64,8 @@ SETTINGS: Dict[str, type] = {
     "annotator_precision": str,
     "annotator_group_by_length": str,
     "lang": str,
+    "label_kinds": str,
+    "frames": str,
     "deid_config": str,
     "gpu_id": int,
     "train_max_steps": int,

@@ -4,9 +4,10 @@ The small scratch generator writes a narrow set of PII values: it repeats the
 values it saw in the gold notes and never writes some common forms (none of
 its dates has a month name, against a fifth of MEDDOCAN's test dates). A
 surrogate copy keeps a labelled note's text and gives each entity a fresh
-value of its label: the `pii_redactor`'s Faker surrogates (names, streets,
-towns, hospitals, identifiers of the same shape, ...) and, for dates, a random
-date written in one of the ways Spanish notes write dates. The labels move with
+value of its label's kind: the `pii_redactor`'s Faker surrogates in the
+corpus's language (names, streets, towns, hospitals, identifiers of the same
+shape, ...) and, for dates, a random date written in one of the ways the
+language writes dates (Spanish notes' own forms; CLDR's elsewhere). The labels move with
 the values, so a copy needs no annotator, and it holds no gold PII value the
 generator copied. Values the redactor has no surrogate for (a sex, an age in
 words) stay as written.
@@ -18,7 +19,7 @@ import datetime as dt
 import random
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
@@ -28,7 +29,9 @@ from .corpus import ID_KEY, RawDoc, corpus_stats, to_doc
 from .behaviour import frame_values
 from ..io import atomic_path, read_docs
 from .narrative import filler_sentences, narrative_notes, usable_values
-from ..redact import MONTHS, PIIRedactor
+from ..kinds import LabelKinds
+from ..redact import MONTHS, PIIRedactor, faker_locale
+from .frames import load_frames
 from .tokenizer import make_nlp
 
 FIRST_DATE = dt.date(1930, 1, 1)
@@ -39,8 +42,9 @@ def _month(date: dt.date) -> str:
     return MONTHS[date.month - 1]
 
 
-# One way of writing a date each; `random_date_text` picks one uniformly, so
-# forms with a month name, which the generator never writes, are 5 of the 12.
+# One way of writing a date each, in Spanish notes; `random_date_text` picks
+# one uniformly, so forms with a month name, which the generator never writes,
+# are 5 of the 12.
 DATE_WRITINGS: Sequence[Callable[[dt.date], str]] = (
     lambda d: f"{d.day:02d}/{d.month:02d}/{d.year}",
     lambda d: f"{d.day}/{d.month}/{d.year}",
@@ -57,15 +61,35 @@ DATE_WRITINGS: Sequence[Callable[[dt.date], str]] = (
 )
 
 
-def random_date_text(rng: random.Random) -> str:
-    """A random date between 1930 and 2020 in a random `DATE_WRITINGS` form."""
+# CLDR's date formats (Babel): the language's numeric, abbreviated and long
+# forms, month and year, and the year, and ISO; skeletons: day and month in
+# the language's order ("10. mars", "March 10").
+CLDR_DATE_FORMATS = ("short", "medium", "long", "MMMM y", "MMM y", "y", "yyyy-MM-dd")
+CLDR_DATE_SKELETONS = ("MMMMd",)
+
+
+def date_writings(lang: str) -> Sequence[Callable[[dt.date], str]]:
+    """The ways dates are written in `lang`: `DATE_WRITINGS` in Spanish,
+    CLDR's forms in any other language."""
+    if lang == "es":
+        return DATE_WRITINGS
+    from babel.dates import format_date, format_skeleton
+
+    return (tuple(lambda d, form=form: format_date(d, form, locale=lang) for form in CLDR_DATE_FORMATS)
+            + tuple(lambda d, form=form: format_skeleton(form, d, locale=lang) for form in CLDR_DATE_SKELETONS))
+
+
+def random_date_text(rng: random.Random, writings: Sequence[Callable[[dt.date], str]] = DATE_WRITINGS) -> str:
+    """A random date between 1930 and 2020 in a random form of `writings`."""
     date = FIRST_DATE + dt.timedelta(days=rng.randrange((LAST_DATE - FIRST_DATE).days + 1))
-    return rng.choice(DATE_WRITINGS)(date)
+    return rng.choice(writings)(date)
 
 
-def surrogate_copy(doc: Doc, redactor: PIIRedactor, rng: random.Random, nlp: Language, name: str) -> Doc:
+def surrogate_copy(doc: Doc, redactor: PIIRedactor, rng: random.Random, nlp: Language, name: str,
+                   writings: Sequence[Callable[[dt.date], str]] = DATE_WRITINGS) -> Doc:
     """`doc`'s text with every entity's value replaced by a surrogate of its
-    label, tokenised by `nlp` with the entities at the new values."""
+    label's kind (`redactor`'s; a date: a random date in one of `writings`),
+    tokenised by `nlp` with the entities at the new values."""
     text = doc.text
     labelled = redactor(doc.copy())  # the copy takes the redactor's extension values, not `doc`
     surrogates = {r["start"]: r["replacement"] for r in labelled._.pii_replacements if r["strategy"] == "surrogate"}
@@ -74,8 +98,8 @@ def surrogate_copy(doc: Doc, redactor: PIIRedactor, rng: random.Random, nlp: Lan
     cursor = written = 0
     for ent in doc.ents:
         original = text[ent.start_char : ent.end_char]
-        if ent.label_ == "FECHAS":
-            value = random_date_text(rng)
+        if redactor.kind_of(ent.label_)[0] == "date":
+            value = random_date_text(rng, writings)
         else:
             value = surrogates.get(ent.start_char, original)  # no surrogate (masked): as written
         value = value.strip() or original  # spans never start or end with whitespace
@@ -92,37 +116,49 @@ def surrogate_copy(doc: Doc, redactor: PIIRedactor, rng: random.Random, nlp: Lan
 
 
 def augment_docbin(
-    input_path: str | Path, output_path: str | Path, *, copies: int = 2, narrative: int = 1000, seed: int = 0
+    input_path: str | Path, output_path: str | Path, *, copies: int = 2, narrative: int = 1000, seed: int = 0,
+    lang: str = "es", label_kinds: Optional[Mapping[str, Any]] = None, frames: Optional[str | Path] = None,
 ) -> Dict[str, Any]:
     """Write (atomically) the documents of `input_path` followed by `copies`
     surrogate copies of each and `narrative` narrative notes
-    (`narrative.narrative_notes`, values from surrogate copies), and return
-    the corpus statistics of input and output. With `copies` and `narrative`
-    0 the output holds the input documents only. Seeded: the same input,
-    settings and seed give the same output."""
+    (`narrative.narrative_notes`, values from surrogate copies, in the
+    frames of `frames` or of `lang`), and return the corpus statistics of
+    input and output. Surrogates are of each label's kind (`label_kinds`
+    over the shipped schemes and guesses) in `lang`. With `copies` and
+    `narrative` 0 the output holds the input documents only. Seeded: the
+    same input, settings and seed give the same output."""
     if copies < 0 or narrative < 0:
         raise ValueError(f"copies and narrative notes must be 0 or more, got {copies} and {narrative}")
-    nlp = make_nlp()
+    nlp = make_nlp(lang)
+    frames_found = load_frames(lang, frames) if narrative else None
     docs = read_docs(input_path, nlp.vocab)
     if not docs:  # an empty corpus would train nothing, and spaCy says so only much later
         raise ValueError(f"{input_path}: no documents to copy")
+    writings = date_writings(lang)
+    kind_of = LabelKinds(label_kinds).kind
+
+    def surrogates_of(seed_k: int) -> PIIRedactor:
+        return PIIRedactor(strategy="surrogate", seed=seed_k, locale=faker_locale(lang), label_kinds=label_kinds)
+
     out: List[Doc] = list(docs)
     for k in range(copies):
-        redactor = PIIRedactor(strategy="surrogate", seed=seed + k)
+        redactor = surrogates_of(seed + k)
         for doc in tqdm(docs, desc=f"surrogate copy {k + 1}/{copies}", unit="doc", disable=None):
             name = f"{doc.user_data.get('name', len(out))}~surrogate{k + 1}"
-            out.append(surrogate_copy(doc, redactor, random.Random(f"{seed}\0{name}"), nlp, name))
+            out.append(surrogate_copy(doc, redactor, random.Random(f"{seed}\0{name}"), nlp, name, writings))
     if narrative:
         surrogates = out[len(docs):]
         if not surrogates:  # the values come from surrogate copies, never from the notes as written
-            redactor = PIIRedactor(strategy="surrogate", seed=seed)
-            surrogates = [surrogate_copy(doc, redactor, random.Random(f"{seed}\0{k}"), nlp, f"values{k}")
+            redactor = surrogates_of(seed)
+            surrogates = [surrogate_copy(doc, redactor, random.Random(f"{seed}\0{k}"), nlp, f"values{k}", writings)
                           for k, doc in enumerate(tqdm(docs, desc="surrogate values", unit="doc", disable=None))]
-        values = frame_values(surrogates)
-        if any(usable_values(values).values()):
-            out += narrative_notes(values, filler_sentences(docs), nlp, notes=narrative, seed=seed)
-        else:  # a corpus without PII values has nothing to put in prose: train on it as it is
-            warnings.warn(f"{input_path}: no PII values for the narrative frames; no narrative notes added")
+        values = frame_values(surrogates, kind_of)
+        if any(usable_values(values, frames_found.by_label("narrative", values, kind_of), kind_of).values()):
+            out += narrative_notes(values, filler_sentences(docs), nlp, notes=narrative, frames=frames_found,
+                                   kind_of=kind_of, seed=seed)
+        else:  # nothing to put in prose (no PII values, or no frames): train on the corpus as it is
+            warnings.warn(f"{input_path}: no PII values for the narrative frames ({frames_found.source}); "
+                          "no narrative notes added")
             narrative = 0
     with atomic_path(output_path) as tmp:
         DocBin(store_user_data=True, docs=out).to_disk(tmp)

@@ -8,8 +8,9 @@ real PII values into narrative frames written for that purpose: names after
 titles and verbs, at the start and end of a sentence, in lower and upper
 case; places, identifiers, e-mails, phones and dates in running text.
 
-Frames and values are kept apart: the frames are written here, the values
-are read from the gold *test* split (no model learns from it). Every sentence
+Frames and values are kept apart: the frames are data, one file per
+language (`frames.py`), the values are read from the gold *test* split (no
+model learns from it). Every sentence
 is one Doc whose single entity is the inserted value, with the frame's id in
 `doc.user_data["frame"]`. `score_behaviour` gives per-label and per-frame
 recall and precision: `strict` (offsets and label), and `caught` (every
@@ -24,103 +25,47 @@ import random
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
 from .metrics import prf
 
-# label -> [(frame id, text with {X} where the value goes)]. A frame id ending
-# in ":lower" or ":upper" writes the value in that case.
-FRAMES: Dict[str, List[Tuple[str, str]]] = {
-    "NOMBRE_SUJETO_ASISTENCIA": [
-        ("el paciente X fue", "El paciente {X} fue valorado en consulta de Digestivo."),
-        ("la paciente X refiere", "La paciente {X} refiere dolor abdominal de tres días de evolución."),
-        ("X acude (start)", "{X} acude a urgencias por fiebre y tos."),
-        ("se explica a X (end)", "Se explica el diagnóstico y el tratamiento a {X}."),
-        ("hablamos con X", "Hablamos con {X} sobre los resultados de la biopsia."),
-        ("ingresa X:lower", "Ingresa el paciente {X} para estudio."),
-        ("informe de X:upper", "INFORME DE ALTA DE {X}."),
-    ],
-    "NOMBRE_PERSONAL_SANITARIO": [
-        ("el Dr. X", "Fue valorado por el Dr. {X}, quien solicitó una resonancia."),
-        ("la Dra. X indica", "La Dra. {X} indica reposo relativo durante una semana."),
-        ("firmado: X", "Firmado: {X}, médico adjunto del servicio."),
-        ("se comenta con X", "Se comenta el caso con {X}, de Cardiología, que recomienda ecocardiograma."),
-        ("X solicita (start)", "{X} solicita una analítica completa."),
-    ],
-    "TERRITORIO": [
-        ("natural de X", "Natural de {X}, reside en la ciudad desde hace años."),
-        ("trasladado a X", "Fue trasladado a {X} para continuar el tratamiento."),
-        ("vive en X", "Vive en {X} con su pareja y dos hijos."),
-    ],
-    "PAIS": [
-        ("nacido en X", "Nacido en {X}, llegó hace cinco años."),
-        ("viaje a X", "Refiere un viaje reciente a {X} sin incidencias."),
-    ],
-    "CALLE": [
-        ("domicilio en X", "Su domicilio está en {X}, donde vive solo."),
-        ("enviar a X", "Se enviarán los resultados a {X}."),
-    ],
-    "HOSPITAL": [
-        ("remitido al X", "Es remitido al {X} para valoración por Neurocirugía."),
-        ("ingresó en el X", "Ingresó en el {X} el año pasado por una neumonía."),
-    ],
-    "CORREO_ELECTRONICO": [
-        ("contacto: correo X", "Contacto: correo {X}."),
-        ("escribir a X", "Puede escribir a {X} para cualquier duda."),
-        ("por correo (X)", "Envió los resultados por correo electrónico ({X}) a su médico."),
-    ],
-    "NUMERO_TELEFONO": [
-        ("llamar al X", "Llamar al {X} para pedir cita."),
-        ("su teléfono es X", "Su teléfono es el {X}, disponible por las tardes."),
-        ("contacto: X, correo", "Contacto: {X}, preferiblemente por la mañana."),
-    ],
-    "ID_SUJETO_ASISTENCIA": [
-        ("historia clínica X", "Se revisa la historia clínica número {X} en el sistema."),
-        ("con número X ingresa", "El paciente con número de historia {X} ingresa en planta."),
-    ],
-    "ID_ASEGURAMIENTO": [
-        ("tarjeta sanitaria X", "Presenta la tarjeta sanitaria {X} en admisión."),
-        ("afiliación X", "Su número de afiliación a la Seguridad Social es {X}."),
-    ],
-    "ID_TITULACION_PERSONAL_SANITARIO": [
-        ("colegiado X", "Firma el informe el médico colegiado {X}."),
-    ],
-    "FECHAS": [
-        ("el X acudió", "El {X} acudió a revisión sin cambios."),
-        ("desde el X", "Desde el {X} presenta cefalea diaria."),
-    ],
-    "EDAD_SUJETO_ASISTENCIA": [
-        ("varón de X", "Varón de {X} que consulta por tos persistente."),
-        ("a los X", "Fue intervenido a los {X} de una apendicitis."),
-    ],
-}
-# The labels the recall targets are set on.
+if TYPE_CHECKING:
+    from .frames import Frames
+
+# The groups the recall targets are set on, by kind (`synthdeid.kinds`).
 TARGET_GROUPS = {
-    "names": ("NOMBRE_SUJETO_ASISTENCIA", "NOMBRE_PERSONAL_SANITARIO"),
-    "e-mails": ("CORREO_ELECTRONICO",),
-    "phones": ("NUMERO_TELEFONO",),
-    "identifiers": ("ID_SUJETO_ASISTENCIA", "ID_ASEGURAMIENTO", "ID_TITULACION_PERSONAL_SANITARIO"),
+    "names": ("name", "first_name", "surname"),
+    "e-mails": ("email",),
+    "phones": ("phone",),
+    "identifiers": ("identifier",),
 }
+# MEDDOCAN's header writes a patient's first name and surnames apart
+# ("Nombre: Ana. Apellidos: Ruiz García."): `frame_values` joins them.
+SPLIT_NAME_LABEL = "NOMBRE_SUJETO_ASISTENCIA"
+# Kinds whose values must hold a digit, and kinds whose values must not.
+DIGIT_KINDS = frozenset({"identifier", "phone", "fax"})
+WORD_KINDS = frozenset({"city"})
 
 
-def frame_values(docs: Iterable[Doc]) -> Dict[str, List[str]]:
+def frame_values(docs: Iterable[Doc], kind_of: Callable[[str], Optional[str]]) -> Dict[str, List[str]]:
     """The distinct values of each label in `docs`, in order of appearance.
-    A patient's first name and surnames, annotated apart in the header
-    ("Nombre: Ana. Apellidos: Ruiz García."), are also joined into a full name.
-    Identifiers and phones keep only values with digits, places only those
-    without (a postal code is no town in prose)."""
+    A patient's first name and surnames, annotated apart in MEDDOCAN's
+    header, are also joined into a full name. Identifiers and phones keep
+    only values with digits, places only those without (a postal code is no
+    town in prose); `kind_of` gives a label's kind."""
     values: Dict[str, Dict[str, None]] = defaultdict(dict)
     for doc in docs:
-        patient = [" ".join(ent.text.split()) for ent in doc.ents if ent.label_ == "NOMBRE_SUJETO_ASISTENCIA"]
+        patient = [" ".join(ent.text.split()) for ent in doc.ents if ent.label_ == SPLIT_NAME_LABEL]
         if len(patient) >= 2 and " " not in patient[0]:
-            values["NOMBRE_SUJETO_ASISTENCIA"][f"{patient[0]} {patient[1]}"] = None
+            values[SPLIT_NAME_LABEL][f"{patient[0]} {patient[1]}"] = None
         for ent in doc.ents:
             text = " ".join(ent.text.split())
             digits = any(c.isdigit() for c in text)
-            if (ent.label_.startswith(("ID_", "NUMERO_")) and not digits) or (ent.label_ == "TERRITORIO" and digits):
+            kind = kind_of(ent.label_)
+            if (kind in DIGIT_KINDS and not digits) or (kind in WORD_KINDS and digits):
                 continue
             values[ent.label_][text] = None
     return {label: list(found) for label, found in values.items()}
@@ -134,18 +79,18 @@ def _cased(value: str, frame_id: str) -> str:
     return value
 
 
-def build_behaviour_set(test_docs: Iterable[Doc], per_frame: int = 20, seed: int = 0) -> List[Doc]:
-    """Sentences of every frame, each with `per_frame` values of its label
-    drawn (seeded) from the test docs; labels without values are left out."""
-    values = frame_values(test_docs)
+def build_behaviour_set(test_docs: Iterable[Doc], frames: Frames, kind_of: Callable[[str], Optional[str]],
+                        per_frame: int = 20, seed: int = 0) -> List[Doc]:
+    """Sentences of every behavioural frame of `frames`, each with
+    `per_frame` values of its label drawn (seeded) from the test docs;
+    labels without values are left out."""
+    values = frame_values(test_docs, kind_of)
     rng = random.Random(seed)
     vocab = Vocab()
     docs = []
-    for label, frames in FRAMES.items():
-        pool = values.get(label, [])
-        if not pool:
-            continue
-        for frame_id, frame in frames:
+    for label, label_frames in frames.by_label("behaviour", values, kind_of).items():
+        pool = values[label]
+        for frame_id, frame in label_frames:
             for value in rng.sample(pool, min(per_frame, len(pool))):
                 value = _cased(value, frame_id)
                 before, after = frame.split("{X}")
@@ -226,8 +171,10 @@ def _caught(text: str, entity: Tuple[int, int], predicted: Sequence[Tuple[int, i
     return all(any(s <= i < e for s, e in predicted) for i in range(start, end) if text[i].isalnum())
 
 
-def score_behaviour(references: Sequence[Doc], predictions: Sequence[Doc]) -> Dict:
-    """Recall and precision per label, per frame and per target group.
+def score_behaviour(references: Sequence[Doc], predictions: Sequence[Doc],
+                    kind_of: Callable[[str], Optional[str]]) -> Dict:
+    """Recall and precision per label, per frame and per target group (of
+    the labels' kinds, `kind_of`).
     strict: a gold entity found with its offsets and label; caught: every
     letter and digit of it inside predicted entities of any label. Precision counts
     predicted entities that match a gold entity strictly, or (caught) that
@@ -264,8 +211,8 @@ def score_behaviour(references: Sequence[Doc], predictions: Sequence[Doc]) -> Di
 
     per_label = {label: summary(row) for label, row in sorted(counts["label"].items())}
     groups = {}
-    for group, labels in TARGET_GROUPS.items():
-        rows = [counts["label"][label] for label in labels if label in counts["label"]]
+    for group, kinds in TARGET_GROUPS.items():
+        rows = [row for label, row in sorted(counts["label"].items()) if kind_of(label) in kinds]
         if rows:
             groups[group] = summary({k: sum(r[k] for r in rows) for k in rows[0]})
     everything = summary({k: sum(r[k] for r in counts["label"].values()) for k in

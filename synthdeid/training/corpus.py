@@ -42,7 +42,7 @@ from bisect import bisect_right
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import spacy
 from spacy.language import Language
@@ -660,6 +660,7 @@ def convert_corpus(
     lang: str = "es",
     label_map: Optional[Mapping[str, Optional[str]]] = None,
     spans_key: Optional[str] = None,
+    kind_of: Optional[Callable[[str], Tuple[Optional[str], str]]] = None,
     validation_fraction: float = 0.1,
     seed: int = 0,
     limit: Optional[int] = None,
@@ -670,8 +671,11 @@ def convert_corpus(
     `validation_path` if given, else carved from the train input
     (`split_train_validation`). `label_map` renames, merges or drops labels
     (`read_label_map`); `spans_key` reads a DocBin's span group instead of its
-    `doc.ents`. `limit`: read only the first N documents of each input (None
-    or 0: all). Everything is computed before anything is written, and each
+    `doc.ents`. `kind_of(label)` gives a label's (kind or None, where it came
+    from) for the stats and the printed label table (the script passes
+    `synthdeid.kinds.LabelKinds`), so a wrong guess is seen before anything
+    is trained. `limit`:
+    read only the first N documents of each input (None or 0: all). Everything is computed before anything is written, and each
     output is written atomically."""
     began = time.perf_counter()
     if not 0 < validation_fraction < 1:
@@ -749,6 +753,9 @@ def convert_corpus(
         "tokenizer": f"tokenizer/ (spacy.blank({lang!r}) with synthdeid.training.tokenizer rules)",
         "splits": split_stats,
     }
+    if kind_of is not None:
+        labels = sorted({label for split in split_stats.values() for label in split["labels"]})
+        stats["label_kinds"] = {label: dict(zip(("kind", "source"), kind_of(label))) for label in labels}
     _print_summary(stats)
 
     # The old stats.json would say a run finished while new and old outputs
@@ -774,15 +781,27 @@ def _print_summary(stats: Dict[str, Any]) -> None:
     splits = stats["splits"]
     labels = sorted({label for s in splits.values() for label in s["labels"]},
                     key=lambda label: -sum(s["labels"].get(label, 0) for s in splits.values()))
+    kinds = stats.get("label_kinds")
     rows = [[label, *(s["labels"].get(label, 0) for s in splits.values())] for label in labels]
     rows.append(["(documents)", *(s["documents"] for s in splits.values())])
     rows.append(["(spans)", *(s["spans"] for s in splits.values())])
+    header = ["label", *splits]
+    if kinds:
+        header.append("kind (from)")
+        for row in rows:
+            row.append(f"{kinds[row[0]]['kind'] or 'none: masked'} ({kinds[row[0]]['source']})" if row[0] in kinds
+                       else "")
     msg.divider("Label counts")
-    msg.table(rows, header=["label", *splits], aligns=["l"] + ["r"] * len(splits), max_col=40)
+    msg.table(rows, header=header, aligns=["l"] + ["r"] * len(splits) + ["l"] * (len(header) - len(splits) - 1),
+              max_col=60)
+    unknown = [label for label in labels if kinds and kinds[label]["kind"] is None]
+    if unknown:
+        msg.warn(f"Labels with no kind: {', '.join(unknown)}. The redactor masks them and the safety net cannot "
+                 "label them; give their kinds in a JSON file of label -> kind (--vars.label_kinds).")
     for split, s in splits.items():
         msg.info(
             f"{split}: {s['aligned_by_tokenizer']}/{s['spans']} spans on token boundaries "
-            f"({s['alignment_rate']:.2%}; default Spanish tokenizer {s['alignment_rate_default_tokenizer']:.2%}); "
+            f"({s['alignment_rate']:.2%}; spaCy's own tokenizer {s['alignment_rate_default_tokenizer']:.2%}); "
             f"{s['realigned_by_splitting']} kept by splitting tokens"
         )
         for example in s["misaligned_examples"][:5]:

@@ -11,6 +11,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from tqdm import tqdm
 
+from ..kinds import LabelKinds, pipeline_labels
 from .behaviour import TARGET_GROUPS, score_behaviour
 from ..io import doc_words, read_docs
 from .metrics import score_docs
@@ -24,14 +25,12 @@ def predict(nlp, references: List[Doc], batch_size: int, desc: str) -> Tuple[Lis
     return predictions, time.perf_counter() - start
 
 
-def with_rules(nlp):
+def with_rules(nlp, kinds: LabelKinds):
     """`nlp` with the `pii_rules` safety net after its last entity setter
     (before the redactor, if it has one), its spans labelled with the
     pipeline's labels of their kinds, as `package` adds it."""
-    from ..kinds import LabelKinds
-
     setters = [name for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns]
-    kind_labels = LabelKinds().kind_labels(label for labels in nlp.pipe_labels.values() for label in labels)
+    kind_labels = kinds.kind_labels(pipeline_labels(nlp))
     nlp.add_pipe("pii_rules", after=setters[-1] if setters else None, config={"kind_labels": kind_labels})
     return nlp
 
@@ -45,37 +44,42 @@ def load_evaluated(pipeline: str | Path) -> Language:
 
 
 def evaluate_pipeline(nlp: Language, name: str, references: List[Doc], batch_size: int = 16,
-                      behaviour: Optional[List[Doc]] = None) -> Dict:
+                      behaviour: Optional[List[Doc]] = None, kinds: Optional[LabelKinds] = None) -> Dict:
     """Run a pipeline over the reference texts and score what it predicts;
     with `behaviour` (sentences of `synthdeid.training.behaviour`) also its
-    recall outside the corpus's template."""
+    recall outside the corpus's template, grouped by the labels' `kinds`."""
     predictions, seconds = predict(nlp, references, batch_size, f"evaluate {name}")
     words = sum(doc_words(ref) for ref in references)
     scores = score_docs(references, predictions)
     scores["speed"] = {"seconds": seconds, "words_per_second": words / seconds if seconds else 0.0}
     if behaviour:
         sentences, _ = predict(nlp, behaviour, batch_size, f"behaviour {name}")
-        scores["behaviour"] = score_behaviour(behaviour, sentences)
+        scores["behaviour"] = score_behaviour(behaviour, sentences, (kinds or LabelKinds()).kind)
     return scores
 
 
 def evaluate_pipelines(test_path: str | Path, pipelines: Mapping[str, str | Path], batch_size: int = 16,
-                       behaviour_path: Optional[str | Path] = None, rules_for: Sequence[str] = ()) -> Dict:
+                       behaviour_path: Optional[str | Path] = None, rules_for: Sequence[str] = (),
+                       label_kinds: Optional[Mapping[str, object]] = None) -> Dict:
     """Score each pipeline; those named in `rules_for` also with the
-    `pii_rules` safety net (as "<name>+rules")."""
+    `pii_rules` safety net (as "<name>+rules"). `label_kinds` (label ->
+    kind, over the shipped schemes and guesses) gives the labels of the
+    rules' spans and the groups of the behavioural scores."""
     unknown = sorted(set(rules_for) - set(pipelines))
     if unknown:
         raise ValueError(f"rules asked for pipelines {unknown} that are not evaluated ({sorted(pipelines)})")
     references = read_docs(test_path)
     behaviour = read_docs(behaviour_path) if behaviour_path else None
+    kinds = LabelKinds(label_kinds)
     scores = {}
     for name, path in pipelines.items():
         nlp = load_evaluated(path)
-        scores[name] = evaluate_pipeline(nlp, name, references, batch_size, behaviour)
+        scores[name] = evaluate_pipeline(nlp, name, references, batch_size, behaviour, kinds)
         if name in rules_for:
             if "pii_rules" not in nlp.pipe_names:
-                with_rules(nlp)
-            scores[f"{name}+rules"] = evaluate_pipeline(nlp, f"{name}+rules", references, batch_size, behaviour)
+                with_rules(nlp, kinds)
+            scores[f"{name}+rules"] = evaluate_pipeline(nlp, f"{name}+rules", references, batch_size, behaviour,
+                                                        kinds)
     results = {
         "test_set": str(test_path),
         "documents": len(references),

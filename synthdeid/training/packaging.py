@@ -14,6 +14,7 @@ from spacy.cli.package import package
 from spacy.language import Language
 
 from ..io import atomic_path
+from ..kinds import LabelKinds, pipeline_labels
 
 # The code of the components the wheel adds, as it ships it (`spacy package --code`).
 REDACT_CODE = Path(__file__).parents[1] / "redact.py"
@@ -90,10 +91,8 @@ def pipeline_label_kinds(nlp: Language, overrides: Optional[Dict[str, str]] = No
     (`synthdeid.kinds`), as the redactor's `label_kinds`; with `verbose`,
     prints where each came from, and warns of labels with no kind (they will
     be masked)."""
-    from ..kinds import LabelKinds
-
     kinds = LabelKinds(overrides)
-    labels = {str(label) for labels in nlp.pipe_labels.values() for label in labels}
+    labels = pipeline_labels(nlp)
     table: Dict[str, object] = {}
     for label in sorted(labels):
         kind, template, source = kinds.entry(label)
@@ -147,11 +146,8 @@ def package_pipeline(
     if not re.fullmatch(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)*", name):
         raise ValueError(f"package name {name!r}: use letters and digits, words joined by single underscores")
     if rules and "pii_rules" not in nlp.pipe_names:
-        from ..kinds import LabelKinds
-
         # A label of each kind, for the rules of a language without its own.
-        kind_labels = LabelKinds(label_kinds).kind_labels(label for labels in nlp.pipe_labels.values()
-                                                          for label in labels)
+        kind_labels = LabelKinds(label_kinds).kind_labels(pipeline_labels(nlp))
         where = {"before": "pii_redactor"} if "pii_redactor" in nlp.pipe_names else {"last": True}
         nlp.add_pipe("pii_rules", **where, config={"kind_labels": kind_labels})
     if "pii_redactor" not in nlp.pipe_names:  # the kinds of the NER's labels and of the rules' (`EMAIL`)
