@@ -346,7 +346,11 @@ def test_two_runs_cannot_write_one_output(pipeline, tmp_path):
     work.mkdir()
     first = start_cli(source, work / "out", "--model", pipeline)
     wait_for_temporaries(work, first)
-    second = cli(source, work / "out", "--model", pipeline, "--overwrite", check=False)
+    first.send_signal(signal.SIGSTOP)  # still writing while the second starts, however slow its start
+    try:
+        second = cli(source, work / "out", "--model", pipeline, "--overwrite", check=False)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 1 and "another run is writing it now" in second.stderr
     first.communicate(timeout=300)
     assert first.returncode == 0 and len(list((work / "out").iterdir())) == 20000
