@@ -7,8 +7,8 @@ surrogate copy keeps a labelled note's text and gives each entity a fresh
 value of its label's kind: the `pii_redactor`'s Faker surrogates in the
 corpus's language (names, streets, towns, hospitals, identifiers of the same
 shape, ...) and, for dates, a random date written in one of the ways the
-language writes dates (Spanish notes' own forms; CLDR's elsewhere). The labels move with
-the values, so a copy needs no annotator, and it holds no gold PII value the
+language writes dates (Spanish notes' own forms; CLDR's elsewhere). The
+labels move with the values, so a copy needs no annotator, and it holds no gold PII value the
 generator copied. Values the redactor has no surrogate for (a sex, an age in
 words) stay as written.
 """
