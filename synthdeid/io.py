@@ -233,6 +233,20 @@ def decode_utf8(data: bytes, where: str, error: Type[Exception], first_line: int
         raise error(f"{where}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x})") from None
 
 
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON content of the file `path`, a `what` ("frames file"); a
+    ValueError naming the file (and the line) where it cannot be read or is
+    no JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        where = f":{err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise ValueError(f"{path}{where}: not a JSON {what} ({err})") from None
+
+
 def json_error(where: str, err: json.JSONDecodeError) -> str:
     """`<where>: invalid JSON (<what> at column N)`; some of json's messages
     already end in "at"."""

@@ -25,6 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
+from .io import read_json
+
 KINDS = ("name", "first_name", "surname", "date", "age", "street", "city", "zip", "country", "hospital",
          "organisation", "identifier", "phone", "fax", "email", "url", "ip_address", "profession", "sex",
          "relative", "username", "other")
@@ -101,14 +103,7 @@ def _fold(text: str) -> str:
 def read_label_kinds(path: str | Path) -> Dict[str, object]:
     """A label-kinds file: a JSON object from label to kind, or to `{"kind",
     "template"}`; ValueError naming the file where it is not one."""
-    path = Path(path)
-    try:
-        kinds = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read the label kinds ({err.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        where = f":{err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
-        raise ValueError(f"{path}{where}: not a JSON file of label -> kind ({err})") from None
+    kinds = read_json(path, "file of label -> kind")
     if not isinstance(kinds, dict):
         raise ValueError(f"{path}: expected an object of label -> kind, e.g. {{\"ARZT\": \"name\"}}")
     try:

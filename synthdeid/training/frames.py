@@ -23,11 +23,11 @@ not been trained on.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
+from ..io import read_json
 from ..kinds import KINDS
 
 FRAMES_DIR = Path(__file__).parents[1] / "frames"
@@ -71,13 +71,7 @@ def load_frames(lang: str, path: str | Path | None = None) -> Frames:
     if path is None:
         return Frames(source=f"no frames for language {lang!r} (synthdeid/frames/ has "
                              f"{', '.join(sorted(p.stem for p in FRAMES_DIR.glob('*.json')))})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read the frames ({err.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        where = f":{err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
-        raise ValueError(f"{path}{where}: not a JSON frames file ({err})") from None
+    data = read_json(path, "frames file")
     problem = _problem(data)
     if problem:
         raise ValueError(f"{path}: {problem}")
