@@ -6,7 +6,7 @@ narrative notes put surrogate values into prose frames
 (synthdeid/training/narrative.py; frames: synthdeid/frames/<lang>.json).
 
     python scripts/augment.py SYNTHETIC_TRAIN_DOCBIN OUT_DOCBIN [--copies 1] [--narrative 0] [--seed 0]
-        [--lang es] [--label-kinds KINDS.json] [--frames FRAMES.json]
+        [--lang es] [--label-kinds KINDS.json] [--frames FRAMES.json] [--name-pool script|locale]
 
 OUT_DOCBIN holds the input notes, their copies, then the narrative notes.
 """
@@ -28,11 +28,13 @@ def main(
     lang: str = typer.Option("es", help="Language of the notes: their tokenizer, surrogates, dates and frames"),
     label_kinds: str = typer.Option("", help="JSON file of label -> kind, over the shipped schemes and guesses"),
     frames: str = typer.Option("", help="JSON file of narrative frames instead of the language's"),
+    name_pool: str = typer.Option("locale", help="Surrogate names from the language's Faker locale (locale) or "
+                                                  "from every locale of its script (script)"),
 ):
     try:
         stats = augment_docbin(synthetic, output, copies=copies, narrative=narrative, seed=seed, lang=lang,
                                label_kinds=read_label_kinds(label_kinds) if label_kinds else None,
-                               frames=frames or None)
+                               frames=frames or None, name_pool=name_pool)
     except (FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)

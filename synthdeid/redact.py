@@ -44,7 +44,8 @@ import random
 import re
 import unicodedata
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from functools import lru_cache
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc
@@ -71,6 +72,7 @@ DEFAULT_CONFIG = {
     "known_labels": [],
     "label_kinds": {},
     "locale": "",
+    "name_locales": [],
 }
 # No clinical note needs its dates moved by more than a century; a larger
 # range would only move dates off the calendar (they are then masked).
@@ -96,6 +98,7 @@ def make_pii_redactor(
     known_labels: Any,
     label_kinds: Any,
     locale: Any,
+    name_locales: Any,
 ) -> "PIIRedactor":
     """Set `doc._.deidentified` (the text with PII replaced) and
     `doc._.pii_replacements` (the mapping).
@@ -120,12 +123,14 @@ def make_pii_redactor(
         surrogate; labels it leaves out take synthdeid's schemes or a guess.
     locale: Faker's locale of the surrogates; empty: the one for the
         pipeline's language (`faker_locale`).
+    name_locales: more Faker locales whose first names and surnames a
+        surrogate name may take (a wider pool than one country's lists).
     """
     return PIIRedactor(
         name=name, strategy=strategy, strategies=strategies, labels=labels, template=template,
         hash_template=hash_template, hash_key=hash_key, hash_key_file=hash_key_file, seed=seed,
         date_shift_days=date_shift_days, consistency=consistency, known_labels=known_labels,
-        label_kinds=label_kinds, locale=locale or faker_locale(nlp.lang),
+        label_kinds=label_kinds, locale=locale or faker_locale(nlp.lang), name_locales=name_locales,
     )
 
 
@@ -333,9 +338,32 @@ ORGANISATION_KINDS = frozenset({"hospital", "organisation"})
 ORGANISATION_TEMPLATES = {
     "es": {"hospital": "Hospital {surname}", "organisation": "Fundación {surname}"},
     "en": {"hospital": "{surname} Hospital", "organisation": "{surname} Foundation"},
-    "no": {"hospital": "{surname} sykehus", "organisation": "{surname} stiftelse"},
     "de": {"hospital": "Klinikum {surname}", "organisation": "{surname}-Stiftung"},
     "sv": {"hospital": "{surname} sjukhus", "organisation": "{surname} stiftelse"},
+}
+
+
+# Where a language writes its organisations in too many forms for one
+# template, a surrogate keeps the original's form: these generic words (whole,
+# or ending a capitalised compound: "Nordlandssykehuset"), with every other
+# word, lower-case ones too ("sykehuset i tromsø"), replaced by a fake town.
+INSTITUTION_WORDS_OF_LANGUAGE = {
+    "no": frozenset(_ascii_fold(word) for word in (
+        "sykehus", "sykehuset", "sjukehus", "sjukehuset", "universitetssykehus", "universitetssykehuset",
+        "sentralsykehus", "sentralsykehuset", "lokalsykehus", "lokalsykehuset", "helse", "helseforetak", "hf",
+        "dps", "bup", "vop", "klinikk", "klinikken", "poliklinikk", "poliklinikken", "poliklinikker",
+        "avdeling", "avdelingen", "avd", "seksjon", "enhet", "post", "sengepost", "team", "legesenter",
+        "legesenteret", "legekontor", "legevakt", "legevakten", "helsesenter", "helsesenteret", "helsestasjon",
+        "sykehjem", "sykehjemmet", "senter", "senteret", "rehabiliteringssenter", "rehabilitering",
+        "habilitering", "kollektiv", "kollektivet", "psykiatri", "psykiatrisk", "voksenpsykiatri",
+        "voksenpsykiatrisk", "alderspsykiatri", "alderspsykiatrisk", "barnepsykiatri", "psykisk", "helsevern",
+        "rus", "rusbehandling", "tverrfaglig", "spesialisert", "behandling", "døgnbehandling", "dagbehandling",
+        "døgn", "voksne", "barn", "ungdom", "barne", "ungdomspsykiatri", "ungdomspsykiatrisk", "røntgen",
+        "laboratorium", "laboratorie", "medisinsk", "medisin", "kirurgisk", "kirurgi", "ortopedi", "ortopedisk",
+        "nevrologisk", "kardiologisk", "indremedisinsk", "geriatrisk", "pediatrisk", "gynekologisk", "onkologisk",
+        "lungemedisinsk", "akutt", "akuttmottak", "skade", "skadelegevakt", "distriktspsykiatrisk", "stiftelse",
+        "stiftelsen", "kommune", "i", "på", "og", "for", "ved", "av",
+    )),
 }
 
 
@@ -350,6 +378,39 @@ def form_words(form: Optional[str]) -> frozenset:
     """The words an organisation form writes in every surrogate ("Klinikum
     {surname}"): they say what it is, not which one, so the original may share them."""
     return frozenset(words(form.replace("{surname}", " "))) if form else frozenset()
+
+
+def institution_words(kind: Optional[str], template: Optional[str], locale: str) -> Optional[frozenset]:
+    """The generic words of an organisation whose surrogate keeps the
+    original's form (a language of `INSTITUTION_WORDS_OF_LANGUAGE`, no
+    template); None when it is written in a form or is no organisation."""
+    if kind not in ORGANISATION_KINDS or organisation_form(kind, template, locale) is not None:
+        return None
+    return INSTITUTION_WORDS_OF_LANGUAGE.get(locale.split("_")[0])
+
+
+def shareable_words(kind: Optional[str], template: Optional[str], locale: str, text: str) -> frozenset:
+    """The folded words of an entity `text` that its surrogate may repeat:
+    its organisation form's words, or, where the surrogate keeps the
+    original's form, its generic words."""
+    generic = institution_words(kind, template, locale)
+    if generic is None:
+        return form_words(organisation_form(kind, template, locale))
+    return frozenset(folded for word in _WORD.findall(text) if (folded := _ascii_fold(word)) in generic)
+
+
+def _generic_part(word: str, generic: frozenset) -> Optional[str]:
+    """The generic part of an organisation's word: the whole word (a generic
+    word), the generic ending of a capitalised compound ("Nordlands|sykehuset"),
+    or None."""
+    folded = _ascii_fold(word)
+    if folded in generic:
+        return word
+    if word.islower():
+        return None
+    ending = next((g for g in sorted(generic, key=len, reverse=True) if len(g) >= 5 and folded.endswith(g)
+                   and len(folded) > len(g)), None)
+    return word[len(word) - len(ending):] if ending else None
 
 
 _MARKS = "\u0300-\u036f"  # combining accents: part of the letter before them
@@ -433,6 +494,37 @@ def _first_names(locale: str) -> Tuple[set, set]:
     return _FIRST_NAMES[locale]
 
 
+class NamePool(NamedTuple):
+    """The one-word first names (female, male) and surnames of several Faker
+    locales, sorted (draws are seeded), with the folded first names."""
+    female: Tuple[str, ...]
+    male: Tuple[str, ...]
+    surnames: Tuple[str, ...]
+    first_folded: frozenset
+    female_folded: frozenset
+
+
+@lru_cache(maxsize=None)
+def locale_names(locales: Tuple[str, ...]) -> NamePool:
+    """The names of `locales` (class attributes of their person providers;
+    a weighted table gives its names)."""
+    import importlib
+
+    found: Dict[str, set] = {"first_names_female": set(), "first_names_male": set(), "last_names": set()}
+    for locale in locales:
+        try:
+            person = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        except ImportError:
+            raise ValueError(f"name_locales: {locale!r} is no Faker locale with names") from None
+        for attribute, names in found.items():
+            value = next((vars(cls)[attribute] for cls in person.__mro__ if attribute in vars(cls)), ())
+            if not isinstance(value, property):
+                names |= {name for name in value if len(name.split()) == 1}
+    female, male, surnames = (tuple(sorted(found[a])) for a in found)
+    return NamePool(female, male, surnames, frozenset(_ascii_fold(n) for n in female + male),
+                    frozenset(_ascii_fold(n) for n in female))
+
+
 def _one_word(draw: Callable[[], str]) -> Callable[[], str]:
     """A draw of Faker's that gives one word: its first that is no particle ("de la Fuente")."""
     def one() -> str:
@@ -444,10 +536,12 @@ def _one_word(draw: Callable[[], str]) -> Callable[[], str]:
 class _Surrogates:
     """The fake values of one consistency scope (a document or a corpus)."""
 
-    def __init__(self, rng: random.Random, fake: Any, date_shift_days: Sequence[int], locale: str):
+    def __init__(self, rng: random.Random, fake: Any, date_shift_days: Sequence[int], locale: str,
+                 names: Optional[NamePool] = None):
         self.rng = rng
         self.fake = fake
         self.locale = locale
+        self.names = names
         fake.seed_instance(rng.getrandbits(32))
         low, high = date_shift_days
         if low <= 0 <= high:  # 0 is excluded: draw from a range one shorter and step over it
@@ -488,7 +582,8 @@ class _Surrogates:
         fake), except the titles, particles and, for a relative, kinship
         words that `is_kept` keeps; digits are reshaped. A part is a first
         name where `kind` says so or the locale knows it as one."""
-        first_names, female = _first_names(self.locale)
+        first_names, female = (self.names.first_folded, self.names.female_folded) if self.names else (
+            _first_names(self.locale))
         out, cursor = [], 0
         for match in _NAME_PART.finditer(text):
             part = match.group()
@@ -503,15 +598,57 @@ class _Surrogates:
             elif len(part) == 1:  # an initial: another letter, the same for the same initial
                 fake = self._unique("initial", kind, part, lambda: self.rng.choice(_INITIALS))
             elif kind == "first_name" or (kind != "surname" and folded in first_names):
-                draw = self.fake.first_name_female if folded in female else self.fake.first_name_male
+                draw = self.first_name_draw(folded in female)
                 fake = self._unique("first_name", kind, part, _one_word(draw))
             else:
-                fake = self._unique("surname", kind, part, _one_word(self.fake.last_name))
+                fake = self._unique("surname", kind, part, self.surname_draw())
             if fake is None:
                 return None
             out.append(_match_case(fake, part))
         out.append(text[cursor:])
         return "".join(out)
+
+    def first_name_draw(self, female: bool) -> Callable[[], str]:
+        if self.names:
+            return lambda: self.fake.random.choice(self.names.female if female else self.names.male)
+        return self.fake.first_name_female if female else self.fake.first_name_male
+
+    def surname_draw(self) -> Callable[[], str]:
+        if self.names:
+            return lambda: self.fake.random.choice(self.names.surnames)
+        return _one_word(self.fake.last_name)
+
+    def town(self) -> str:
+        """Faker's town, never a bare surname: some locales (no_NO, fr_FR,
+        pt_BR) write half their towns as one, and a town that reads as a
+        surname teaches a model trained on the surrogates the wrong label."""
+        formats = next((p.city_formats for p in self.fake.get_providers() if getattr(p, "city_formats", None)), ())
+        towns = [f for f in formats if f.strip() != "{{last_name}}"]
+        if not towns or len(towns) == len(formats):
+            return self.fake.city()
+        return self.fake.parse(self.fake.random_element(towns))
+
+    def organisation_in_form(self, label: str, kind: str, text: str, generic: frozenset) -> Optional[str]:
+        """`text` with its generic words and endings kept (`_generic_part`)
+        and each other word replaced by a fake town: "Helse Førde, Florø,
+        psykiatrisk poliklinikk" keeps its form. None (mask) when no word is
+        left to replace."""
+        parts = [(match, _generic_part(match.group(), generic)) for match in _WORD.finditer(text)]
+        if all(part == match.group() for match, part in parts):
+            return None
+        kept = frozenset(_ascii_fold(match.group()) for match, part in parts if part == match.group())
+
+        def draw() -> str:
+            out, cursor = [], 0
+            for match, part in parts:
+                word = match.group()
+                out.append(text[cursor : match.start()])
+                cursor = match.end()
+                stem = word[: len(word) - len(part or "")]
+                out.append(_match_case(_one_word(self.town)(), stem) + (part or "") if stem else word)
+            return "".join(out + [text[cursor:]])
+
+        return self._unique(label, kind, text, draw, kept=kept)
 
     def value(self, label: str, kind: Optional[str], template: Optional[str], text: str) -> Optional[str]:
         """The surrogate of `text`, an entity of `label` and `kind`; None when
@@ -533,7 +670,7 @@ class _Surrogates:
         if kind == "city":
             if any(c.isdigit() for c in text):  # a postcode written where a town goes
                 return self._unique(label, kind, text, lambda: _reshape(text, self.rng))
-            fake = self._unique(label, kind, text, self.fake.city)
+            fake = self._unique(label, kind, text, self.town)
             return fake and _match_case(fake, text)
         if kind == "street":  # "Calle Mayor, 12, 3º B": a fake street, then the number's shape
             digit = next((i for i, c in enumerate(text) if c.isdigit()), len(text))
@@ -547,9 +684,12 @@ class _Surrogates:
             return street + head[len(head.rstrip(" ,")):] + number
         if kind in ORGANISATION_KINDS:
             form = organisation_form(kind, template, self.locale)
+            generic = institution_words(kind, template, self.locale)
+            if generic is not None:
+                return self.organisation_in_form(label, kind, text, generic)
             if form is None:
                 return self._unique(label, kind, text, self.fake.company)
-            surname = _one_word(self.fake.last_name)
+            surname = self.surname_draw()
             return self._unique(label, kind, text, lambda: form.format(surname=surname()), kept=form_words(form))
         if kind in ("identifier", "phone", "fax", "zip") or (kind == "other" and any(c.isdigit() for c in text)):
             return self._unique(label, kind, text, lambda: _reshape(text, self.rng))
@@ -583,6 +723,7 @@ class PIIRedactor:
         known_labels: Sequence[str] = (),
         label_kinds: Optional[Mapping[str, Any]] = None,
         locale: str = "es_ES",
+        name_locales: Sequence[str] = (),
     ):
         self.name = name
         if hash_key:  # never repeat it: the message may reach a log
@@ -603,6 +744,7 @@ class PIIRedactor:
             isinstance(k, str) and (isinstance(v, str) or (isinstance(v, Mapping) and isinstance(v.get("kind"), str)))
             for k, v in label_kinds.items())), 'a table LABEL = kind (or {"kind": ..., "template": ...})')
         expect("locale", locale, isinstance(locale, str) and bool(locale), "a Faker locale such as es_ES")
+        expect("name_locales", name_locales, strings(name_locales), "a list of Faker locales")
         for where, value in (("strategy", strategy), ("template", template), ("hash_template", hash_template),
                              ("hash_key_file", hash_key_file), ("consistency", consistency)):
             expect(where, value, isinstance(value, str), "a string")
@@ -657,6 +799,10 @@ class PIIRedactor:
         self.date_shift_days = tuple(date_shift_days)
         self.consistency = consistency
         self.locale = locale
+        try:
+            self.names = locale_names(tuple(dict.fromkeys([locale, *name_locales]))) if name_locales else None
+        except ValueError as err:
+            raise _config_error(name, str(err)) from None
         self.label_kinds = {label: (entry, None) if isinstance(entry, str) else (entry["kind"], entry.get("template"))
                             for label, entry in label_kinds.items()}
         self._corpus_scope: Optional[_Surrogates] = None
@@ -706,12 +852,12 @@ class PIIRedactor:
         if self.consistency == "corpus":
             if self._corpus_scope is None:
                 self._corpus_scope = _Surrogates(random.Random(self.seed), self._fake, self.date_shift_days,
-                                                 self.locale)
+                                                 self.locale, self.names)
             return self._corpus_scope
         # Seeded by the text too: a document's surrogates do not depend on the documents before it.
         digest = hashlib.sha256(f"{self.seed}\0{text}".encode("utf-8")).digest()
         return _Surrogates(random.Random(int.from_bytes(digest[:8], "big")), self._fake, self.date_shift_days,
-                           self.locale)
+                           self.locale, self.names)
 
     def _digest(self, label: str, text: str) -> str:
         message = f"{label}\0{' '.join(text.split())}".encode("utf-8")
@@ -723,7 +869,7 @@ class PIIRedactor:
         of its entity or (but for dates, ages and sexes) of any entity of the
         document."""
         kind, template = self.kind_of(label)
-        kept = form_words(organisation_form(kind, template, self.locale))
+        kept = shareable_words(kind, template, self.locale, original)
         try:
             replacement = scope.value(label, kind, template, original)
         except Exception:  # noqa: BLE001  a value no surrogate rule foresaw: the mask is always safe
@@ -747,8 +893,8 @@ class PIIRedactor:
         taboo: set = set()
         for start, end, label, strategy in entities:
             kind, template = self.kind_of(label)
-            form = organisation_form(kind, template, self.locale)
-            taboo |= identifying_words(kind, text[start:end], form_words(form))
+            taboo |= identifying_words(kind, text[start:end],
+                                       shareable_words(kind, template, self.locale, text[start:end]))
         pieces: List[str] = []
         replacements: List[Dict[str, Any]] = []
         cursor = written = 0

@@ -12,15 +12,19 @@ stop words (`Segundo`, `Grande`). A run of capitalised words (particles such
 as `de la` between; upper-case words only beside other upper-case words, so
 an acronym like `ANA` is no name) is a name when it holds a known name, or,
 a single word, a known first name. After a title or `paciente`, lower-case
-known names count too (`el paciente juan pérez`).
+known names count too (`el paciente juan pérez`). A language without rules
+of its own gets e-mails, URLs, name runs and, where `NAME_CUES` has its cue
+words (`pasienten`, `herr`, `Dr.`), the names after them.
 
 Merge rule: the NER's entities win. A rule span is added where it overlaps
 no entity already set. A span of a written form (`EXTENDING`: e-mail, URL,
 phone, identifiers, date) that the NER's entities only partly cover replaces
 them with one span over both (the NER found part of a phone number, or a
 number and the word before it), with the NER's label where they have one;
-among rule spans the longest wins. With `overwrite = true` the rule spans
-win instead, and the NER's entities they overlap are dropped.
+an e-mail or URL takes its own label from NER entities of another one over
+it, since its form says what it is; among rule spans the longest wins.
+With `overwrite = true` the rule spans win instead, and the NER's entities
+they overlap are dropped.
 Context words of a rule (the title, `paciente`) are not part of its span.
 
 This file is shipped inside packaged pipelines (`spacy package --code`), so
@@ -121,6 +125,18 @@ GENERIC_RULES: Dict[str, List[Tuple[int, List[Dict[str, Any]]]]] = {
     "email": RULES["es"]["CORREO_ELECTRONICO"],
     "url": RULES["es"]["URL_WEB"],
 }
+# Words before a person's name, for a language without rules of its own:
+# after one, capitalised words are a name even when no list knows them
+# (`Pasienten Kenan`), and known names count in lower case too.
+NAME_CUES = {
+    "nb": frozenset({"pasient", "pasienten", "pasientens", "fru", "herr", "frk", "dr", "dr.", "doktor", "lege",
+                     "overlege", "sykepleier"}),
+    "en": frozenset({"patient", "mr", "mrs", "ms", "miss", "mr.", "mrs.", "ms.", "dr", "dr.", "doctor", "nurse"}),
+    "de": frozenset({"patient", "patientin", "herr", "herrn", "frau", "dr", "dr.", "doktor"}),
+    "sv": frozenset({"patient", "patienten", "patientens", "fru", "herr", "dr", "dr.", "doktor", "läkare"}),
+    "da": frozenset({"patient", "patienten", "patientens", "fru", "hr", "hr.", "dr", "dr.", "doktor", "læge"}),
+}
+NAME_CUES["nn"] = NAME_CUES["no"] = NAME_CUES["nb"]
 # Faker's language code where it is not spaCy's (Norwegian Bokmål: `no_NO`).
 FAKER_LANGUAGE = {"nb": "no", "nn": "no"}
 
@@ -130,6 +146,11 @@ DEFAULT_CONFIG = {"labels": [], "overwrite": False, "kind_labels": {}}
 # (capitalised words), so the NER's names grow only by known names.
 EXTENDING = frozenset({"CORREO_ELECTRONICO", "URL_WEB", "NUMERO_TELEFONO", "ID_SUJETO_ASISTENCIA", "ID_ASEGURAMIENTO",
                        "ID_TITULACION_PERSONAL_SANITARIO", "FECHAS"})
+# Kinds whose written form says what they are: an e-mail address or a URL is
+# nothing else, so the NER's entities over one under another label give way
+# (an e-mail taken for a place would get a town as its surrogate).
+SELF_EVIDENT_KINDS = ("email", "url")
+SELF_EVIDENT = {"es": frozenset({"CORREO_ELECTRONICO", "URL_WEB"})}
 
 
 def make_pii_rules(nlp: Language, name: str, labels: List[str], overwrite: bool,
@@ -224,10 +245,12 @@ class PIIRules:
         rules = RULES.get(nlp.lang)
         run_label = NAME_RUN_LABEL.get(nlp.lang)
         extending = EXTENDING
+        self_evident = SELF_EVIDENT.get(nlp.lang, frozenset())
         generic = rules is None
         if generic:  # the rules of any language, under the pipeline's labels
             rules = {kind_labels.get(kind, kind.upper()): patterns for kind, patterns in GENERIC_RULES.items()}
             extending = frozenset(rules)  # all written forms
+            self_evident = frozenset(kind_labels.get(kind, kind.upper()) for kind in SELF_EVIDENT_KINDS)
             run_label = kind_labels.get("name") or kind_labels.get("first_name")
         # A scheme with first names and surnames and no whole names (Nor-DeID's
         # First_Name, Last_Name) gets a run split: its leading first names, the rest.
@@ -240,6 +263,7 @@ class PIIRules:
         self.name = name
         self.overwrite = overwrite
         self.extending = extending
+        self.self_evident = self_evident
         self.matcher = Matcher(nlp.vocab, validate=True)
         self.skip: Dict[str, int] = {}
         for label in [label for label in labels or rules if label in rules]:  # not the name runs' label
@@ -254,8 +278,11 @@ class PIIRules:
         self.not_name_words = NOT_NAME_WORDS.get(nlp.lang, frozenset())
         self.name_labels = NAME_LABELS.get(nlp.lang) or frozenset(
             label for kind, label in kind_labels.items() if kind in ("name", "first_name", "surname", "relative"))
-        self.lower_name_cues = {cue: label for label, cues in LOWER_NAME_CUES.get(nlp.lang, {}).items()
-                                if not labels or label in labels for cue in cues}
+        self.lower_name_cues: Dict[str, Optional[str]] = {
+            cue: label for label, cues in LOWER_NAME_CUES.get(nlp.lang, {}).items()
+            if not labels or label in labels for cue in cues}
+        if generic and (self.name_run_label or self.surname_label):  # labelled as a name run (`_label_run`)
+            self.lower_name_cues.update(dict.fromkeys(NAME_CUES.get(nlp.lang, ()), None))
 
     @property
     def labels(self) -> Tuple[str, ...]:
@@ -325,17 +352,27 @@ class PIIRules:
     def lower_names(self, doc: Doc) -> List[Span]:
         """Names in lower case after a cue (`el paciente juan pérez`): up to four
         lower-case words that are no stop words (particles between), the first
-        a known name and at most one of them unknown (`valezka martínez`)."""
+        a known name and at most one of them unknown (`valezka martínez`). A
+        cue of `NAME_CUES` (a language without rules of its own) takes up to
+        four capitalised words after it too, known or not (`Pasienten Kenan`),
+        and labels what it takes as a name run."""
         spans = []
+        first_names = known_names(doc.lang_)[0]
         for cue in doc:
-            label = self.lower_name_cues.get(cue.lower_)
-            if label is None:
+            if cue.lower_ not in self.lower_name_cues:
                 continue
+            label = self.lower_name_cues[cue.lower_]
             words: List[Token] = []
             end = cue.i + 1
-            if end < len(doc) and doc[end].text == ".":  # `sr.` split in two
+            if end < len(doc) and doc[end].text == "." and not cue.whitespace_:  # `sr.` split in two
                 end += 1
             first = end
+            if label is None:
+                while end < len(doc) and end - first < 4 and _capitalised(doc[end]) and not doc[end].is_stop:
+                    end += 1
+                if end > first:
+                    spans += self._label_run(doc, first, end, first_names)
+                    continue
             while len(words) < 4:
                 step = end
                 while words and step < len(doc) and doc[step].lower_ in self.particles:
@@ -346,7 +383,8 @@ class PIIRules:
                 else:
                     break
             if words and words[0]._.known_name and sum(not word._.known_name for word in words) <= 1:
-                spans.append(Span(doc, first, end, label=label))
+                spans += [Span(doc, first, end, label=label)] if label else self._label_run(doc, first, end,
+                                                                                            first_names)
         return spans
 
     def __call__(self, doc: Doc) -> Doc:
@@ -373,12 +411,15 @@ class PIIRules:
             covered = {i for ent in overlapped for i in range(ent.start, ent.end)}
             if not overlapped:
                 ents.append(span)
-            elif span.label_ in self.extending and not covered.issuperset(range(span.start, span.end)):
+            elif span.label_ in self.extending and (
+                    not covered.issuperset(range(span.start, span.end))
+                    or (span.label_ in self.self_evident and any(ent.label_ != span.label_ for ent in overlapped))):
                 # The NER found part of a written form (a phone's first digits, or
-                # a number and the word before it): one span takes both, with the
-                # NER's label where it gave one label.
+                # a number and the word before it), or took an e-mail for something
+                # else: one span takes both, with the NER's label where it gave
+                # one label, but an e-mail's or URL's own.
                 labels = {ent.label_ for ent in overlapped}
-                label = labels.pop() if len(labels) == 1 else span.label_
+                label = labels.pop() if len(labels) == 1 and span.label_ not in self.self_evident else span.label_
                 start = min(span.start, *(ent.start for ent in overlapped))
                 end = max(span.end, *(ent.end for ent in overlapped))
                 ents = [ent for ent in ents if ent not in overlapped] + [Span(doc, start, end, label=label)]

@@ -84,7 +84,8 @@ def test_copies_of_a_norwegian_corpus_are_norwegian(tmp_path):
     spans = [(text.index(v), text.index(v) + len(v), label) for v, label in values]
     docs = [to_doc(nlp, RawDoc(name=f"n{i}", text=text, spans=spans))[0] for i in range(4)]
     DocBin(store_user_data=True, docs=docs).to_disk(tmp_path / "in.spacy")
-    augment_docbin(tmp_path / "in.spacy", tmp_path / "out.spacy", copies=2, narrative=20, seed=0, lang="nb")
+    augment_docbin(tmp_path / "in.spacy", tmp_path / "out.spacy", copies=2, narrative=20, seed=0, lang="nb",
+                   name_pool="locale")
     out = read_docs(tmp_path / "out.spacy", nlp.vocab)
     person = importlib.import_module("faker.providers.person.no_NO").Provider
     months = {name.lower() for width in ("wide", "abbreviated")
@@ -94,12 +95,40 @@ def test_copies_of_a_norwegian_corpus_are_norwegian(tmp_path):
     for doc in copies:
         found = {ent.label_: ent.text for ent in doc.ents}
         assert found["First_Name"] in set(person.first_names) and found["Last_Name"] in set(person.last_names)
-        assert found["Health_Care_Unit"].endswith(" sykehus") and found["Age"] == "63 år"
+        # The unit keeps its form: a fake town before the compound's generic ending.
+        unit = found["Health_Care_Unit"]
+        assert unit.endswith("sykehuset") and unit != "Nordlandssykehuset" and found["Age"] == "63 år"
         date = found["Date"]
         assert date.isdigit() or "-" in date or "." in date or set(date.lower().split()) & months, date
     narrative = [doc for doc in out if doc.user_data["name"].startswith("narrative")]
     assert len(narrative) == 20 and all(doc.ents for doc in narrative)
     assert any("Time til" in doc.text or "har hatt feber" in doc.text for doc in narrative)
+
+
+def test_copies_draw_names_from_every_locale_of_the_script(tmp_path):
+    # no_NO has 200 first names and 101 surnames: by default the copies'
+    # names come from every Latin-script locale, so a model learns names from
+    # their context; "locale" keeps to no_NO's lists.
+    import importlib
+
+    nlp = make_nlp("nb")
+    spans = [(9, 13, "First_Name"), (14, 22, "Last_Name")]
+    docs = [to_doc(nlp, RawDoc(name=f"n{i}", text=f"Pasient: Kari Nordmann kom {i}.", spans=spans))[0]
+            for i in range(60)]
+    DocBin(store_user_data=True, docs=docs).to_disk(tmp_path / "in.spacy")
+    person = importlib.import_module("faker.providers.person.no_NO").Provider
+    norwegian = set(person.first_names) | set(person.last_names)
+    found = {}
+    for pool in ("script", "locale"):
+        stats = augment_docbin(tmp_path / "in.spacy", tmp_path / f"{pool}.spacy", copies=1, narrative=0,
+                               lang="nb", name_pool=pool)
+        copies = read_docs(tmp_path / f"{pool}.spacy", nlp.vocab)[60:]
+        found[pool] = [ent.text for doc in copies for ent in doc.ents]
+        assert (stats["name_locales"] > 20) == (pool == "script")
+    assert set(found["locale"]) <= norwegian
+    assert len(set(found["script"]) - norwegian) > 60 and len(set(found["script"])) > 100
+    with pytest.raises(ValueError, match="name_pool must be one of locale, script"):
+        augment_docbin(tmp_path / "in.spacy", tmp_path / "x.spacy", name_pool="world")
 
 
 def test_augment_docbin_appends_seeded_copies(tmp_path):

@@ -121,12 +121,12 @@ def test_rules_find_what_has_a_form(text, expected):
 
 def test_the_ner_wins_unless_the_rules_overwrite_and_labels_choose_rules():
     text = "Correo ana@uv.es, tel 612345678."
-    for overwrite, expected in ((False, "INSTITUCION"), (True, "CORREO_ELECTRONICO")):
+    for overwrite, expected in ((False, "ID_SUJETO_ASISTENCIA"), (True, "NUMERO_TELEFONO")):
         nlp = spacy.blank("es")
-        nlp.add_pipe("entity_ruler").add_patterns([{"label": "INSTITUCION", "pattern": "ana@uv.es"}])
+        nlp.add_pipe("entity_ruler").add_patterns([{"label": "ID_SUJETO_ASISTENCIA", "pattern": "612345678"}])
         nlp.add_pipe("pii_rules", config={"overwrite": overwrite})
         ents = [(e.text, e.label_) for e in nlp(text).ents]
-        assert ents == [("ana@uv.es", expected), ("612345678", "NUMERO_TELEFONO")]
+        assert ents == [("ana@uv.es", "CORREO_ELECTRONICO"), ("612345678", expected)]
     nlp = spacy.blank("es")
     nlp.add_pipe("pii_rules", config={"labels": ["NUMERO_TELEFONO"]})
     assert [e.label_ for e in nlp(text).ents] == ["NUMERO_TELEFONO"]
@@ -167,6 +167,44 @@ def test_a_form_rule_takes_the_whole_form_where_the_ner_found_part_of_it():
     # guess, so the NER's name stays as it was.
     assert [(e.text, e.label_) for e in nlp(text).ents] == [
         ("612 345 678", "ID_SUJETO_ASISTENCIA"), ("Luis", "NOMBRE_PERSONAL_SANITARIO")]
+
+
+@pytest.mark.parametrize("lang, kind_labels, text, ner, expected", [
+    # An e-mail or URL the NER took for something else takes its own label
+    # (or, with no label of its kind, the kind's name, which the redactor reads).
+    ("es", {}, "Escribir a ana@uv.es hoy.", [("INSTITUCION", "ana@uv.es")], [("ana@uv.es", "CORREO_ELECTRONICO")]),
+    ("nb", {"city": "Location"}, "Skriv til kari@uit.no i Tromsø.",
+     [("Location", "kari@uit.no"), ("Location", "Tromsø")], [("kari@uit.no", "EMAIL"), ("Tromsø", "Location")]),
+    # Over more than the address, the span grows to the NER's: never less hidden.
+    ("nb", {"email": "E_post", "first_name": "First_Name"}, "Kontakt Kari kari@uit.no nå.",
+     [("First_Name", [{"ORTH": "Kari"}, {"ORTH": "kari@uit.no"}])], [("Kari kari@uit.no", "E_post")]),
+    # Its own label stays where the NER had it.
+    ("sv", {"email": "MAIL"}, "Skriv till anna@ki.se.", [("MAIL", "anna@ki.se")], [("anna@ki.se", "MAIL")]),
+])
+def test_an_email_or_url_takes_its_own_label_from_the_ner(lang, kind_labels, text, ner, expected):
+    nlp = spacy.blank(lang)
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": label, "pattern": pattern} for label, pattern in ner])
+    nlp.add_pipe("pii_rules", config={"kind_labels": kind_labels})
+    assert [(e.text, e.label_) for e in nlp(text).ents] == expected
+
+
+@pytest.mark.parametrize("lang, text, expected", [
+    # After a cue word, capitalised words are a name even when no list knows
+    # them, and a known name counts in lower case; the scheme's first-name and
+    # surname labels split the run.
+    ("nb", "Pasienten Kenan ble vurdert. Innlagt pasient kari for utredning. Fru Kari Nordmann ringte.",
+     [("Kenan", "Last_Name"), ("kari", "First_Name"), ("Kari", "First_Name"), ("Nordmann", "Last_Name")]),
+    ("nb", "Herr Yilmaz forteller om smerter. Dr. Hansen har vurdert bildene.",
+     [("Yilmaz", "Last_Name"), ("Hansen", "Last_Name")]),
+    # A cue that ends a sentence is no title: the next sentence's first word is no name.
+    ("nb", "Planen er delt mellom lege og pasient . Pasienten er informert.", []),
+    ("en", "Seen by Dr. Okafor and Mrs. Patel today.", [("Okafor", "NAME"), ("Patel", "NAME")]),
+])
+def test_cue_words_find_names_in_languages_without_rules_of_their_own(lang, text, expected):
+    nlp = spacy.blank(lang)
+    kind_labels = ({"first_name": "First_Name", "surname": "Last_Name"} if lang == "nb" else {"name": "NAME"})
+    nlp.add_pipe("pii_rules", config={"kind_labels": kind_labels})
+    assert [(e.text, e.label_) for e in nlp(text).ents] == expected
 
 
 def test_a_number_the_ner_took_with_the_word_before_it_is_taken_whole():

@@ -95,6 +95,7 @@ SETTINGS: Dict[str, type] = {
     "synthetic_validation_fraction": float,
     "surrogate_copies": int,
     "narrative_notes": int,
+    "name_pool": str,
 }
 # Settings that only exist in a study: the share of gold train words the
 # annotator (and the gold pipeline) and the generator learn from.

@@ -10,14 +10,19 @@ shape, ...) and, for dates, a random date written in one of the ways the
 language writes dates (Spanish notes' own forms; CLDR's elsewhere). The
 labels move with the values, so a copy needs no annotator, and it holds no gold PII value the
 generator copied. Values the redactor has no surrogate for (a sex, an age in
-words) stay as written.
+words) stay as written. Names come from the language's Faker locale, or,
+with `name_pool` "script", from every Faker locale of the language's script
+(no_NO alone has 200 first names and 101 surnames; docs/languages.md has
+what each choice gives on Nor-DeID).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+import unicodedata
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -30,10 +35,11 @@ from .behaviour import frame_values
 from ..io import atomic_path, read_docs
 from .narrative import filler_sentences, narrative_notes, usable_values
 from ..kinds import LabelKinds
-from ..redact import MONTHS, PIIRedactor, faker_locale
+from ..redact import MONTHS, PIIRedactor, faker_locale, locale_names
 from .frames import load_frames
 from .tokenizer import make_nlp
 
+NAME_POOLS = ("locale", "script")
 FIRST_DATE = dt.date(1930, 1, 1)
 LAST_DATE = dt.date(2020, 12, 31)
 
@@ -85,6 +91,29 @@ def random_date_text(rng: random.Random, writings: Sequence[Callable[[dt.date], 
     return rng.choice(writings)(date)
 
 
+def _script(name: str) -> str:
+    """The writing system of a name's first letter (LATIN, CYRILLIC, ...)."""
+    letter = next((c for c in name if c.isalpha()), "")
+    return unicodedata.name(letter, "?").split()[0] if letter else "?"
+
+
+def same_script_locales(locale: str) -> List[str]:
+    """Faker's locales whose first names are written mostly in the script of
+    `locale`'s (every Latin-script locale for no_NO)."""
+    from faker.config import AVAILABLE_LOCALES
+
+    def script_of(code: str) -> Optional[str]:
+        try:
+            pool = locale_names((code,))
+        except ValueError:  # a locale without names of its own
+            return None
+        names = pool.female + pool.male
+        return Counter(map(_script, names)).most_common(1)[0][0] if names else None
+
+    own = script_of(locale)
+    return [code for code in sorted(AVAILABLE_LOCALES) if own and script_of(code) == own]
+
+
 def surrogate_copy(doc: Doc, redactor: PIIRedactor, rng: random.Random, nlp: Language, name: str,
                    writings: Sequence[Callable[[dt.date], str]] = DATE_WRITINGS) -> Doc:
     """`doc`'s text with every entity's value replaced by a surrogate of its
@@ -118,6 +147,7 @@ def surrogate_copy(doc: Doc, redactor: PIIRedactor, rng: random.Random, nlp: Lan
 def augment_docbin(
     input_path: str | Path, output_path: str | Path, *, copies: int = 2, narrative: int = 1000, seed: int = 0,
     lang: str = "es", label_kinds: Optional[Mapping[str, Any]] = None, frames: Optional[str | Path] = None,
+    name_pool: str = "locale",
 ) -> Dict[str, Any]:
     """Write (atomically) the documents of `input_path` followed by `copies`
     surrogate copies of each and `narrative` narrative notes
@@ -125,10 +155,14 @@ def augment_docbin(
     frames of `frames` or of `lang`), and return the corpus statistics of
     input and output. Surrogates are of each label's kind (`label_kinds`
     over the shipped schemes and guesses) in `lang`. With `copies` and
-    `narrative` 0 the output holds the input documents only. Seeded: the
-    same input, settings and seed give the same output."""
+    `narrative` 0 the output holds the input documents only. Names come from
+    the language's Faker locale (`name_pool` "locale") or from every locale
+    of its script ("script"). Seeded: the same input, settings and seed give
+    the same output."""
     if copies < 0 or narrative < 0:
         raise ValueError(f"copies and narrative notes must be 0 or more, got {copies} and {narrative}")
+    if name_pool not in NAME_POOLS:
+        raise ValueError(f"name_pool must be one of {', '.join(NAME_POOLS)}, got {name_pool!r}")
     nlp = make_nlp(lang)
     frames_found = load_frames(lang, frames) if narrative else None
     docs = read_docs(input_path, nlp.vocab)
@@ -137,8 +171,12 @@ def augment_docbin(
     writings = date_writings(lang)
     kind_of = LabelKinds(label_kinds).kind
 
+    locale = faker_locale(lang)
+    name_locales = same_script_locales(locale) if name_pool == "script" else []
+
     def surrogates_of(seed_k: int) -> PIIRedactor:
-        return PIIRedactor(strategy="surrogate", seed=seed_k, locale=faker_locale(lang), label_kinds=label_kinds)
+        return PIIRedactor(strategy="surrogate", seed=seed_k, locale=locale, label_kinds=label_kinds,
+                           name_locales=name_locales)
 
     out: List[Doc] = list(docs)
     for k in range(copies):
@@ -163,4 +201,4 @@ def augment_docbin(
     with atomic_path(output_path) as tmp:
         DocBin(store_user_data=True, docs=out).to_disk(tmp)
     return {"input": corpus_stats(docs), "output": corpus_stats(out), "copies": copies, "narrative": narrative,
-            "seed": seed}
+            "seed": seed, "name_locales": len(name_locales)}
