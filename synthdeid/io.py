@@ -12,8 +12,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,10 +98,14 @@ def atomic_path(target: str | Path, replace: bool = True) -> Iterator[Path]:
     if target.is_symlink() and target.is_dir():
         raise IsADirectoryError(f"{target}: is a link to a folder; name the folder itself")
     remove_stale_temporaries(target)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    (tmp_dir / OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}", encoding="utf-8")
-    tmp = tmp_dir / target.name
+    tmp_dir: Optional[Path] = None
     try:
+        # A signal between creating the temporary and naming it would leave
+        # one that no cleanup knows of: it waits until both are done.
+        with _ending_signals_held():
+            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            (tmp_dir / OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}", encoding="utf-8")
+        tmp = tmp_dir / target.name
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written for {target}")
@@ -112,10 +118,34 @@ def atomic_path(target: str | Path, replace: bool = True) -> Iterator[Path]:
                 os.replace(target, tmp_dir / "replaced")  # removed below, with the temporary folder
         os.replace(tmp, target)
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if tmp_dir.exists():
-            warnings.warn(f"could not remove all of {tmp_dir} (a replaced output or an unfinished one); "
-                          "the next run writing the same output removes it, or remove it by hand")
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            if tmp_dir.exists():
+                warnings.warn(f"could not remove all of {tmp_dir} (a replaced output or an unfinished one); "
+                              "the next run writing the same output removes it, or remove it by hand")
+
+
+@contextmanager
+def _ending_signals_held() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP back for the block; one that came
+    meanwhile goes to its handler when it ends. (Handlers, not the signal
+    mask: a process-directed signal reaches whichever thread does not mask it,
+    and its Python handler then runs in the main thread at once.)"""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+        yield
+        return
+    caught: List[int] = []
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    held = [signum for signum, handler in handlers.items() if handler is not None]  # None: set outside Python
+    for signum in held:
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for signum in held:
+            signal.signal(signum, handlers[signum])
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 @contextmanager

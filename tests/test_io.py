@@ -1,6 +1,10 @@
 """Atomic outputs: a step leaves a complete output or none, and never wipes
 out a folder it was not meant to replace."""
 
+import os
+import signal
+import tempfile
+
 import pytest
 
 from synthdeid.io import atomic_path
@@ -22,6 +26,30 @@ def test_a_finished_output_replaces_the_old_one_and_a_failed_one_leaves_it(tmp_p
         (tmp / "b.txt").write_text("second")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # replaced as a whole
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary leftovers
+
+
+def test_a_signal_as_the_temporary_is_made_leaves_nothing(tmp_path, monkeypatch):
+    # The signal lands just after the temporary folder exists, as a busy
+    # machine once timed it: the run still ends through the cleanup.
+    make = tempfile.mkdtemp
+
+    def make_then_signal(*args, **kwargs):
+        path = make(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return path
+
+    def end_run(signum, frame):
+        raise SystemExit(128 + signum)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", make_then_signal)
+    previous = signal.signal(signal.SIGTERM, end_run)
+    try:
+        with pytest.raises(SystemExit):
+            with atomic_path(tmp_path / "out.txt") as tmp:
+                tmp.write_text("never")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_file_never_replaces_a_folder(tmp_path):
