@@ -408,8 +408,8 @@ def _generic_part(word: str, generic: frozenset) -> Optional[str]:
         return word
     if word.islower():
         return None
-    ending = next((g for g in sorted(generic, key=len, reverse=True) if len(g) >= 5 and folded.endswith(g)
-                   and len(folded) > len(g)), None)
+    ending = max((g for g in generic if len(g) >= 5 and folded.endswith(g) and len(folded) > len(g)), key=len,
+                 default=None)
     return word[len(word) - len(ending):] if ending else None
 
 
@@ -477,23 +477,6 @@ def entity_core(text: str, start: int, end: int) -> Tuple[int, int]:
     return (core_start, core_end) if core_start < core_end else (start, end)
 
 
-_FIRST_NAMES: Dict[str, Tuple[set, set]] = {}
-
-
-def _first_names(locale: str) -> Tuple[set, set]:
-    """(all, female) first names of a Faker locale, accent- and case-folded."""
-    if locale not in _FIRST_NAMES:
-        import importlib
-
-        try:
-            person = importlib.import_module(f"faker.providers.person.{locale}").Provider
-        except ImportError:  # a locale without names of its own
-            return set(), set()
-        female = {_ascii_fold(n) for n in getattr(person, "first_names_female", ())}
-        _FIRST_NAMES[locale] = (female | {_ascii_fold(n) for n in getattr(person, "first_names_male", ())}, female)
-    return _FIRST_NAMES[locale]
-
-
 class NamePool(NamedTuple):
     """The one-word first names (female, male) and surnames of several Faker
     locales, sorted (draws are seeded), with the folded first names."""
@@ -523,6 +506,29 @@ def locale_names(locales: Tuple[str, ...]) -> NamePool:
     female, male, surnames = (tuple(sorted(found[a])) for a in found)
     return NamePool(female, male, surnames, frozenset(_ascii_fold(n) for n in female + male),
                     frozenset(_ascii_fold(n) for n in female))
+
+
+def _own_names(locale: str) -> NamePool:
+    """`locale`'s names; none for a locale without names of its own."""
+    try:
+        return locale_names((locale,))
+    except ValueError:
+        return NamePool((), (), (), frozenset(), frozenset())
+
+
+@lru_cache(maxsize=None)
+def _town_formats(locale: str) -> Optional[Tuple[str, ...]]:
+    """The town formats of `locale`'s address provider less a bare surname
+    (`{{last_name}}`); None where it has none to leave out."""
+    import importlib
+
+    try:
+        address = importlib.import_module(f"faker.providers.address.{locale}").Provider
+    except ImportError:
+        return None
+    formats = getattr(address, "city_formats", ())
+    towns = tuple(f for f in formats if f.strip() != "{{last_name}}")
+    return towns if towns and len(towns) < len(formats) else None
 
 
 def _one_word(draw: Callable[[], str]) -> Callable[[], str]:
@@ -582,8 +588,8 @@ class _Surrogates:
         fake), except the titles, particles and, for a relative, kinship
         words that `is_kept` keeps; digits are reshaped. A part is a first
         name where `kind` says so or the locale knows it as one."""
-        first_names, female = (self.names.first_folded, self.names.female_folded) if self.names else (
-            _first_names(self.locale))
+        names = self.names or _own_names(self.locale)
+        first_names, female = names.first_folded, names.female_folded
         out, cursor = [], 0
         for match in _NAME_PART.finditer(text):
             part = match.group()
@@ -622,11 +628,8 @@ class _Surrogates:
         """Faker's town, never a bare surname: some locales (no_NO, fr_FR,
         pt_BR) write half their towns as one, and a town that reads as a
         surname teaches a model trained on the surrogates the wrong label."""
-        formats = next((p.city_formats for p in self.fake.get_providers() if getattr(p, "city_formats", None)), ())
-        towns = [f for f in formats if f.strip() != "{{last_name}}"]
-        if not towns or len(towns) == len(formats):
-            return self.fake.city()
-        return self.fake.parse(self.fake.random_element(towns))
+        towns = _town_formats(self.locale)
+        return self.fake.parse(self.fake.random_element(towns)) if towns else self.fake.city()
 
     def organisation_in_form(self, label: str, kind: str, text: str, generic: frozenset) -> Optional[str]:
         """`text` with its generic words and endings kept (`_generic_part`)

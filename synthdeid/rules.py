@@ -136,7 +136,7 @@ NAME_CUES = {
     "sv": frozenset({"patient", "patienten", "patientens", "fru", "herr", "dr", "dr.", "doktor", "läkare"}),
     "da": frozenset({"patient", "patienten", "patientens", "fru", "hr", "hr.", "dr", "dr.", "doktor", "læge"}),
 }
-NAME_CUES["nn"] = NAME_CUES["no"] = NAME_CUES["nb"]
+NAME_CUES["nn"] = NAME_CUES["nb"]
 # Faker's language code where it is not spaCy's (Norwegian Bokmål: `no_NO`).
 FAKER_LANGUAGE = {"nb": "no", "nn": "no"}
 
