@@ -82,7 +82,7 @@ def main(
         leaked = not_restored = measured = 0
         for _ in range(notes):
             text, spans = random_note(rng)
-            identifying = set().union(*(identifying_words(kind(label), text[s:e]) for s, e, label in spans))
+            identifying = set().union(*(identifying_words(kind(label), text[s:e], lang="es") for s, e, label in spans))
             if identifying & vocabulary:
                 continue  # a random word that the context or a mask also holds: no verdict possible
             measured += 1
@@ -92,7 +92,7 @@ def main(
                 if item["label"] in ("FECHAS", "EDAD_SUJETO_ASISTENCIA"):
                     out[item["replacement_start"] : item["replacement_end"]] = " " * len(item["replacement"])
             shown = words("".join(out))
-            leaked += any(identifying_words(kind(label), text[s:e]) & shown for s, e, label in spans)
+            leaked += any(identifying_words(kind(label), text[s:e], lang="es") & shown for s, e, label in spans)
             not_restored += reidentify(doc._.deidentified, doc._.pii_replacements) != text
         typer.echo(f"{strategy:9s} {measured} notes: {leaked} leak ({leaked / measured:.1%}), "
                    f"{not_restored} not restored by reidentify")

@@ -308,24 +308,55 @@ def _shift_named_date(match: "re.Match[str]", days: int, wide: Sequence[str], sh
 # Words a replacement keeps on purpose (accent- and case-folded): they say what
 # kind of thing an entity is, not who or where. Every other word of an entity
 # is replaced, and a replacement that repeats a word of any entity of its
-# document is masked instead (PIIRedactor.__call__).
-TITLES = frozenset({"sr", "sra", "srta", "dr", "dra", "don", "dona", "dna", "dª", "prof", "profa"})
+# document is masked instead (PIIRedactor.__call__). Per Faker language.
+TITLES_OF_LANGUAGE = {
+    "es": ("sr", "sra", "srta", "dr", "dra", "don", "dona", "dna", "dª", "prof", "profa"),
+    "en": ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir"),
+    "no": ("herr", "fru", "frk", "dr", "prof"),
+}
+KINSHIP_OF_LANGUAGE = {
+    "es": ("su", "sus", "mi", "mis", "un", "una", "unos", "unas", "madre", "padre", "padres", "hijo", "hija",
+           "hijos", "hijas", "hermano", "hermana", "hermanos", "hermanas", "esposo", "esposa", "marido", "mujer",
+           "pareja", "novio", "novia", "abuelo", "abuela", "abuelos", "nieto", "nieta", "nietos", "tio", "tia",
+           "tios", "primo", "prima", "primos", "sobrino", "sobrina", "cunado", "cunada", "suegro", "suegra", "yerno",
+           "nuera", "familiar", "familiares", "conyuge", "gemelo", "gemela", "padrastro", "madrastra", "mayor",
+           "menor", "materno", "materna", "paterno", "paterna", "tutor", "tutora"),
+    "en": ("his", "her", "their", "my", "a", "an", "mother", "father", "parents", "son", "daughter", "sons",
+           "daughters", "brother", "sister", "brothers", "sisters", "husband", "wife", "partner", "spouse",
+           "grandmother", "grandfather", "grandson", "granddaughter", "uncle", "aunt", "cousin", "nephew", "niece",
+           "guardian", "twin", "stepfather", "stepmother", "older", "younger"),
+    # Not `hans` (his) or `mann` (husband): also a first name and a surname.
+    "no": ("hennes", "deres", "min", "mitt", "mine", "sin", "sitt", "en", "ei", "et", "mor", "far",
+           "foreldre", "sønn", "sønnen", "datter", "datteren", "barn", "bror", "broren", "søster", "søsteren",
+           "søsken", "ektemann", "kone", "kona", "mannen", "ektefelle", "samboer", "bestemor", "bestefar", "mormor",
+           "morfar", "farmor", "farfar", "barnebarn", "onkel", "tante", "fetter", "kusine", "nevø", "niese", "verge",
+           "tvilling", "eldre", "yngre", "moren", "faren"),
+}
+STREET_WORDS_OF_LANGUAGE = {
+    "es": ("calle", "c", "cl", "avenida", "avda", "av", "plaza", "pza", "pl", "paseo", "pº", "camino", "carretera",
+           "ctra", "ronda", "travesia", "urbanizacion", "urb", "barrio", "poligono", "glorieta", "via", "cuesta",
+           "callejon", "pasaje", "rambla", "alameda", "piso", "puerta", "bajo", "izq", "izquierda", "dcha", "derecha",
+           "escalera", "esc", "portal", "bloque", "numero", "num", "n", "no", "nº", "km", "s", "sn"),
+    "en": ("street", "st", "road", "rd", "avenue", "ave", "lane", "ln", "drive", "dr", "boulevard", "blvd", "court",
+           "ct", "place", "pl", "way", "square", "sq", "terrace", "apt", "apartment", "suite", "unit", "floor",
+           "no", "po", "box"),
+    "no": ("gate", "gata", "gaten", "gt", "vei", "veien", "veg", "vegen", "allé", "alle", "plass", "plassen",
+           "torg", "torget", "vn", "leilighet", "etasje", "postboks"),
+}
+
+
 PARTICLES = frozenset({"de", "del", "la", "las", "los", "el", "y", "e", "i", "da", "das", "do", "dos", "di", "du",
                        "van", "von", "der", "den", "le", "al"})
-KINSHIP = frozenset({
-    "su", "sus", "mi", "mis", "un", "una", "unos", "unas", "madre", "padre", "padres", "hijo", "hija", "hijos",
-    "hijas", "hermano", "hermana", "hermanos", "hermanas", "esposo", "esposa", "marido", "mujer", "pareja", "novio",
-    "novia", "abuelo", "abuela", "abuelos", "nieto", "nieta", "nietos", "tio", "tia", "tios", "primo", "prima",
-    "primos", "sobrino", "sobrina", "cunado", "cunada", "suegro", "suegra", "yerno", "nuera", "familiar",
-    "familiares", "conyuge", "gemelo", "gemela", "padrastro", "madrastra", "mayor", "menor", "materno", "materna",
-    "paterno", "paterna", "tutor", "tutora",
-})
-STREET_WORDS = frozenset({
-    "calle", "c", "cl", "avenida", "avda", "av", "plaza", "pza", "pl", "paseo", "pº", "camino", "carretera", "ctra",
-    "ronda", "travesia", "urbanizacion", "urb", "barrio", "poligono", "glorieta", "via", "cuesta", "callejon",
-    "pasaje", "rambla", "alameda", "piso", "puerta", "bajo", "izq", "izquierda", "dcha", "derecha", "escalera",
-    "esc", "portal", "bloque", "numero", "num", "n", "no", "nº", "km", "s", "sn",
-})
+
+
+def _words_of(words_of_language: Mapping[str, Iterable[str]], lang: Optional[str]) -> frozenset:
+    """The folded words of `lang` (a Faker language: "no" for Norwegian), or
+    of every language where it has none (or `lang` is None): one language's
+    word is another's name ("Ave María")."""
+    chosen = [words_of_language[lang]] if lang in words_of_language else words_of_language.values()
+    return frozenset(_ascii_fold(word) for words in chosen for word in words)
+
+
 INSTITUTION_WORDS = frozenset({
     "hospital", "centro", "salud", "clinica", "universitario", "universitaria", "general", "fundacion", "servicio",
     "servicios", "unidad", "complejo", "hospitalario", "sanatorio", "instituto", "consultorio", "ambulatorio",
@@ -419,14 +450,17 @@ _NAME_PART = re.compile(rf"(?:[^\W\d_][{_MARKS}]*)+|\d+")  # a run of letters, o
 _INITIALS = "ABCDEFGHIJLMNOPRSTV"
 
 
-def kept_words(kind: Optional[str]) -> frozenset:
-    """The folded words a surrogate of an entity of `kind` keeps as written."""
+@lru_cache(maxsize=None)
+def kept_words(kind: Optional[str], lang: Optional[str] = None) -> frozenset:
+    """The folded words a surrogate of an entity of `kind` keeps as written,
+    in `lang` (a Faker language; None: those of every language)."""
+    titles = _words_of(TITLES_OF_LANGUAGE, lang)
     if kind in NAME_KINDS:
-        return PARTICLES | TITLES
+        return PARTICLES | titles
     if kind == "relative":
-        return PARTICLES | TITLES | KINSHIP
+        return PARTICLES | titles | _words_of(KINSHIP_OF_LANGUAGE, lang)
     if kind == "street":
-        return PARTICLES | STREET_WORDS
+        return PARTICLES | _words_of(STREET_WORDS_OF_LANGUAGE, lang)
     if kind in ORGANISATION_KINDS:
         return PARTICLES | INSTITUTION_WORDS
     if kind in ("email", "url", "ip_address"):
@@ -434,13 +468,13 @@ def kept_words(kind: Optional[str]) -> frozenset:
     return PARTICLES
 
 
-def is_kept(kind: Optional[str], word: str) -> bool:
+def is_kept(kind: Optional[str], word: str, lang: Optional[str] = None) -> bool:
     """Whether a surrogate of `kind` keeps `word` as written: a word of
     `kept_words`, but in a name a capital single letter is an initial ("Ana
     Y. Ruiz"), not the particle "y"."""
     if (kind in NAME_KINDS or kind == "relative") and len(word) == 1 and not word.islower():
         return False
-    return _ascii_fold(word) in kept_words(kind)
+    return _ascii_fold(word) in kept_words(kind, lang)
 
 
 def words(text: str) -> set:
@@ -448,14 +482,16 @@ def words(text: str) -> set:
     return {_ascii_fold(word) for word in _WORD.findall(text)}
 
 
-def identifying_words(kind: Optional[str], text: str, kept: frozenset = frozenset()) -> set:
+def identifying_words(kind: Optional[str], text: str, kept: frozenset = frozenset(),
+                      lang: Optional[str] = None) -> set:
     """The words of an entity of `kind` that no replacement may repeat: all
-    but those its surrogate keeps on purpose and the `kept` (folded) words of
-    its organisation form. A date is moved as a whole (its year or day may
-    repeat by chance), a sex is kept, and an age keeps numbers up to 89."""
+    but those its surrogate keeps on purpose in `lang` (`kept_words`) and the
+    `kept` (folded) words of its organisation form. A date is moved as a whole
+    (its year or day may repeat by chance), a sex is kept, and an age keeps
+    numbers up to 89."""
     if kind in ("date", "sex"):
         return set()
-    found = {folded for word in _WORD.findall(text) if not is_kept(kind, word)
+    found = {folded for word in _WORD.findall(text) if not is_kept(kind, word, lang)
              and (folded := _ascii_fold(word)) not in kept}
     if kind == "age":
         return {word for word in found if word.isdigit() and int(word) > 89}
@@ -547,6 +583,7 @@ class _Surrogates:
         self.rng = rng
         self.fake = fake
         self.locale = locale
+        self.language = locale.split("_")[0]
         self.names = names
         fake.seed_instance(rng.getrandbits(32))
         low, high = date_shift_days
@@ -571,7 +608,7 @@ class _Surrogates:
         if key in self.by_value:
             return self.by_value[key]
         used = self.used.setdefault(namespace, set())
-        taboo = self.forbidden | identifying_words(kind, original, kept)
+        taboo = self.forbidden | identifying_words(kind, original, kept, self.language)
         for _ in range(50):
             fake = draw()
             folded = _ascii_fold(fake)
@@ -596,7 +633,7 @@ class _Surrogates:
             out.append(text[cursor : match.start()])
             cursor = match.end()
             folded = _ascii_fold(part)
-            if is_kept(kind, part):
+            if is_kept(kind, part, self.language):
                 out.append(part)
                 continue
             if part.isdigit():
@@ -659,7 +696,7 @@ class _Surrogates:
         if kind in NAME_KINDS or kind == "relative":  # "su madre" stays
             return self.name(kind, text)
         if kind == "date":
-            return shift_date(text, self.date_offset, self.locale.split("_")[0])
+            return shift_date(text, self.date_offset, self.language)
         if kind == "age":
             if not re.search(r"\d", text):
                 return None  # an age in words ("noventa y cinco años") cannot be capped: mask it
@@ -802,6 +839,7 @@ class PIIRedactor:
         self.date_shift_days = tuple(date_shift_days)
         self.consistency = consistency
         self.locale = locale
+        self.language = locale.split("_")[0]  # Faker's: the kept words' language
         try:
             self.names = locale_names(tuple(dict.fromkeys([locale, *name_locales]))) if name_locales else None
         except ValueError as err:
@@ -882,7 +920,8 @@ class PIIRedactor:
         # Dates, ages and sexes keep numbers and words on purpose: a day that
         # another entity also holds is no leak.
         calendar = kind in ("date", "age", "sex")
-        if words(replacement) & ((set() if calendar else taboo) | identifying_words(kind, original, kept)):
+        own = identifying_words(kind, original, kept, self.language)
+        if words(replacement) & ((set() if calendar else taboo) | own):
             return None
         return replacement
 
@@ -897,7 +936,8 @@ class PIIRedactor:
         for start, end, label, strategy in entities:
             kind, template = self.kind_of(label)
             taboo |= identifying_words(kind, text[start:end],
-                                       shareable_words(kind, template, self.locale, text[start:end]))
+                                       shareable_words(kind, template, self.locale, text[start:end]),
+                                       self.language)
         pieces: List[str] = []
         replacements: List[Dict[str, Any]] = []
         cursor = written = 0

@@ -14,15 +14,18 @@ an acronym like `ANA` is no name) is a name when it holds a known name, or,
 a single word, a known first name. After a title or `paciente`, lower-case
 known names count too (`el paciente juan pérez`). A language without rules
 of its own gets e-mails, URLs, name runs and, where `NAME_CUES` has its cue
-words (`pasienten`, `herr`, `Dr.`), the names after them.
+words (`pasienten`, `herr`, `Dr.`), the names after them; where
+`KIND_RULES` has its phones' and identifiers' written forms, those too.
 
 Merge rule: the NER's entities win. A rule span is added where it overlaps
 no entity already set. A span of a written form (`EXTENDING`: e-mail, URL,
 phone, identifiers, date) that the NER's entities only partly cover replaces
 them with one span over both (the NER found part of a phone number, or a
 number and the word before it), with the NER's label where they have one;
-an e-mail or URL takes its own label from NER entities of another one over
-it, since its form says what it is; among rule spans the longest wins.
+an e-mail, a URL or another evident form (`KIND_RULES`: a Norwegian phone
+number written as one, an eleven-digit fødselsnummer) takes its own label
+from NER entities of another one over it, since its form says what it is;
+among rule spans the longest wins.
 With `overwrite = true` the rule spans win instead, and the NER's entities
 they overlap are dropped.
 Context words of a rule (the title, `paciente`) are not part of its span.
@@ -125,6 +128,36 @@ GENERIC_RULES: Dict[str, List[Tuple[int, List[Dict[str, Any]]]]] = {
     "email": RULES["es"]["CORREO_ELECTRONICO"],
     "url": RULES["es"]["URL_WEB"],
 }
+_NO_COUNTRY = {"TEXT": {"REGEX": r"^(\+|00)47$"}}  # Norway's calling code, before a number
+_NO_PHONE_CUES = {"LOWER": {"IN": ["telefon", "telefonnummer", "telefonnummeret", "telefonnr", "telefonnr.", "tlf",
+                                   "tlf.", "tlf.nr", "tlf.nr.", "mobil", "mobilnummer", "mobilnummeret", "mobilnr",
+                                   "mobilnr."]}}
+_NO_PHONE_FORMS = [
+    [{"TEXT": {"REGEX": r"^(\+|00)47\d{8}$"}}],
+    [_NO_COUNTRY, {"TEXT": {"REGEX": r"^\d{8}$"}}],
+    [{**_NO_COUNTRY, "OP": "?"}, {"SHAPE": "dd"}, {"SHAPE": "dd"}, {"SHAPE": "dd"}, {"SHAPE": "dd"}],
+    [{**_NO_COUNTRY, "OP": "?"}, {"SHAPE": "ddd"}, {"SHAPE": "dd"}, {"SHAPE": "ddd"}],
+]
+_BARE_PHONE = {"TEXT": {"REGEX": r"^\d{8}$"}}
+# Written forms of a language without rules of its own, by kind: (context
+# tokens left out of the span, pattern, evident). An evident form says what it
+# is, as an e-mail does: the NER's entities over it under another label give
+# way (the Norwegian NER reads `77 62 60 00` as a date). A bare run of eight
+# digits is a Norwegian phone number only where the NER found nothing there,
+# or after a cue word (`telefon`, `tlf.`).
+KIND_RULES: Dict[str, Dict[str, List[Tuple[int, List[Dict[str, Any]], bool]]]] = {
+    "nb": {
+        "phone": [(0, form, True) for form in _NO_PHONE_FORMS] + [
+            (0, [_BARE_PHONE], False),
+            (1, [_NO_PHONE_CUES, _BARE_PHONE], True),
+            (2, [_NO_PHONE_CUES, {"LOWER": {"IN": ["er", ":", "nr", "nr."]}}, _BARE_PHONE], True)],
+        # A fødselsnummer: eleven digits, the last five maybe apart (`090706 37024`).
+        "identifier": [(0, [{"TEXT": {"REGEX": r"^\d{11}$"}}], True),
+                       (0, [{"TEXT": {"REGEX": r"^\d{6}$"}}, {"TEXT": {"REGEX": r"^\d{5}$"}}], True),
+                       (0, [{"TEXT": {"REGEX": r"^\d{6}-\d{5}$"}}], True)],
+    },
+}
+KIND_RULES["nn"] = KIND_RULES["nb"]
 # Words before a person's name, for a language without rules of its own:
 # after one, capitalised words are a name even when no list knows them
 # (`Pasienten Kenan`), and known names count in lower case too.
@@ -242,16 +275,24 @@ class PIIRules:
     def __init__(self, nlp: Language, name: str = "pii_rules", labels: Sequence[str] = (), overwrite: bool = False,
                  kind_labels: Optional[Dict[str, str]] = None):
         kind_labels = dict(kind_labels or {})
-        rules = RULES.get(nlp.lang)
+        # label -> [(context tokens left out, pattern, evident)]
+        rules: Optional[Dict[str, List[Tuple[int, List[Dict[str, Any]], bool]]]] = None
         run_label = NAME_RUN_LABEL.get(nlp.lang)
         extending = EXTENDING
-        self_evident = SELF_EVIDENT.get(nlp.lang, frozenset())
-        generic = rules is None
-        if generic:  # the rules of any language, under the pipeline's labels
-            rules = {kind_labels.get(kind, kind.upper()): patterns for kind, patterns in GENERIC_RULES.items()}
+        generic = nlp.lang not in RULES
+        if generic:  # the rules of any language, and the language's forms, under the pipeline's labels
+            rules = {}
+            for kind, patterns in GENERIC_RULES.items():
+                rules[kind_labels.get(kind, kind.upper())] = [
+                    (skip, pattern, kind in SELF_EVIDENT_KINDS) for skip, pattern in patterns]
+            for kind, patterns in KIND_RULES.get(nlp.lang, {}).items():
+                rules.setdefault(kind_labels.get(kind, kind.upper()), []).extend(patterns)
             extending = frozenset(rules)  # all written forms
-            self_evident = frozenset(kind_labels.get(kind, kind.upper()) for kind in SELF_EVIDENT_KINDS)
             run_label = kind_labels.get("name") or kind_labels.get("first_name")
+        else:
+            evident = SELF_EVIDENT.get(nlp.lang, frozenset())
+            rules = {label: [(skip, pattern, label in evident) for skip, pattern in patterns]
+                     for label, patterns in RULES[nlp.lang].items()}
         # A scheme with first names and surnames and no whole names (Nor-DeID's
         # First_Name, Last_Name) gets a run split: its leading first names, the rest.
         surname_label = kind_labels.get("surname") if generic and "name" not in kind_labels else None
@@ -263,13 +304,15 @@ class PIIRules:
         self.name = name
         self.overwrite = overwrite
         self.extending = extending
-        self.self_evident = self_evident
         self.matcher = Matcher(nlp.vocab, validate=True)
         self.skip: Dict[str, int] = {}
+        self.evident_keys: set = set()
         for label in [label for label in labels or rules if label in rules]:  # not the name runs' label
-            for number, (skip, pattern) in enumerate(rules[label]):
+            for number, (skip, pattern, evident) in enumerate(rules[label]):
                 key = f"{label}#{number}"
                 self.skip[key] = skip
+                if evident:
+                    self.evident_keys.add(key)
                 self.matcher.add(key, [pattern], greedy="LONGEST")
         self.name_run_label = run_label if run_label and (not labels or run_label in labels) else None
         self.surname_label = surname_label if surname_label and (not labels or surname_label in labels) else None
@@ -389,6 +432,7 @@ class PIIRules:
 
     def __call__(self, doc: Doc) -> Doc:
         spans = []
+        evident = set()  # (start, end, label) of spans whose form says what they are
         for match_id, start, end in self.matcher(doc) if len(self.matcher) else ():
             key = doc.vocab.strings[match_id]
             label = key.split("#")[0]
@@ -398,6 +442,8 @@ class PIIRules:
                     end -= 1
             if start < end:
                 spans.append(Span(doc, start, end, label=label))
+                if key in self.evident_keys:
+                    evident.add((start, end, label))
         name_runs = self.name_runs(doc) if self.name_run_label or self.surname_label else []
         spans += name_runs + self.lower_names(doc)
         spans = filter_spans(spans)  # the longest of overlapping rule spans; the first of equal ones
@@ -409,17 +455,18 @@ class PIIRules:
         for span in spans:
             overlapped = [ent for ent in ents if span.start < ent.end and ent.start < span.end]
             covered = {i for ent in overlapped for i in range(ent.start, ent.end)}
+            is_evident = (span.start, span.end, span.label_) in evident
             if not overlapped:
                 ents.append(span)
             elif span.label_ in self.extending and (
                     not covered.issuperset(range(span.start, span.end))
-                    or (span.label_ in self.self_evident and any(ent.label_ != span.label_ for ent in overlapped))):
+                    or (is_evident and any(ent.label_ != span.label_ for ent in overlapped))):
                 # The NER found part of a written form (a phone's first digits, or
                 # a number and the word before it), or took an e-mail for something
                 # else: one span takes both, with the NER's label where it gave
-                # one label, but an e-mail's or URL's own.
+                # one label, but an evident form's own.
                 labels = {ent.label_ for ent in overlapped}
-                label = labels.pop() if len(labels) == 1 and span.label_ not in self.self_evident else span.label_
+                label = labels.pop() if len(labels) == 1 and not is_evident else span.label_
                 start = min(span.start, *(ent.start for ent in overlapped))
                 end = max(span.end, *(ent.end for ent in overlapped))
                 ents = [ent for ent in ents if ent not in overlapped] + [Span(doc, start, end, label=label)]

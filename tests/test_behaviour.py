@@ -14,6 +14,7 @@ from synthdeid.training.behaviour import (build_behaviour_set, frame_values, rea
                                          score_behaviour)
 from synthdeid.training.evaluation import evaluate_pipelines, markdown_report
 from synthdeid.training.frames import load_frames
+from synthdeid.training.tokenizer import make_nlp
 
 KIND = LabelKinds().kind
 SPANISH = load_frames("es")
@@ -185,6 +186,31 @@ def test_an_email_or_url_takes_its_own_label_from_the_ner(lang, kind_labels, tex
     nlp = spacy.blank(lang)
     nlp.add_pipe("entity_ruler").add_patterns([{"label": label, "pattern": pattern} for label, pattern in ner])
     nlp.add_pipe("pii_rules", config={"kind_labels": kind_labels})
+    assert [(e.text, e.label_) for e in nlp(text).ents] == expected
+
+
+NORWEGIAN_KINDS = {"phone": "Phone_Number", "identifier": "Social_Security_Number", "date": "Date"}
+
+
+@pytest.mark.parametrize("text, ner, expected", [
+    # Norway's written forms of phone numbers and fødselsnumre, found where the NER found nothing.
+    ("Ring 77 62 60 00 eller +47 412 34 567, fnr. 090706 37024 og 01019012345 i journalen.", [],
+     [("77 62 60 00", "Phone_Number"), ("+47 412 34 567", "Phone_Number"), ("090706 37024", "Social_Security_Number"),
+      ("01019012345", "Social_Security_Number")]),
+    ("Telefonnummer: 45360904, mobil 0047 41661392 og +4705633744.", [],
+     [("45360904", "Phone_Number"), ("0047 41661392", "Phone_Number"), ("+4705633744", "Phone_Number")]),
+    # A phone's form says what it is: the NER's date over it gives way.
+    ("Fastlege Hansen, telefon 77 62 60 00.", [("Date", [{"SHAPE": "dd"}] * 4)], [("77 62 60 00", "Phone_Number")]),
+    ("Fnr 12345678901 og tlf. 45360904.", [("Phone_Number", [{"ORTH": "12345678901"}]),
+                                           ("Social_Security_Number", [{"ORTH": "45360904"}])],
+     [("12345678901", "Social_Security_Number"), ("45360904", "Phone_Number")]),
+    # A bare run of eight digits is no evident phone: the NER's reading of it stays.
+    ("Prøve 10032017 ble sendt.", [("Date", [{"ORTH": "10032017"}])], [("10032017", "Date")]),
+])
+def test_norwegian_phone_numbers_and_identity_numbers_by_their_written_form(text, ner, expected):
+    nlp = make_nlp("nb")  # the shipped pipelines' tokenizer: `00.` is two tokens
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": label, "pattern": pattern} for label, pattern in ner])
+    nlp.add_pipe("pii_rules", config={"kind_labels": NORWEGIAN_KINDS})
     assert [(e.text, e.label_) for e in nlp(text).ents] == expected
 
 

@@ -141,6 +141,28 @@ def test_name_surrogates_keep_titles_and_replace_initials():
     assert initialled.split()[1] == replacement_of(doc, "Ana Ruiz").split()[1]  # same surname, same surrogate
 
 
+@pytest.mark.parametrize("lang, text, entities, kept", [
+    ("nb", "Samtale med fru Hansen og hennes mor Kari Olsen, Olav Tryggvasons gate 12.",
+     [("fru Hansen", "NAVN"), ("hennes mor Kari Olsen", "PAARORENDE"), ("Olav Tryggvasons gate 12", "ADRESSE")],
+     {"fru Hansen": "fru ", "hennes mor Kari Olsen": "hennes mor ", "Olav Tryggvasons gate 12": None}),
+    ("en", "Seen with Mrs. Patel and her daughter Ann Patel at 12 Elm Street.",
+     [("Mrs. Patel", "NAME"), ("her daughter Ann Patel", "RELATIVE"), ("12 Elm Street", "ADDRESS")],
+     {"Mrs. Patel": "Mrs. ", "her daughter Ann Patel": "her daughter ", "12 Elm Street": None}),
+])
+def test_surrogates_keep_titles_kinship_and_street_words_of_the_language(lang, text, entities, kept):
+    kinds = {"NAVN": "name", "PAARORENDE": "relative", "ADRESSE": "street", "NAME": "name", "RELATIVE": "relative",
+             "ADDRESS": "street"}
+    doc = redact({"strategy": "surrogate", "label_kinds": {label: kinds[label] for _, label in entities}},
+                 text=text, entities=entities, nlp=spacy.blank(lang))
+    for original, start in kept.items():
+        replacement = replacement_of(doc, original)
+        assert not replacement.startswith("["), (original, replacement)  # a surrogate, not the mask
+        if start:
+            assert replacement.startswith(start) and replacement != original, (original, replacement)
+    originals = {"Hansen", "Kari", "Olsen", "Tryggvasons", "Patel", "Ann", "Elm"}
+    assert not originals & set(re.findall(r"\w+", doc._.deidentified))
+
+
 def test_dates_move_together_keeping_format_and_intervals():
     import datetime as dt
 
