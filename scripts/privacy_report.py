@@ -2,7 +2,7 @@
 recall, longest copied passages and gold PII strings reappearing verbatim.
 
     python scripts/privacy_report.py GOLD_TRAIN SYNTHETIC OUT_DIR [--ngram 5 --ngram 8] [--top 5] [--examples 5]
-        [--pipeline WHEEL]
+        [--pipeline WHEEL] [--baseline SURROGATED_GOLD_TRAIN]
 
 GOLD_TRAIN is a DocBin (or brat folder / corpus .jsonl) with the gold
 entities; SYNTHETIC is the generation .jsonl or an annotated .spacy DocBin.
@@ -33,9 +33,13 @@ def main(
     pipeline: Optional[Path] = typer.Option(
         None, help="Shipped pipeline (wheel, package or pipeline folder): count the gold-only PII tokens it stores"
     ),
+    baseline: Optional[Path] = typer.Option(
+        None, help="The gold corpus surrogated (scripts/surrogate_gold.py): the PII reuse chance alone gives"
+    ),
 ):
     try:
-        privacy_report(gold, synthetic, output_dir, ngram, top=top, examples=examples, pipeline=pipeline)
+        privacy_report(gold, synthetic, output_dir, ngram, top=top, examples=examples, pipeline=pipeline,
+                       baseline=baseline)
     except ValueError as err:  # CorpusError, AnnotateError (unreadable inputs) and bad option values
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)

@@ -45,7 +45,8 @@ import re
 import unicodedata
 import warnings
 from functools import lru_cache
-from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, Callable, Container, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 from spacy.language import Language
 from spacy.tokens import Doc
@@ -482,6 +483,21 @@ def words(text: str) -> set:
     return {_ascii_fold(word) for word in _WORD.findall(text)}
 
 
+def word_sequence(text: str) -> Tuple[str, ...]:
+    """The folded letter-and-digit runs of `text`, in order."""
+    return tuple(_ascii_fold(word) for word in _WORD.findall(text))
+
+
+def holds_any(text: str, values: Container[Tuple[str, ...]], longest: int = 12) -> bool:
+    """Whether `text` holds one of `values` (`word_sequence`s of up to
+    `longest` words) as a run of whole words."""
+    if not values:
+        return False
+    sequence = word_sequence(text)
+    return any(sequence[i:j] in values for i in range(len(sequence))
+               for j in range(i + 1, min(len(sequence), i + longest) + 1))
+
+
 def identifying_words(kind: Optional[str], text: str, kept: frozenset = frozenset(),
                       lang: Optional[str] = None) -> set:
     """The words of an entity of `kind` that no replacement may repeat: all
@@ -597,6 +613,7 @@ class _Surrogates:
         # The identifying words of the scope's real entities: no fake may use one
         # (a surrogate must never be another patient's real name).
         self.forbidden: set = set()
+        self.forbidden_values: FrozenSet[Tuple[str, ...]] = frozenset()  # PIIRedactor.forbidden_values
 
     def _unique(self, namespace: str, kind: Optional[str], original: str, draw: Callable[[], str],
                 kept: frozenset = frozenset()) -> Optional[str]:
@@ -612,7 +629,8 @@ class _Surrogates:
         for _ in range(50):
             fake = draw()
             folded = _ascii_fold(fake)
-            if folded not in used and folded != key[1] and not words(fake) & taboo:
+            if (folded not in used and folded != key[1] and not words(fake) & taboo
+                    and not holds_any(fake, self.forbidden_values)):
                 break
         else:
             return None
@@ -848,6 +866,11 @@ class PIIRedactor:
                             for label, entry in label_kinds.items()}
         self._corpus_scope: Optional[_Surrogates] = None
         self._fake: Any = None
+        # Values (`word_sequence`s) no surrogate may hold, beyond the words of
+        # the document's entities: a caller that knows a whole corpus's
+        # entities (the generator's surrogated notes) sets them, so that no
+        # surrogate repeats another note's real value.
+        self.forbidden_values: FrozenSet[Tuple[str, ...]] = frozenset()
 
     def kind_of(self, label: str) -> Tuple[Optional[str], Optional[str]]:
         """(kind, organisation template) of a label: `label_kinds`, else
@@ -949,6 +972,7 @@ class PIIRedactor:
                 if scope is None:
                     scope = self._scope(text)
                     scope.forbidden |= taboo
+                    scope.forbidden_values = self.forbidden_values
                 replacement = self._surrogate(scope, label, original, taboo)
             elif strategy == "hash":
                 replacement = self.hash_template.format(label=label, digest=self._digest(label, original))

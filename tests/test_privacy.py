@@ -239,3 +239,34 @@ def test_gold_only_pii_tokens_and_the_ones_a_pipeline_ships(tmp_path):
     (pipeline / "vocab" / "strings.json").write_text(json.dumps(["Ruiz", "Ana", "de", "NOMBRE_SUJETO_ASISTENCIA"]))
     assert shipped_pii(gold, pipeline) == {"pipeline": str(pipeline), "strings": 4, "gold_pii_only_tokens": 2,
                                            "shipped": 1, "shipped_alphabetic": 1}
+
+
+def test_a_surrogated_baseline_counts_what_chance_alone_repeats(tmp_path):
+    gold = [raw("g1", "Ana Ruiz García ingresó el 12/03/2018 con su madre.",
+                ("Ana Ruiz García", "NOMBRE"), ("12/03/2018", "FECHAS"), ("madre", "FAMILIAR"))]
+    synthetic = [TextDoc("s1", "Ana Ruiz García ingresó el 12/03/2018.")]
+    # The gold note surrogated: another name and date, the kinship word as written.
+    baseline = [TextDoc("b1", "Eva Soto Gil ingresó el 03/07/2016 con su madre.")]
+    reuse = privacy_measures(gold, synthetic, [5], baseline_docs=baseline)["pii_reuse"]
+    assert (reuse["total"]["reappearing"], reuse["total"]["distinctive_reappearing"]) == (2, 2)
+    assert reuse["baseline"]["documents"] == 1
+    assert reuse["baseline"]["labels"]["FAMILIAR"]["reappearing"] == 1
+    assert (reuse["baseline"]["total"]["reappearing"], reuse["baseline"]["total"]["distinctive_reappearing"]) == (1, 0)
+
+    nlp = spacy.blank("es")
+    paths = {}
+    for name, docs in (("train", gold), ("synthetic", synthetic), ("surrogated", baseline)):
+        made = []
+        for d in docs:
+            doc = nlp(d.text)
+            doc.ents = [doc.char_span(s, e, label=label) for s, e, label in getattr(d, "spans", [])]
+            doc.user_data["name"] = d.name
+            made.append(doc)
+        paths[name] = write_docbin(tmp_path / f"{name}.spacy", made)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli("privacy_report"), [str(paths["train"]), str(paths["synthetic"]), str(out),
+                                                        "--baseline", str(paths["surrogated"])])
+    assert result.exit_code == 0, result.output
+    markdown = (out / "privacy.md").read_text(encoding="utf-8")
+    assert "| by chance: reappearing | by chance: distinctive |" in markdown
+    assert "| FAMILIAR | 1 | 0 | 0.0000 | 0 | 0 | 0.0000 | 1 | 0 |" in markdown

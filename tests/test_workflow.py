@@ -52,8 +52,9 @@ SMOKE_VARS = {
     "size_multiple": 0.5,
     "samples_per_prompt": 4,
     "narrative_notes": 30,
+    "generator_corpus": "corpus/surrogated",
 }
-STEPS = 18
+STEPS = 19
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +136,17 @@ def test_workflow_writes_every_output(project):
     five = privacy["ngram_recall"]["5"]
     assert five["gold_unique"] > 1000
     assert five["recall"] == round(five["gold_unique_in_synthetic"] / five["gold_unique"], 6)
+    # The generator adapted on the surrogated notes: no distinctive real name,
+    # street or identifier is in them, nor in what it wrote.
+    adapt = json.loads((project / "training/generator/adapt_config.json").read_text())
+    assert adapt["train_path"] == "corpus/surrogated/train.spacy"
+    surrogated = json.loads((project / "corpus/surrogated/stats.json").read_text())["splits"]["train"]
+    assert surrogated["values"]["surrogate"] > 0.9 * surrogated["input"]["entities"]
+    identifying = ("NOMBRE_SUJETO_ASISTENCIA", "NOMBRE_PERSONAL_SANITARIO", "CALLE", "ID_SUJETO_ASISTENCIA",
+                   "ID_ASEGURAMIENTO", "CORREO_ELECTRONICO")
+    reuse = privacy["pii_reuse"]
+    for counts in (reuse["labels"], reuse["baseline"]["labels"]):
+        assert all(counts[label]["distinctive_reappearing"] == 0 for label in identifying if label in counts)
     # The wheel stores its language's defaults and labels, not its training text.
     shipped = privacy["shipped_strings"]
     assert shipped["pipeline"].endswith(".whl") and shipped["strings"] < 1000

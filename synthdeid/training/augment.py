@@ -24,7 +24,7 @@ import unicodedata
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
@@ -119,25 +119,38 @@ def surrogate_copy(doc: Doc, redactor: PIIRedactor, rng: random.Random, nlp: Lan
     """`doc`'s text with every entity's value replaced by a surrogate of its
     label's kind (`redactor`'s; a date: a random date in one of `writings`),
     tokenised by `nlp` with the entities at the new values."""
-    text = doc.text
     labelled = redactor(doc.copy())  # the copy takes the redactor's extension values, not `doc`
     surrogates = {r["start"]: r["replacement"] for r in labelled._.pii_replacements if r["strategy"] == "surrogate"}
+    values = []
+    for ent in doc.ents:
+        if redactor.kind_of(ent.label_)[0] == "date":
+            values.append(random_date_text(rng, writings))
+        else:
+            values.append(surrogates.get(ent.start_char, ent.text))  # no surrogate (masked): as written
+    return with_values(doc, values, nlp, name)
+
+
+def with_values(doc: Doc, values: Sequence[str], nlp: Language, name: str,
+                unlabelled: Sequence[Tuple[int, int, str]] = ()) -> Doc:
+    """`doc`'s text with its entities' values replaced by `values` (one per
+    entity, in order) and the (start, end, value) character spans of
+    `unlabelled` (outside every entity) too, tokenised by `nlp` with the
+    entities at the new values."""
+    text = doc.text
+    edits = sorted([(ent.start_char, ent.end_char, value.strip() or ent.text, ent.label_)
+                    for ent, value in zip(doc.ents, values)]  # spans never start or end with whitespace
+                   + [(start, end, value, None) for start, end, value in unlabelled])
     pieces: List[str] = []
     spans = []
     cursor = written = 0
-    for ent in doc.ents:
-        original = text[ent.start_char : ent.end_char]
-        if redactor.kind_of(ent.label_)[0] == "date":
-            value = random_date_text(rng, writings)
-        else:
-            value = surrogates.get(ent.start_char, original)  # no surrogate (masked): as written
-        value = value.strip() or original  # spans never start or end with whitespace
-        before = text[cursor : ent.start_char]
+    for start, end, value, label in edits:
+        before = text[cursor:start]
         pieces += [before, value]
         written += len(before)
-        spans.append((written, written + len(value), ent.label_))
+        if label is not None:
+            spans.append((written, written + len(value), label))
         written += len(value)
-        cursor = ent.end_char
+        cursor = end
     pieces.append(text[cursor:])
     copy, _ = to_doc(nlp, RawDoc(name=name, text="".join(pieces), spans=spans))
     copy.user_data[ID_KEY] = name
