@@ -54,7 +54,7 @@ SMOKE_VARS = {
     "narrative_notes": 30,
     "generator_corpus": "corpus/surrogated",
 }
-STEPS = 19
+STEPS = 20
 
 pytestmark = pytest.mark.slow
 
@@ -147,6 +147,9 @@ def test_workflow_writes_every_output(project):
     reuse = privacy["pii_reuse"]
     for counts in (reuse["labels"], reuse["baseline"]["labels"]):
         assert all(counts[label]["distinctive_reappearing"] == 0 for label in identifying if label in counts)
+    membership = json.loads((project / "training/membership/membership.json").read_text())
+    assert set(membership["pipelines"]) == {"synthetic", "gold"}
+    assert 0 <= membership["generator"]["entity_tokens"]["auc"] <= 1
     # The wheel stores its language's defaults and labels, not its training text.
     shipped = privacy["shipped_strings"]
     assert shipped["pipeline"].endswith(".whl") and shipped["strings"] < 1000
