@@ -15,11 +15,13 @@ from typing import List, Optional
 import typer
 
 try:
+    from synthdeid.kinds import read_label_kinds
     from synthdeid.training.privacy import DEFAULT_NGRAMS, privacy_report
 except ImportError:  # run from a checkout where the package is not installed
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from synthdeid.kinds import read_label_kinds
     from synthdeid.training.privacy import DEFAULT_NGRAMS, privacy_report
 
 
@@ -36,10 +38,11 @@ def main(
     baseline: Optional[Path] = typer.Option(
         None, help="The gold corpus surrogated (scripts/surrogate_gold.py): the PII reuse chance alone gives"
     ),
+    label_kinds: str = typer.Option("", help="JSON file of label -> kind, over the shipped schemes and guesses"),
 ):
     try:
         privacy_report(gold, synthetic, output_dir, ngram, top=top, examples=examples, pipeline=pipeline,
-                       baseline=baseline)
+                       baseline=baseline, label_kinds=read_label_kinds(label_kinds) if label_kinds else None)
     except ValueError as err:  # CorpusError, AnnotateError (unreadable inputs) and bad option values
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)

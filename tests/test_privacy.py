@@ -270,3 +270,27 @@ def test_a_surrogated_baseline_counts_what_chance_alone_repeats(tmp_path):
     markdown = (out / "privacy.md").read_text(encoding="utf-8")
     assert "| by chance: reappearing | by chance: distinctive |" in markdown
     assert "| FAMILIAR | 1 | 0 | 0.0000 | 0 | 0 | 0.0000 | 1 | 0 |" in markdown
+
+
+def test_quasi_identifiers_a_unique_combination_and_a_passage_with_its_date():
+    kinds = {"EDAD": "age", "SEXO": "sex", "TERRITORIO": "city", "FECHAS": "date"}
+    history = "refiere un cuadro de dolor abdominal de tres semanas de evolución tras la caída"
+    gold = [
+        raw("g1", f"Varón de 67 años de Soria. Ingresó el 12/03/2018, {history}.",
+            ("67", "EDAD"), ("Varón", "SEXO"), ("Soria", "TERRITORIO"), ("12/03/2018", "FECHAS")),
+        raw("g2", "Mujer de 45 años de Lugo.", ("45", "EDAD"), ("Mujer", "SEXO"), ("Lugo", "TERRITORIO")),
+        raw("g3", "Mujer de 45 años de Lugo.", ("45", "EDAD"), ("Mujer", "SEXO"), ("Lugo", "TERRITORIO")),
+    ]
+    synthetic = [
+        TextDoc("s1", "Soria, Varón, 67."),  # g1's combination, which no other note has
+        TextDoc("s2", "Mujer de 45 años de Lugo."),  # a combination two gold notes share: no one is singled out
+        TextDoc("s3", f"El 12/03/2018 {history}."),  # g1's history with g1's date
+        TextDoc("s4", f"El 01/01/2019 {history}."),  # the history with another date
+    ]
+    quasi = privacy_measures(gold, synthetic, [5], kind_of=kinds.get)["quasi_identifiers"]
+    assert (quasi["gold_notes_with_combination"], quasi["unique_combinations"]) == (3, 1)
+    assert quasi["unique_reappearing"] == 1
+    assert quasi["unique_examples"][0]["values"] == ["67", "Varón", "Soria"]
+    assert quasi["passages_with_date"] == 1
+    assert quasi["passage_examples"][0]["synthetic_id"] == "s3"
+    assert quasi["passage_examples"][0]["dates"] == ["12 / 03 / 2018"]

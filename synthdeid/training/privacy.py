@@ -36,15 +36,17 @@ import time
 import unicodedata
 import zipfile
 from bisect import bisect_right
+from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import spacy
 from tqdm import tqdm
 from wasabi import msg
 
-from .corpus import CorpusError, RawDoc, read_any, read_docbin
 from ..io import TextDoc, read_text_docs, write_json, write_text
+from ..kinds import LabelKinds
+from .corpus import CorpusError, RawDoc, read_any, read_docbin
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 UNKNOWN = -1  # id of a synthetic token absent from the gold corpus: matches nothing
@@ -79,14 +81,25 @@ class _Encoder:
 
     def __init__(self) -> None:
         self.ids: Dict[str, int] = {}
+        self._tokens: List[str] = []  # id -> token
 
     def add(self, text: str) -> List[int]:
-        ids = self.ids
-        return [ids.setdefault(token, len(ids)) for token in tokenize(text)]
+        ids, tokens = self.ids, self._tokens
+        found = []
+        for token in tokenize(text):
+            if token not in ids:
+                ids[token] = len(tokens)
+                tokens.append(token)
+            found.append(ids[token])
+        return found
 
     def lookup(self, text: str) -> List[int]:
         get = self.ids.get
         return [get(token, UNKNOWN) for token in tokenize(text)]
+
+    def text(self, ids: Sequence[int]) -> str:
+        """The tokens of `ids`, space-separated."""
+        return " ".join(self._tokens[i] for i in ids)
 
 
 # ---------------------------------------------------------------- n-grams
@@ -226,11 +239,11 @@ def longest_copies(
 # ---------------------------------------------------------------- PII reuse
 
 
-def _document_frequency(
+def _documents_holding(
     keys: Sequence[Tuple[int, ...]], docs: Sequence[Sequence[int]], desc: str
-) -> List[int]:
-    """For each key (a token-id sequence), the number of docs containing it,
-    found with a trie of the keys walked from every position of every doc."""
+) -> List[Set[int]]:
+    """For each key (a token-id sequence), the indices of the docs containing
+    it, found with a trie of the keys walked from every position of every doc."""
     end = None  # trie node entry marking "a key ends here"; token ids are ints
     root: Dict[Any, Any] = {}
     for index, key in enumerate(keys):
@@ -238,23 +251,27 @@ def _document_frequency(
         for token in key:
             node = node.setdefault(token, {})
         node[end] = index
-    counts = [0] * len(keys)
-    for ids in tqdm(docs, desc=desc, unit="doc", disable=None, leave=False):
-        found = set()
+    holding: List[Set[int]] = [set() for _ in keys]
+    for d, ids in enumerate(tqdm(docs, desc=desc, unit="doc", disable=None, leave=False)):
         n = len(ids)
         for i in range(n):
             node = root.get(ids[i])
             j = i + 1
             while node is not None:
                 if end in node:
-                    found.add(node[end])
+                    holding[node[end]].add(d)
                 if j == n:
                     break
                 node = node.get(ids[j])
                 j += 1
-        for index in found:
-            counts[index] += 1
-    return counts
+    return holding
+
+
+def _document_frequency(
+    keys: Sequence[Tuple[int, ...]], docs: Sequence[Sequence[int]], desc: str
+) -> List[int]:
+    """For each key (a token-id sequence), the number of docs containing it."""
+    return [len(found) for found in _documents_holding(keys, docs, desc)]
 
 
 def entity_strings(gold_docs: Sequence[RawDoc], encoder: _Encoder) -> Dict[str, Dict[Tuple[int, ...], str]]:
@@ -337,6 +354,77 @@ def _reuse_counts(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- quasi-identifiers
+
+QUASI_KINDS = ("age", "sex", "city")  # a combination that may single out a patient though no value does
+PASSAGE_WITH_DATE_TOKENS = 8
+
+
+def quasi_identifiers(
+    gold_docs: Sequence[RawDoc],
+    gold_ids: Sequence[Sequence[int]],
+    synthetic_docs: Sequence[TextDoc],
+    synthetic_ids: Sequence[Sequence[int]],
+    encoder: "_Encoder",
+    kind_of: Callable[[str], Optional[str]],
+    copies: Sequence[Tuple[int, int, int, int, int]],
+    examples: int = 5,
+) -> Dict[str, Any]:
+    """Gold combinations that single out a note and reappear together in one
+    synthetic note:
+
+    - age + sex + town: each gold note's first value of each kind, as a
+      combination that no other gold note has (k = 1), all three in one
+      synthetic note (as whole-token sequences);
+    - a passage of a gold note (`PASSAGE_WITH_DATE_TOKENS` tokens or more, the
+      synthetic note's longest copy) with one of that note's dates in the
+      same synthetic note: a rare history and when it happened."""
+    combos: Dict[int, Tuple[Tuple[int, ...], ...]] = {}
+    dates: Dict[int, Set[Tuple[int, ...]]] = {}
+    for k, doc in enumerate(gold_docs):
+        first: Dict[str, Tuple[int, ...]] = {}
+        for start, end, label in doc.spans:
+            kind = kind_of(label)
+            key = tuple(encoder.lookup(doc.text[start:end]))
+            if not key or UNKNOWN in key:
+                continue
+            if kind in QUASI_KINDS:
+                first.setdefault(kind, key)
+            elif kind == "date":
+                dates.setdefault(k, set()).add(key)
+        if all(kind in first for kind in QUASI_KINDS):
+            combos[k] = tuple(first[kind] for kind in QUASI_KINDS)
+    how_many = Counter(combos.values())
+    unique = {k: combo for k, combo in combos.items() if how_many[combo] == 1}
+    keys = sorted({value for combo in unique.values() for value in combo}
+                  | {value for found in dates.values() for value in found})
+    holding = dict(zip(keys, _documents_holding(keys, synthetic_ids, "quasi-identifiers")))
+    together = []
+    for k, combo in sorted(unique.items()):
+        notes = set.intersection(*(holding[value] for value in combo))
+        if notes:
+            together.append({"gold_document": gold_docs[k].name, "synthetic_documents": len(notes),
+                             "values": [encoder.text(value) for value in combo],
+                             "synthetic_id": synthetic_docs[min(notes)].name})
+    passages = []
+    for n, j, _, k, _ in copies:
+        if n >= PASSAGE_WITH_DATE_TOKENS and any(j in holding[value] for value in dates.get(k, ())):
+            found = sorted(encoder.text(value) for value in dates[k] if j in holding[value])
+            passages.append({"synthetic_id": synthetic_docs[j].name, "gold_document": gold_docs[k].name,
+                             "passage_tokens": n, "dates": found})
+    passages.sort(key=lambda row: -row["passage_tokens"])
+    return {
+        "combination": " + ".join(QUASI_KINDS),
+        "gold_notes_with_combination": len(combos),
+        "unique_combinations": len(unique),
+        "unique_reappearing": len(together),
+        "unique_examples": together[:examples],
+        "passage_tokens": PASSAGE_WITH_DATE_TOKENS,
+        "passages_with_date": len(passages),
+        "passage_examples": passages[:examples],
+    }
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -348,9 +436,14 @@ def privacy_measures(
     top: int = 5,
     examples: int = 5,
     baseline_docs: Optional[Sequence[TextDoc]] = None,
+    kind_of: Optional[Callable[[str], Optional[str]]] = None,
 ) -> Dict[str, Any]:
     """All measures of the report for in-memory corpora; with `baseline_docs`
-    (the gold corpus surrogated: what chance alone repeats), their PII reuse too."""
+    (the gold corpus surrogated: what chance alone repeats), their PII reuse
+    and quasi-identifiers too. `kind_of`: label -> kind (default: synthdeid's
+    schemes and guesses)."""
+    if kind_of is None:
+        kind_of = LabelKinds().kind
     if not gold_docs or not synthetic_docs:
         raise ValueError("both corpora need at least one document")
     ngram_sizes = sorted(set(ngram_sizes))
@@ -396,6 +489,8 @@ def privacy_measures(
 
     began = time.perf_counter()
     reuse = pii_reuse(strings, gold_ids, synthetic_ids, examples)
+    quasi = quasi_identifiers(gold_docs, gold_ids, synthetic_docs, synthetic_ids, encoder, kind_of, copies,
+                              examples)
     if baseline_docs is not None:
         baseline_ids = [encoder.lookup(doc.text) for doc in baseline_docs]
         reuse["baseline"] = {
@@ -403,6 +498,8 @@ def privacy_measures(
             **{key: value for key, value in pii_reuse(strings, gold_ids, baseline_ids, examples).items()
                if key in ("labels", "total")},
         }
+        quasi["baseline"] = quasi_identifiers(gold_docs, gold_ids, baseline_docs, baseline_ids, encoder, kind_of,
+                                              longest_copies(gold_ids, baseline_ids), examples)
     seconds["pii_reuse"] = time.perf_counter() - began
     return {
         "tokenisation": TOKENISATION,
@@ -415,6 +512,7 @@ def privacy_measures(
         "ngram_recall": recall,
         "copied_passages": copied,
         "pii_reuse": reuse,
+        "quasi_identifiers": quasi,
         "seconds": {key: round(value, 2) for key, value in seconds.items()},
     }
 
@@ -502,11 +600,13 @@ def privacy_report(
     examples: int = 5,
     pipeline: Optional[str | Path] = None,
     baseline: Optional[str | Path] = None,
+    label_kinds: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Compute the measures for the corpora at the paths (given a
     `pipeline`, also the gold-only PII tokens its strings carry; given a
     `baseline`, a surrogated copy of the gold corpus, the PII reuse that
-    chance alone gives, beside the synthetic corpus's); write
+    chance alone gives, beside the synthetic corpus's; `label_kinds` over the
+    shipped schemes name the quasi-identifiers' labels); write
     `output_dir/privacy.md` and `output_dir/privacy.json` (atomically, the
     JSON last) and print the Markdown; returns the report."""
     began = time.perf_counter()
@@ -521,7 +621,7 @@ def privacy_report(
         "inputs": {"gold": str(gold_path), "synthetic": str(synthetic_path),
                    **({"baseline": str(baseline)} if baseline is not None else {})},
         **privacy_measures(gold_docs, synthetic_docs, ngram_sizes, top=top, examples=examples,
-                           baseline_docs=baseline_docs),
+                           baseline_docs=baseline_docs, kind_of=LabelKinds(label_kinds).kind),
     }
     if pipeline is not None:
         report["shipped_strings"] = shipped_pii(gold_docs, pipeline)
@@ -609,6 +709,28 @@ def report_markdown(report: Dict[str, Any]) -> str:
             f"| {label} | {r['unique']} | {r['reappearing']} | {r['share']:.4f} | {r['distinctive']} | "
             f"{r['distinctive_reappearing']} | {r['distinctive_share']:.4f} | {chance}{examples} |"
         )
+    quasi = report.get("quasi_identifiers")
+    if quasi:
+        chance = quasi.get("baseline")
+        lines += [
+            "",
+            "## Quasi-identifiers",
+            "",
+            f"Gold combinations that single out a note, together in one synthetic note: {quasi['combination']} "
+            f"(each note's first value of each; {quasi['unique_combinations']} of the "
+            f"{quasi['gold_notes_with_combination']} notes with all three have a combination no other note has), "
+            f"and a passage of {quasi['passage_tokens']}+ tokens of a gold note with one of that note's dates.",
+            "",
+            "| measure | synthetic |" + (" by chance |" if chance else ""),
+            "|---|---:|" + ("---:|" if chance else ""),
+            f"| unique {quasi['combination']} together | {quasi['unique_reappearing']} |"
+            + (f" {chance['unique_reappearing']} |" if chance else ""),
+            f"| passage with its note's date | {quasi['passages_with_date']} |"
+            + (f" {chance['passages_with_date']} |" if chance else ""),
+        ]
+        for row in quasi["unique_examples"][:3]:
+            lines.append(f"- {_cell(' / '.join(row['values']), 80)}: gold {_cell(row['gold_document'], None)}, "
+                         f"synthetic {_cell(row['synthetic_id'], None)}")
     shipped = report.get("shipped_strings")
     if shipped:
         lines += [
