@@ -294,3 +294,26 @@ def test_quasi_identifiers_a_unique_combination_and_a_passage_with_its_date():
     assert quasi["passages_with_date"] == 1
     assert quasi["passage_examples"][0]["synthetic_id"] == "s3"
     assert quasi["passage_examples"][0]["dates"] == ["12 / 03 / 2018"]
+
+
+def test_the_summary_judges_each_check_against_its_threshold(tmp_path):
+    from synthdeid.training.privacy_summary import summary_checks, write_summary
+
+    kinds = {"NOMBRE": "name", "FECHAS": "date"}.get
+    gold = [raw("g1", "Ana Ruiz García ingresó el 12/03/2018.", ("Ana Ruiz García", "NOMBRE"),
+                ("12/03/2018", "FECHAS")),
+            raw("g2", "Luis Soto Gil ingresó el 01/02/2017.", ("Luis Soto Gil", "NOMBRE"), ("01/02/2017", "FECHAS"))]
+    baseline = [TextDoc("b1", "Eva Pérez Sanz ingresó el 01/02/2017."), TextDoc("b2", "Eva Pérez Sanz ingresó.")]
+    copied = privacy_measures(gold, [TextDoc("s1", "Ana Ruiz García, 12/03/2018.")], [5], baseline_docs=baseline,
+                              kind_of=kinds)
+    clean = privacy_measures(gold, [TextDoc("s1", "Eva Pérez Sanz, 01/02/2017.")], [5], baseline_docs=baseline,
+                             kind_of=kinds)
+    membership = {"pipelines": {"synthetic": {"auc": 0.53}, "gold": {"auc": 0.7}}}
+    # A copied name fails, a date no more often than chance passes, an AUC 0.03 off a coin toss fails.
+    assert [row["passed"] for row in summary_checks(copied, membership, kinds)] == [False, True, True, True, False]
+    rows = summary_checks(clean, {"pipelines": {"synthetic": {"auc": 0.49}}}, kinds)
+    assert [row["passed"] for row in rows] == [True, True, True, True, True]
+    assert [(row["found"], row["chance"]) for row in rows[:2]] == [(0, 0), (1, 1)]  # one date, as by chance
+    markdown = write_summary(clean, {"pipelines": {"synthetic": {"auc": 0.49}}}, kinds, tmp_path / "privacy.md")
+    assert "5 of 5 checks passed" in markdown and "![" in markdown
+    assert (tmp_path / "privacy.png").read_bytes().startswith(b"\x89PNG")

@@ -54,7 +54,7 @@ SMOKE_VARS = {
     "narrative_notes": 30,
     "generator_corpus": "corpus/surrogated",
 }
-STEPS = 20
+STEPS = 21
 
 pytestmark = pytest.mark.slow
 
@@ -150,6 +150,9 @@ def test_workflow_writes_every_output(project):
     membership = json.loads((project / "training/membership/membership.json").read_text())
     assert set(membership["pipelines"]) == {"synthetic", "gold"}
     assert 0 <= membership["generator"]["entity_tokens"]["auc"] <= 1
+    summary = (project / "training/privacy.md").read_text()
+    assert summary.startswith("# Privacy summary") and "| membership inference on the shared" in summary
+    assert (project / "training/privacy.png").read_bytes().startswith(b"\x89PNG")
     # The wheel stores its language's defaults and labels, not its training text.
     shipped = privacy["shipped_strings"]
     assert shipped["pipeline"].endswith(".whl") and shipped["strings"] < 1000

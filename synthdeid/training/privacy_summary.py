@@ -1,0 +1,160 @@
+"""A one-page privacy summary for whoever signs off the sharing: what was
+checked, against which threshold, and what was found, in words, from the
+privacy report (`privacy.py`) and the membership inference (`membership.py`),
+with one plot.
+
+Thresholds:
+
+- identifying values (names, streets, towns, organisations, identifiers,
+  contacts): no distinctive gold value in the synthetic corpus (0);
+- short values (dates, ages and the rest): no more distinctive gold values
+  than an independent surrogated copy of the gold corpus holds by chance;
+- quasi-identifiers: no more unique combinations, and passages with their
+  note's date, than chance;
+- membership inference on the shared pipeline: AUC within 0.02 of 0.5.
+
+n-gram recall and the longest copied passage are reported without a
+threshold: the synthetic notes are meant to read like the gold ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from ..io import atomic_path, write_text
+
+# Kinds whose distinctive values identify by themselves; the rest (dates,
+# ages, sexes, kinship phrases, countries, professions) recur by chance.
+IDENTIFYING_KINDS = frozenset({
+    "name", "first_name", "surname", "street", "city", "zip", "hospital", "organisation", "identifier", "phone",
+    "fax", "email", "url", "ip_address", "username",
+})
+MEMBERSHIP_MARGIN = 0.02
+
+
+def _verdict(passed: bool) -> str:
+    return "passed" if passed else "**not passed**"
+
+
+def summary_checks(privacy: Mapping[str, Any], membership: Optional[Mapping[str, Any]],
+                   kind_of: Callable[[str], Optional[str]], shared_pipeline: str = "synthetic") -> List[Dict[str, Any]]:
+    """One row per check: what, threshold, found, by chance (or None), passed."""
+    reuse = privacy["pii_reuse"]
+    chance = reuse.get("baseline", {}).get("labels", {})
+    rows = []
+
+    def distinctive(labels: List[str], counts: Mapping[str, Any]) -> int:
+        return sum(counts.get(label, {}).get("distinctive_reappearing", 0) for label in labels)
+
+    identifying = [label for label in reuse["labels"] if kind_of(label) in IDENTIFYING_KINDS]
+    short = [label for label in reuse["labels"] if label not in identifying]
+    found = distinctive(identifying, reuse["labels"])
+    rows.append({"check": "distinctive gold names, places, organisations, identifiers and contacts in the "
+                          "synthetic notes", "threshold": "0", "found": found,
+                 "chance": distinctive(identifying, chance) if chance else None, "passed": found == 0})
+    if chance:
+        found, expected = distinctive(short, reuse["labels"]), distinctive(short, chance)
+        rows.append({"check": f"distinctive gold dates, ages and other short values ({', '.join(short)})",
+                     "threshold": "no more than chance", "found": found, "chance": expected,
+                     "passed": found <= expected})
+    quasi = privacy.get("quasi_identifiers")
+    if quasi and "baseline" in quasi:
+        for key, what in (("unique_reappearing", f"unique gold {quasi['combination']} together in one note"),
+                          ("passages_with_date", f"a gold passage of {quasi['passage_tokens']}+ tokens with its "
+                                                 "note's date")):
+            rows.append({"check": what, "threshold": "no more than chance", "found": quasi[key],
+                         "chance": quasi["baseline"][key], "passed": quasi[key] <= quasi["baseline"][key]})
+    if membership and shared_pipeline in membership.get("pipelines", {}):
+        value = membership["pipelines"][shared_pipeline]["auc"]
+        rows.append({"check": f"membership inference on the shared ({shared_pipeline}) pipeline: AUC",
+                     "threshold": f"0.5 ± {MEMBERSHIP_MARGIN}", "found": value, "chance": 0.5,
+                     "passed": abs(value - 0.5) <= MEMBERSHIP_MARGIN})
+    return rows
+
+
+def summary_markdown(privacy: Mapping[str, Any], membership: Optional[Mapping[str, Any]],
+                     kind_of: Callable[[str], Optional[str]], plot: Optional[str] = None) -> str:
+    rows = summary_checks(privacy, membership, kind_of)
+    passed = sum(row["passed"] for row in rows)
+    gold, synthetic = privacy["gold"], privacy["synthetic"]
+    lines = [
+        "# Privacy summary",
+        "",
+        f"What is shared: a synthetic corpus of {synthetic['documents']} notes ({synthetic['tokens']} tokens) and "
+        f"the pipeline trained on it alone. What it came from: {gold['documents']} gold train notes "
+        f"({gold['tokens']} tokens), which stay where they are. {passed} of {len(rows)} checks passed.",
+        "",
+        "| check | threshold | found | by chance | verdict |",
+        "|---|---|---:|---:|---|",
+    ]
+    for row in rows:
+        chance = "" if row["chance"] is None else row["chance"]
+        lines.append(f"| {row['check']} | {row['threshold']} | {row['found']} | {chance} | "
+                     f"{_verdict(row['passed'])} |")
+    recall = privacy["ngram_recall"]
+    longest = privacy["copied_passages"]["longest"]
+    lines += [
+        "",
+        "By chance: the same measure on an independent copy of the gold notes with every annotated value "
+        "replaced by a surrogate, which holds some gold dates, ages and towns only because there are few of them.",
+        "",
+        "Reported without a threshold (the synthetic notes are meant to read like the gold ones): "
+        + ", ".join(f"{n}-gram recall {r['recall']:.4f}" for n, r in recall.items())
+        + (f"; the longest passage shared with one gold note: {longest[0]['tokens']} tokens "
+           f"(gold note {longest[0]['gold_document']})" if longest else "") + ".",
+    ]
+    if membership:
+        attacks = "; ".join(f"{name} pipeline {attack['auc']:.4f}" for name, attack in membership["pipelines"].items())
+        lines += ["", "Membership inference (threshold attack; 0.5: a coin toss): " + attacks
+                  + ("; generator, whole notes {:.4f}, entity tokens {:.4f}".format(
+                      membership["generator"]["whole_note"]["auc"], membership["generator"]["entity_tokens"]["auc"])
+                     if "generator" in membership else "")
+                  + ". The gold pipeline trained on the member notes: it is the reference that did see them."]
+    shipped = privacy.get("shipped_strings")
+    if shipped:
+        lines += ["", f"The wheel stores {shipped['shipped']} of the tokens that occur in the gold notes only "
+                      f"inside PII spans ({shipped['shipped_alphabetic']} alphabetic)."]
+    if plot:
+        lines += ["", f"![Distinctive gold values in the synthetic notes and by chance]({plot})"]
+    lines += ["", "Details: the privacy report (`privacy.md`) and the membership report (`membership.md`)."]
+    return "\n".join(lines) + "\n"
+
+
+def summary_plot(privacy: Mapping[str, Any], path: str | Path) -> None:
+    """Distinctive gold values reappearing per label: the synthetic notes and chance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reuse = privacy["pii_reuse"]
+    chance = reuse.get("baseline", {}).get("labels", {})
+    labels = [label for label, counts in reuse["labels"].items() if counts["distinctive"]]
+    found: List[Tuple[str, List[int]]] = [("synthetic notes", [reuse["labels"][label]["distinctive_reappearing"]
+                                                               for label in labels])]
+    if chance:
+        found.append(("by chance", [chance.get(label, {}).get("distinctive_reappearing", 0) for label in labels]))
+    figure, axes = plt.subplots(figsize=(7, 0.3 * len(labels) + 1.2))
+    height = 0.8 / len(found)
+    for i, (name, values) in enumerate(found):
+        axes.barh([y + i * height for y in range(len(labels))], values, height=height, label=name)
+    axes.set_yticks([y + height * (len(found) - 1) / 2 for y in range(len(labels))], labels, fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xlabel("distinctive gold values reappearing")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+
+
+def write_summary(privacy: Mapping[str, Any], membership: Optional[Mapping[str, Any]],
+                  kind_of: Callable[[str], Optional[str]], markdown_path: str | Path) -> str:
+    """Write the summary and its plot (`<name>.png` beside it); returns the Markdown."""
+    markdown_path = Path(markdown_path)
+    plot = markdown_path.with_suffix(".png")
+    summary_plot(privacy, plot)
+    markdown = summary_markdown(privacy, membership, kind_of, plot.name)
+    write_text(markdown_path, markdown)
+    return markdown
