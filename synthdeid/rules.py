@@ -275,8 +275,7 @@ class PIIRules:
     def __init__(self, nlp: Language, name: str = "pii_rules", labels: Sequence[str] = (), overwrite: bool = False,
                  kind_labels: Optional[Dict[str, str]] = None):
         kind_labels = dict(kind_labels or {})
-        # label -> [(context tokens left out, pattern, evident)]
-        rules: Optional[Dict[str, List[Tuple[int, List[Dict[str, Any]], bool]]]] = None
+        rules: Dict[str, List[Tuple[int, List[Dict[str, Any]], bool]]]  # label -> (skip, pattern, evident)
         run_label = NAME_RUN_LABEL.get(nlp.lang)
         extending = EXTENDING
         generic = nlp.lang not in RULES
