@@ -82,7 +82,8 @@ def generator_scores(generator: str | Path, docs: Sequence[Doc], device: str = "
             encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
             ids = [start, *encoded["input_ids"]][:window]
             offsets = encoded["offset_mapping"][: len(ids) - 1]
-            logits = model(torch.tensor([ids], device=model.device)).logits[0, :-1]
+            inputs = torch.tensor([ids], device=model.device)
+            logits = model(inputs, attention_mask=torch.ones_like(inputs)).logits[0, :-1]
             losses = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(ids[1:], device=model.device),
                                                        reduction="none").tolist()
             spans = [(ent.start_char - shift, ent.end_char - shift) for ent in doc.ents]
