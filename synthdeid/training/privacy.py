@@ -360,6 +360,18 @@ QUASI_KINDS = ("age", "sex", "city")  # a combination that may single out a pati
 PASSAGE_WITH_DATE_TOKENS = 8
 
 
+def _blank(ids: Sequence[int], keys: Sequence[Tuple[int, ...]]) -> List[int]:
+    """`ids` with every occurrence of one of `keys` replaced by UNKNOWN tokens."""
+    out = list(ids)
+    lengths = sorted({len(key) for key in keys})
+    wanted = set(keys)
+    for i in range(len(ids)):
+        for length in lengths:
+            if tuple(ids[i : i + length]) in wanted:
+                out[i : i + length] = [UNKNOWN] * length
+    return out
+
+
 def quasi_identifiers(
     gold_docs: Sequence[RawDoc],
     gold_ids: Sequence[Sequence[int]],
@@ -367,7 +379,6 @@ def quasi_identifiers(
     synthetic_ids: Sequence[Sequence[int]],
     encoder: "_Encoder",
     kind_of: Callable[[str], Optional[str]],
-    copies: Sequence[Tuple[int, int, int, int, int]],
     examples: int = 5,
 ) -> Dict[str, Any]:
     """Gold combinations that single out a note and reappear together in one
@@ -377,8 +388,9 @@ def quasi_identifiers(
       combination that no other gold note has (k = 1), all three in one
       synthetic note (as whole-token sequences);
     - a passage of a gold note (`PASSAGE_WITH_DATE_TOKENS` tokens or more, the
-      synthetic note's longest copy) with one of that note's dates in the
-      same synthetic note: a rare history and when it happened."""
+      synthetic note's longest copy once dates are blanked out, found in that
+      gold note alone) with one of that note's dates in the same synthetic
+      note: a rare history and when it happened."""
     combos: Dict[int, Tuple[Tuple[int, ...], ...]] = {}
     dates: Dict[int, Set[Tuple[int, ...]]] = {}
     for k, doc in enumerate(gold_docs):
@@ -406,9 +418,19 @@ def quasi_identifiers(
             together.append({"gold_document": gold_docs[k].name, "synthetic_documents": len(notes),
                              "values": [encoder.text(value) for value in combo],
                              "synthetic_id": synthetic_docs[min(notes)].name})
+    # The passage is looked for with every gold date blanked out of the
+    # synthetic notes: a template line that holds a date ("Fecha de Ingreso:
+    # 28/09/2016") is one note's passage only through its date. It must then
+    # occur in that gold note alone.
+    date_keys = sorted({value for found in dates.values() for value in found})
+    blanked = [_blank(ids, date_keys) for ids in synthetic_ids]
+    candidates = [(n, j, start, k) for n, j, start, k, _ in longest_copies(gold_ids, blanked)
+                  if n >= PASSAGE_WITH_DATE_TOKENS and any(j in holding[value] for value in dates.get(k, ()))]
+    keys = [tuple(blanked[j][start : start + n]) for n, j, start, _ in candidates]
+    rare = _document_frequency(keys, gold_ids, "rare passages") if keys else []
     passages = []
-    for n, j, _, k, _ in copies:
-        if n >= PASSAGE_WITH_DATE_TOKENS and any(j in holding[value] for value in dates.get(k, ())):
+    for (n, j, start, k), in_gold in zip(candidates, rare):
+        if in_gold == 1:
             found = sorted(encoder.text(value) for value in dates[k] if j in holding[value])
             passages.append({"synthetic_id": synthetic_docs[j].name, "gold_document": gold_docs[k].name,
                              "passage_tokens": n, "dates": found})
@@ -489,8 +511,7 @@ def privacy_measures(
 
     began = time.perf_counter()
     reuse = pii_reuse(strings, gold_ids, synthetic_ids, examples)
-    quasi = quasi_identifiers(gold_docs, gold_ids, synthetic_docs, synthetic_ids, encoder, kind_of, copies,
-                              examples)
+    quasi = quasi_identifiers(gold_docs, gold_ids, synthetic_docs, synthetic_ids, encoder, kind_of, examples)
     if baseline_docs is not None:
         baseline_ids = [encoder.lookup(doc.text) for doc in baseline_docs]
         reuse["baseline"] = {
@@ -499,7 +520,7 @@ def privacy_measures(
                if key in ("labels", "total")},
         }
         quasi["baseline"] = quasi_identifiers(gold_docs, gold_ids, baseline_docs, baseline_ids, encoder, kind_of,
-                                              longest_copies(gold_ids, baseline_ids), examples)
+                                              examples)
     seconds["pii_reuse"] = time.perf_counter() - began
     return {
         "tokenisation": TOKENISATION,
@@ -719,7 +740,8 @@ def report_markdown(report: Dict[str, Any]) -> str:
             f"Gold combinations that single out a note, together in one synthetic note: {quasi['combination']} "
             f"(each note's first value of each; {quasi['unique_combinations']} of the "
             f"{quasi['gold_notes_with_combination']} notes with all three have a combination no other note has), "
-            f"and a passage of {quasi['passage_tokens']}+ tokens of a gold note with one of that note's dates.",
+            f"and a passage of {quasi['passage_tokens']}+ tokens found in one gold note only, with one of that "
+            "note's dates.",
             "",
             "| measure | synthetic |" + (" by chance |" if chance else ""),
             "|---|---:|" + ("---:|" if chance else ""),

@@ -8,9 +8,10 @@ Thresholds:
 - identifying values (names, streets, towns, organisations, identifiers,
   contacts): no distinctive gold value in the synthetic corpus (0);
 - short values (dates, ages and the rest): no more distinctive gold values
-  than an independent surrogated copy of the gold corpus holds by chance;
+  than an independent surrogated copy of the gold corpus holds by chance,
+  give or take two standard deviations of a Poisson count;
 - quasi-identifiers: no more unique combinations, and passages with their
-  note's date, than chance;
+  note's date, than chance, on the same terms;
 - membership inference on the shared pipeline: AUC within 0.02 of 0.5.
 
 n-gram recall and the longest copied passage are reported without a
@@ -19,6 +20,7 @@ threshold: the synthetic notes are meant to read like the gold ones.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -31,6 +33,13 @@ IDENTIFYING_KINDS = frozenset({
     "fax", "email", "url", "ip_address", "username",
 })
 MEMBERSHIP_MARGIN = 0.02
+CHANCE_THRESHOLD = "no more than chance + 2 sqrt(chance)"
+
+
+def within_chance(found: int, chance: int) -> bool:
+    """At most two standard deviations above `chance`, read as a Poisson
+    count: 8 unique combinations against 5 by chance is no finding."""
+    return found <= chance + 2 * math.sqrt(max(chance, 1))
 
 
 def _verdict(passed: bool) -> str:
@@ -56,15 +65,15 @@ def summary_checks(privacy: Mapping[str, Any], membership: Optional[Mapping[str,
     if chance:
         found, expected = distinctive(short, reuse["labels"]), distinctive(short, chance)
         rows.append({"check": f"distinctive gold dates, ages and other short values ({', '.join(short)})",
-                     "threshold": "no more than chance", "found": found, "chance": expected,
-                     "passed": found <= expected})
+                     "threshold": CHANCE_THRESHOLD, "found": found, "chance": expected,
+                     "passed": within_chance(found, expected)})
     quasi = privacy.get("quasi_identifiers")
     if quasi and "baseline" in quasi:
         for key, what in (("unique_reappearing", f"unique gold {quasi['combination']} together in one note"),
                           ("passages_with_date", f"a gold passage of {quasi['passage_tokens']}+ tokens with its "
                                                  "note's date")):
-            rows.append({"check": what, "threshold": "no more than chance", "found": quasi[key],
-                         "chance": quasi["baseline"][key], "passed": quasi[key] <= quasi["baseline"][key]})
+            rows.append({"check": what, "threshold": CHANCE_THRESHOLD, "found": quasi[key],
+                         "chance": quasi["baseline"][key], "passed": within_chance(quasi[key], quasi["baseline"][key])})
     if membership and shared_pipeline in membership.get("pipelines", {}):
         value = membership["pipelines"][shared_pipeline]["auc"]
         rows.append({"check": f"membership inference on the shared ({shared_pipeline}) pipeline: AUC",
