@@ -70,8 +70,8 @@ def summary_checks(privacy: Mapping[str, Any], membership: Optional[Mapping[str,
     quasi = privacy.get("quasi_identifiers")
     if quasi and "baseline" in quasi:
         for key, what in (("unique_reappearing", f"unique gold {quasi['combination']} together in one note"),
-                          ("passages_with_date", f"a gold passage of {quasi['passage_tokens']}+ tokens with its "
-                                                 "note's date")):
+                          ("passages_with_date", f"a passage of {quasi['passage_tokens']}+ tokens of one gold note "
+                                                 "with its date")):
             rows.append({"check": what, "threshold": CHANCE_THRESHOLD, "found": quasi[key],
                          "chance": quasi["baseline"][key], "passed": within_chance(quasi[key], quasi["baseline"][key])})
     if membership and shared_pipeline in membership.get("pipelines", {}):
@@ -114,12 +114,14 @@ def summary_markdown(privacy: Mapping[str, Any], membership: Optional[Mapping[st
            f"(gold note {longest[0]['gold_document']})" if longest else "") + ".",
     ]
     if membership:
-        attacks = "; ".join(f"{name} pipeline {attack['auc']:.4f}" for name, attack in membership["pipelines"].items())
-        lines += ["", "Membership inference (threshold attack; 0.5: a coin toss): " + attacks
-                  + ("; generator, whole notes {:.4f}, entity tokens {:.4f}".format(
-                      membership["generator"]["whole_note"]["auc"], membership["generator"]["entity_tokens"]["auc"])
-                     if "generator" in membership else "")
-                  + ". The gold pipeline trained on the member notes: it is the reference that did see them."]
+        attacks = [f"{name} pipeline {attack['auc']:.4f}" for name, attack in membership["pipelines"].items()]
+        if "generator" in membership:
+            generator = membership["generator"]
+            attacks.append(f"generator, whole notes {generator['whole_note']['auc']:.4f}, entity tokens "
+                           f"{generator['entity_tokens']['auc']:.4f}")
+        lines += ["", "Membership inference (threshold attack; 0.5: a coin toss): " + "; ".join(attacks) + "."]
+        if "gold" in membership["pipelines"]:
+            lines.append("The gold pipeline trained on the member notes: it is the reference that did see them.")
     shipped = privacy.get("shipped_strings")
     if shipped:
         lines += ["", f"The wheel stores {shipped['shipped']} of the tokens that occur in the gold notes only "
