@@ -13,7 +13,7 @@ from confection import Config
 from conftest import REPO, load_script
 
 SCRIPT = re.compile(r"\bpython\s+(scripts/\S+\.py)\b")
-OPTION = re.compile(r'--([a-z][a-z0-9-]*)\s+"?\$\{vars\.(\w+)\}"?')
+OPTION = re.compile(r'--([a-z][a-z0-9-]*)\s+"?\$\{vars\.(\w+)\}"?(?![\w/.])')  # the whole value, not a path in it
 FLAG = re.compile(r"--\$\{vars\.(\w+)\}")
 
 
