@@ -405,3 +405,10 @@ def test_workflow_commands_refuse_what_the_study_cannot_supply(tmp_path):
         commands.lines("step", {"base": ""}, files)
     with pytest.raises(StudyError, match="no command 'other'"):
         commands.lines("other", {}, files)
+    # A path built from a var is the study's file too, or refused.
+    project.write_text("commands:\n  - name: adapt\n    script:\n      - 'python a.py ${vars.texts}/train.spacy'\n",
+                       encoding="utf-8")
+    commands = WorkflowCommands(project, python="PY")
+    assert commands.lines("adapt", {"texts": "corpus"}, files) == [["PY", "a.py", "/s/train.spacy"]]
+    with pytest.raises(StudyError, match="reads or writes corpus/surrogated/train.spacy"):
+        commands.lines("adapt", {"texts": "corpus/surrogated"}, files)

@@ -71,6 +71,7 @@ SETTINGS: Dict[str, type] = {
     "train_max_steps": int,
     "train_eval_frequency": int,
     "generator_base": str,
+    "generator_corpus": str,
     "generator_epochs": int,
     "generator_learning_rate": float,
     "generator_batch_size": int,
@@ -322,13 +323,13 @@ class WorkflowCommands:
             if missing:
                 raise StudyError(f"{self.project_file}: command {name!r} uses vars the study does not set: "
                                  f"{', '.join(missing)}")
-            tokens = shlex.split(line)
+            # Vars first: a path may be built from one (`${vars.generator_corpus}/train.spacy`).
+            tokens = [VAR.sub(lambda match: str(values[match.group(1)]), token) for token in shlex.split(line)]
             unmapped = [token for token in tokens if WORKFLOW_PATH.match(token) and token not in files]
             if unmapped:
                 raise StudyError(f"{self.project_file}: command {name!r} reads or writes {', '.join(unmapped)}, "
                                  "which the study has no file for")
-            argv = [str(files[token]) if token in files else VAR.sub(lambda match: str(values[match.group(1)]), token)
-                    for token in tokens]
+            argv = [str(files[token]) if token in files else token for token in tokens]
             commands.append([self.python if argv[0] == "python" else argv[0], *argv[1:]])
         return commands
 
