@@ -139,7 +139,7 @@ def test_workflow_writes_every_output(project):
     # The generator adapted on the surrogated notes: no distinctive real name,
     # street or identifier is in them, nor in what it wrote.
     adapt = json.loads((project / "training/generator/adapt_config.json").read_text())
-    assert adapt["train_path"] == "corpus/surrogated/train.spacy"
+    assert adapt["arguments"]["train_path"] == "corpus/surrogated/train.spacy"
     surrogated = json.loads((project / "corpus/surrogated/stats.json").read_text())["splits"]["train"]
     assert surrogated["values"]["surrogate"] > 0.9 * surrogated["input"]["entities"]
     identifying = ("NOMBRE_SUJETO_ASISTENCIA", "NOMBRE_PERSONAL_SANITARIO", "CALLE", "ID_SUJETO_ASISTENCIA",
