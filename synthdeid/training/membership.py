@@ -101,8 +101,9 @@ def _attack(members: Sequence[Optional[float]], others: Sequence[Optional[float]
             "mean_member_score": round(mean(members), 4), "mean_non_member_score": round(mean(others), 4)}
 
 
-def membership_report(train_path: str | Path, test_path: str | Path, *, pipelines: Mapping[str, str | Path] = {},
-                      generator: Optional[str | Path] = None, seed: int = 0, device: str = "cpu") -> Dict[str, Any]:
+def membership_report(train_path: str | Path, test_path: str | Path, *,
+                      pipelines: Optional[Mapping[str, str | Path]] = None, generator: Optional[str | Path] = None,
+                      seed: int = 0, device: str = "cpu") -> Dict[str, Any]:
     """The attack's AUC against each pipeline (and the generator's two):
     members, as many gold train notes as there are test notes (seeded draw),
     against the test notes."""
@@ -113,7 +114,7 @@ def membership_report(train_path: str | Path, test_path: str | Path, *, pipeline
     members = random.Random(seed).sample(train, min(len(train), len(test)))
     report: Dict[str, Any] = {"train": str(train_path), "test": str(test_path), "seed": seed,
                               "members": len(members), "non_members": len(test), "pipelines": {}}
-    for name, path in pipelines.items():
+    for name, path in (pipelines or {}).items():
         nlp = load_evaluated(path)
         report["pipelines"][name] = {"path": str(path), **_attack(pipeline_scores(nlp, members, name),
                                                                   pipeline_scores(nlp, test, name))}
