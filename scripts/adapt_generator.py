@@ -50,6 +50,9 @@ def main(
     log_every: int = typer.Option(10, help="Log the mean training loss every N steps"),
     limit: int = typer.Option(0, help="Use the first N train docs only (0: all), before --fraction"),
     device: str = typer.Option("cpu", help="cpu, auto (CUDA if available) or cuda (pick a GPU with CUDA_VISIBLE_DEVICES)"),
+    inline_tags: bool = typer.Option(
+        False, help="Learn the notes with each entity wrapped in its label's tag, so generated notes carry labels"
+    ),
     keep_best_epoch: bool = typer.Option(
         True, help="Save the weights of the epoch with the lowest validation loss (else the last epoch's)"
     ),
@@ -81,6 +84,7 @@ def main(
             device=device,
             limit=limit,
             keep_best_epoch=keep_best_epoch,
+            inline_tags=inline_tags,
         )
     except (OSError, ValueError) as err:  # a missing or unreadable corpus or base model, a bad setting
         typer.echo(f"error: {err}", err=True)

@@ -2,7 +2,7 @@
 validation DocBins, plus entity counts per label next to the gold counts.
 
     python scripts/annotate.py GENERATED_JSONL LABELLER_PIPELINE GOLD_TRAIN_DOCBIN OUT_DIR \
-        [--validation-fraction 0.1] [--seed 0] [--batch-size 16] [--device cuda]
+        [--validation-fraction 0.1] [--seed 0] [--batch-size 16] [--device cuda] [--tag-policy annotator]
 
 Writes OUT_DIR/train.spacy, validation.spacy, stats.md and stats.json.
 """
@@ -29,6 +29,11 @@ def main(
     seed: int = typer.Option(0, help="Seed of the train/validation split"),
     batch_size: int = typer.Option(16, help="Documents per nlp.pipe batch"),
     device: str = typer.Option("", help="Torch device for the hf_ner component (default: as saved)"),
+    tag_policy: str = typer.Option(
+        "annotator",
+        help="Notes with inline tags: 'annotator' keeps the pipeline's entities (the tags only compared), 'union' adds "
+        "the tag spans it missed, 'tags' keeps the tags and adds the pipeline's entities no tag overlaps",
+    ),
 ):
     try:
         annotate_generated(
@@ -40,6 +45,7 @@ def main(
             seed=seed,
             batch_size=batch_size,
             device=device or None,
+            tag_policy=tag_policy,
         )
     except AnnotateError as err:
         typer.echo(f"error: {err}", err=True)

@@ -308,12 +308,14 @@ def unencodable(text: str) -> Optional[int]:
 class TextRecord:
     """One non-blank line of an `{"id", "text"}` JSONL file: its id and text,
     or `error`, the line's problem as `<file>:<line>: ...` (`doc_id` is set
-    when the id was read)."""
+    when the id was read). `tagged`: the note with inline label tags, as a
+    generator adapted on tagged notes wrote it, when the record has one."""
 
     where: str
     doc_id: Optional[str] = None
     text: Optional[str] = None
     error: Optional[str] = None
+    tagged: Optional[str] = None
 
 
 def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[TextRecord]:
@@ -364,16 +366,20 @@ def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[T
                 message = (f"{where}: 'text' holds a character UTF-8 cannot encode (a lone surrogate, "
                            f"{text[position]!r} at character {position})")
                 yield TextRecord(where, doc_id, error=message)
+            elif "tagged" in record and not isinstance(record["tagged"], str):
+                yield TextRecord(where, doc_id, error=f"{where}: 'tagged' is not a string")
             else:
-                yield TextRecord(where, doc_id, text)
+                yield TextRecord(where, doc_id, text, tagged=record.get("tagged"))
 
 
 @dataclass(frozen=True)
 class TextDoc:
-    """A document without annotation (a generated note): its id and text."""
+    """A document without annotation (a generated note): its id and text,
+    and its tagged text where the generator wrote inline tags."""
 
     name: str
     text: str
+    tagged: Optional[str] = None
 
 
 def read_text_docs(path: str | Path, error: Type[Exception] = ValueError) -> List[TextDoc]:
@@ -387,7 +393,7 @@ def read_text_docs(path: str | Path, error: Type[Exception] = ValueError) -> Lis
     for record in read_text_records(path):
         if record.error:
             raise error(record.error)
-        docs.append(TextDoc(record.doc_id, record.text))
+        docs.append(TextDoc(record.doc_id, record.text, record.tagged))
     if not docs:
         raise error(f"{path}: no documents")
     return docs

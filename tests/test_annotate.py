@@ -317,3 +317,56 @@ def test_a_failed_write_leaves_no_finished_marker(tmp_path, pipeline, gold, monk
     with pytest.raises(OSError):
         annotate_generated(generated, pipeline, gold, tmp_path / "out", validation_fraction=0.3, seed=2)
     assert not (tmp_path / "out" / "stats.json").exists() and not (tmp_path / "out" / "stats.md").exists()
+
+
+EDAD = "EDAD_SUJETO_ASISTENCIA"
+# Inline tags a tagging generator wrote with three of the notes: one agrees
+# with the rule model, one adds a territory and an age it misses, and one
+# calls its territory a name.
+TAGGED = {
+    "syn-000001": f"<{NOMBRE}>Ana</{NOMBRE}> vive en <{TERRITORIO}>Madrid</{TERRITORIO}>.",
+    "syn-000003": f"Traslado a Madrid García desde <{TERRITORIO}>Toledo</{TERRITORIO}>.",
+    "syn-000004": f"<{NOMBRE}>Ana</{NOMBRE}>, de <{EDAD}>45 años</{EDAD}>.",
+    "syn-000010": f"Sin hallazgos en <{NOMBRE}>Madrid</{NOMBRE}>.",
+}
+
+
+def write_tagged(path, tagged=TAGGED):
+    with path.open("w", encoding="utf-8") as f:
+        for doc_id, (text, _) in TEXTS.items():
+            record = {"id": doc_id, "text": text, "tagged": tagged.get(doc_id, text), "tag_problems": []}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("policy, expected", [
+    ("annotator", {"syn-000003": [("Madrid García", TERRITORIO)], "syn-000004": [("Ana", NOMBRE)],
+                   "syn-000010": [("Madrid", TERRITORIO)]}),
+    ("union", {"syn-000003": [("Madrid García", TERRITORIO), ("Toledo", TERRITORIO)],
+               "syn-000004": [("Ana", NOMBRE), ("45 años", EDAD)], "syn-000010": [("Madrid", TERRITORIO)]}),
+    ("tags", {"syn-000003": [("Madrid García", TERRITORIO), ("Toledo", TERRITORIO)],
+              "syn-000004": [("Ana", NOMBRE), ("45 años", EDAD)], "syn-000010": [("Madrid", NOMBRE)]}),
+])
+def test_inline_tags_are_compared_and_merged_by_the_policy(tmp_path, pipeline, gold, policy, expected):
+    out = tmp_path / "out"
+    stats = annotate_generated(write_tagged(tmp_path / "generated.jsonl"), pipeline, gold, out, seed=3,
+                               tag_policy=policy)
+    docs = {doc.user_data[ID_KEY]: doc for doc in read_out(out / "train.spacy") + read_out(out / "validation.spacy")}
+    for doc_id, (text, ents) in TEXTS.items():
+        assert [(e.text, e.label_) for e in docs[doc_id].ents] == expected.get(doc_id, ents), doc_id
+    # The same comparison whatever the policy: by the tag's label, and the model's spans no tag overlaps.
+    assert stats["inline_tags"] == {"policy": policy, "notes": 10, "agreement": {
+        EDAD: {"tag_only": 1},
+        NOMBRE: {"agree": 2, "other_label": 1, "labeller_only": 4},
+        TERRITORIO: {"agree": 1, "tag_only": 1, "labeller_only": 3},
+    }}
+    assert f"| {TERRITORIO} | 1 | 0 | 0 | 1 | 3 | 0.500 |" in (out / "stats.md").read_text(encoding="utf-8")
+
+
+def test_a_tag_policy_needs_tagged_notes_that_match_their_text(tmp_path, pipeline, gold):
+    with pytest.raises(AnnotateError, match="needs inline tags, but 10 of 10 notes carry none"):
+        annotate_generated(write_generated(tmp_path / "plain.jsonl"), pipeline, gold, tmp_path / "a", tag_policy="union")
+    wrong = write_tagged(tmp_path / "wrong.jsonl", {"syn-000002": f"<{NOMBRE}>Ana</{NOMBRE}> sin antecedentes."})
+    with pytest.raises(AnnotateError, match="note 'syn-000002': 'tagged' without its tags is not its 'text'"):
+        annotate_generated(wrong, pipeline, gold, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "stats.json").exists()

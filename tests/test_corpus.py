@@ -574,7 +574,7 @@ def test_text_with_inline_tags_is_read_one_document_a_line(tmp_path):
                                                  ("tagged-3", "Ingen tagger her.")]
     assert [(docs[0].text[s:e], label) for s, e, label in docs[0].spans] == [
         ("Ulrik", "First_Name"), ("Borch", "Last_Name"), ("46 år", "Age")]
-    for line, problem in (("a <Age>4</Age", "<Age> is not closed"), ("a </Age> b", "</Age> at column 3 where an "
+    for line, problem in (("a <Age>4</Age", "<Age> at column 3 is not closed"), ("a </Age> b", "</Age> at column 3 where an "
                           "opening tag was due"), ("<A>x <B>y</B></A>", "<B> at column 6 where </A> was due")):
         path.write_text(line + "\n", encoding="utf-8")
         with pytest.raises(CorpusError, match=re.escape(f"{path}:1: {problem}")):

@@ -524,15 +524,17 @@ GOOD = " Varón de 54 años que acude a urgencias por dolor torácico."
 LOOP = " dolor" * 40
 
 
-@pytest.fixture
-def canned_config(tmp_path):
+def write_canned_config(path, replies):
     text = CONFIG.read_text()
     start, end = text.index("\n[components.llm.model]\n"), text.index("\n[components.llm.cache]\n")
-    replies = json.dumps(["", GOOD, GOOD, LOOP])
-    block = f'\n[components.llm.model]\n@llm_models = "test.Canned.v1"\nreplies = {replies}\n'
-    path = tmp_path / "canned.cfg"
+    block = f'\n[components.llm.model]\n@llm_models = "test.Canned.v1"\nreplies = {json.dumps(replies)}\n'
     path.write_text(text[:start] + block + text[end:])
     return path
+
+
+@pytest.fixture
+def canned_config(tmp_path):
+    return write_canned_config(tmp_path / "canned.cfg", ["", GOOD, GOOD, LOOP])
 
 
 @pytest.mark.filterwarnings("ignore:Task supports sharding")
@@ -584,3 +586,25 @@ def test_word_target_stops_at_the_note_that_crosses_it(canned_config, target_wor
     )
     assert len(records) == kept and counts["words_kept"] == [13, 27][kept - 1]
     assert counts["dropped"]["over_target"] == over_target and counts["generated"] == 4
+
+
+@pytest.mark.filterwarnings("ignore:Task supports sharding")
+def test_tagged_notes_are_checked_and_sized_without_their_tags(tmp_path):
+    replies = [
+        " <CALLE>Calle Mayor 5</CALLE>, vive con su madre en <TERRITORIO>Toledo</TERRITORIO>.",
+        # Five words with its tags but four without: empty.
+        " <NOMBRE>Ana</NOMBRE> <NOMBRE>Luz</NOMBRE> sin antecedentes.",
+        # Cut off inside a value: kept, the open tag marks nothing.
+        " tiene 45 años y vive en <CALLE>Calle del Pez",
+    ]
+    config = load_generation_config(write_canned_config(tmp_path / "tags.cfg", replies))
+    prompts = [(0, "Nombre: <NOMBRE>Ana</NOMBRE> García."), (1, "Paciente de <TERRITORIO>Soria</TERRITORIO>.")]
+    records, counts = generate_corpus(config, prompts, target_words=24, samples_per_prompt=2, progress=False,
+                                      tag_labels=["CALLE", "NOMBRE", "TERRITORIO"])
+    assert [record["text"] for record in records] == [
+        "Nombre: Ana García. Calle Mayor 5, vive con su madre en Toledo.",
+        "Nombre: Ana García. tiene 45 años y vive en Calle del Pez",
+    ]
+    assert records[0]["tagged"] == prompts[0][1] + replies[0] and records[0]["tag_problems"] == []
+    assert records[1]["tag_problems"] == ["<CALLE> at column 62 is not closed"]
+    assert counts["dropped"]["empty"] == 1 and counts["words_kept"] == 24

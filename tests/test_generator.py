@@ -24,9 +24,12 @@ from synthdeid.training.generator import (
     pad_batch,
     predicted_tokens,
     prompt_batch,
+    generator_tag_labels,
     read_texts,
     select_documents,
 )
+from synthdeid.io import read_docs
+from synthdeid.training.inline_tags import tagged_doc_text
 
 # A scratch GPT-2 small enough to train in a second or two on 2 CPU cores.
 # Its tokenizer makes the 10 train notes 48-59 tokens long (note-start + note
@@ -158,6 +161,29 @@ def test_training_sequences_are_one_note_each_opened_by_bos(tmp_path, texts_corp
     assert sorted(trained) == sorted([bos, *tokenizer(text)["input_ids"], eos][:block] for text in texts)
     truncated = sum(len(s) == TINY["block_size"] and s[-1] != eos for s in trained)
     assert truncated == config["tokens"]["train"]["truncated"] == 3
+
+
+def test_a_generator_adapted_with_inline_tags_learns_tagged_notes(tmp_path, texts_corpus, scratch_run, monkeypatch):
+    import synthdeid.training.generator as generator
+
+    seen = []
+
+    def spy(sequences, pad_id):
+        seen.extend(list(sequence) for sequence in sequences)
+        return pad_batch(sequences, pad_id)
+
+    monkeypatch.setattr(generator, "pad_batch", spy)
+    out = tmp_path / "tagged"
+    config = adapt_generator(texts_corpus["train"], out, epochs=1, device="cpu", progress=False, inline_tags=True,
+                             **{**TINY, "block_size": 64})
+    _, tokenizer = load_generator(out)
+    docs = read_docs(texts_corpus["train"])
+    tagged = [tagged_doc_text(doc) for doc in docs]
+    assert tagged != [doc.text for doc in docs] and config["arguments"]["inline_tags"]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    assert sorted(seen) == sorted([bos, *tokenizer(text)["input_ids"], eos][:64] for text in tagged)
+    assert generator_tag_labels(out) == sorted({ent.label_ for doc in docs for ent in doc.ents})
+    assert generator_tag_labels(scratch_run[0]) is None
 
 
 def test_note_sequences_pad_batch_and_length_batches(scratch_run):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from synthdeid.io import read_docs
 from synthdeid.training.generator import adapt_generator
-from synthdeid.training.membership import auc, membership_report
+from synthdeid.training.membership import auc, generator_scores, membership_report
 
 
 def test_auc_by_hand():
@@ -72,3 +72,19 @@ def test_bad_arguments_are_clear_errors(corpus, tmp_path):
                                                     "--pipeline", f"gone={tmp_path / 'nowhere'}"])
     assert result.exit_code == 1 and "no such pipeline folder" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_tagging_generator_is_scored_on_the_notes_as_it_learnt_them(corpus, tmp_path, monkeypatch):
+    import synthdeid.training.generator as generator_module
+
+    generator = tmp_path / "tagged"
+    adapt_generator(corpus["train"], generator, epochs=25, device="cpu", progress=False, vocab_size=300, n_layer=1,
+                    n_embd=32, n_head=2, n_positions=160, block_size=160, batch_size=4, learning_rate=1e-2, seed=0,
+                    inline_tags=True)
+    train = read_docs(corpus["train"])
+    tagged_whole, tagged_values = generator_scores(generator, train)
+    monkeypatch.setattr(generator_module, "generator_tag_labels", lambda path: None)
+    plain_whole, plain_values = generator_scores(generator, train)
+    # It learnt the tagged notes: read as written, they cost it less than without their tags.
+    assert sum(tagged_whole) > sum(plain_whole)
+    assert sum(tagged_values) > sum(plain_values)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from synthdeid.io import read_docs
+from synthdeid.training.inline_tags import untag
 
 from conftest import MEDDOCAN, REPO
 PACKAGE = "es_deid_meddocan"
@@ -53,6 +54,8 @@ SMOKE_VARS = {
     "samples_per_prompt": 4,
     "narrative_notes": 30,
     "generator_corpus": "corpus/surrogated",
+    "inline_tags": "inline-tags",
+    "tag_policy": "union",
 }
 STEPS = 21
 
@@ -101,6 +104,10 @@ def test_workflow_writes_every_output(project):
     words = [len(record["text"].split()) for record in records]
     assert sum(words) == generation["words_kept"] and sum(words[:-1]) < generation["words_target"] <= sum(words)
     assert {record["end_reason"] for record in records} <= {"eos", "length"}
+    # The generator learnt tagged notes: each record keeps its note as written, tags and all.
+    assert adapt["arguments"]["inline_tags"] and set(generation["inline_tags"]) >= {"spans", "malformed"}
+    labels = generation["inline_tags"]["labels"]
+    assert all(untag(record["tagged"], labels).text == record["text"] for record in records)
     # The chain's annotator is the committee: it holds its three members.
     committee = json.loads((project / "training/committee/meta.json").read_text())
     assert committee["pipeline"] == ["ner_committee"]
@@ -114,6 +121,7 @@ def test_workflow_writes_every_output(project):
     synthetic = json.loads((project / "corpus/synthetic/stats.json").read_text())
     assert synthetic["inputs"]["pipeline"] == "training/labeller/model-best"
     assert synthetic["splits"]["train"]["documents"] + synthetic["splits"]["validation"]["documents"] == len(records)
+    assert synthetic["inline_tags"]["policy"] == "union" and synthetic["inline_tags"]["notes"] == len(records)
     # The synthetic pipeline trains on the labelled notes, two surrogate copies
     # of each and the narrative notes.
     augmented = read_docs(project / "corpus/synthetic/train_augmented.spacy")

@@ -51,6 +51,7 @@ from tqdm import tqdm
 from wasabi import msg
 
 from ..io import atomic_path, decode_utf8, id_problem, json_error, read_docs, unencodable, write_json
+from .inline_tags import untag
 from .tokenizer import make_nlp
 
 Span = Tuple[int, int, str]
@@ -251,9 +252,6 @@ def _join_fragments(text: str, fragments: List[Tuple[int, int]], where: str,
     return spans
 
 
-_TAG = re.compile(r"<(/?)([A-Za-z][\w-]*)>")
-
-
 def read_tagged(path: str | Path, report: Optional[ReadReport] = None) -> Iterator[RawDoc]:
     """Documents of a `.txt` file with inline tags, one document a line:
     `... <First_Name>Kari</First_Name> ...` (NorSynthClinical-PHI's form).
@@ -267,29 +265,12 @@ def read_tagged(path: str | Path, report: Optional[ReadReport] = None) -> Iterat
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        pieces: List[str] = []
-        located = []
-        open_tag: Optional[Tuple[str, int]] = None
-        cursor = length = 0
-        for match in _TAG.finditer(line):
-            pieces.append(line[cursor:match.start()])
-            length += match.start() - cursor
-            cursor = match.end()
-            closing, label = match.group(1) == "/", match.group(2)
-            if not closing and open_tag is None:
-                open_tag = (label, length)
-            elif closing and open_tag is not None and open_tag[0] == label:
-                located.append((open_tag[1], length, label, f"{where}: <{label}> at {open_tag[1]}",
-                                f"<{label}> at {open_tag[1]}"))
-                open_tag = None
-            else:
-                expected = f"</{open_tag[0]}>" if open_tag else "an opening tag"
-                raise CorpusError(f"{where}: {match.group()} at column {match.start() + 1} where {expected} was due")
-        if open_tag is not None:
-            raise CorpusError(f"{where}: <{open_tag[0]}> is not closed")
-        pieces.append(line[cursor:])
-        text = "".join(pieces)
-        yield RawDoc(f"{path.stem}-{lineno}", text, _clean_spans(text, located, report))
+        untagged = untag(line)
+        if untagged.problems:
+            raise CorpusError(f"{where}: {untagged.problems[0]}")
+        located = [(start, end, label, f"{where}: <{label}> at {start}", f"<{label}> at {start}")
+                   for start, end, label in untagged.spans]
+        yield RawDoc(f"{path.stem}-{lineno}", untagged.text, _clean_spans(untagged.text, located, report))
 
 
 def read_jsonl(path: str | Path, report: Optional[ReadReport] = None) -> Iterator[RawDoc]:

@@ -48,12 +48,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from .hf_trainer import EpochScoringTrainer, training_arguments
+from .inline_tags import tagged_doc_text
 from ..io import atomic_path, read_docs
 
 MODEL_DIR = "model"
 LOSS_FILE = "loss.json"
 CONFIG_FILE = "adapt_config.json"
 ADAPTER_CONFIG = "adapter_config.json"
+# In model/ of a generator adapted on tagged notes: the labels of its tags.
+TAGS_FILE = "inline_tags.json"
 EOS_TOKEN = "<|endoftext|>"
 # Peak learning rates used when `learning_rate` is 0: a model trained from
 # random weights needs a much larger step than a LoRA adapter on a pretrained one.
@@ -75,8 +78,25 @@ def select_documents(n: int, fraction: float, seed: int) -> List[int]:
     return sorted(order[:k])
 
 
-def read_texts(path: str | Path) -> List[str]:
-    return [doc.text for doc in read_docs(path)]
+def read_texts(path: str | Path, inline_tags: bool = False) -> List[str]:
+    """The documents' texts; with `inline_tags` their entities wrapped in
+    their labels' tags (`inline_tags.tagged_doc_text`)."""
+    docs = read_docs(path)
+    return [tagged_doc_text(doc) for doc in docs] if inline_tags else [doc.text for doc in docs]
+
+
+def read_tag_labels(path: str | Path) -> List[str]:
+    """The labels of a DocBin's entities, sorted."""
+    return sorted({ent.label_ for doc in read_docs(path) for ent in doc.ents})
+
+
+def generator_tag_labels(path: str | Path) -> Optional[List[str]]:
+    """The labels a generator writes inline tags of (it was adapted with
+    `inline_tags`), or None for a generator of plain notes."""
+    tags_file = generator_model_dir(path) / TAGS_FILE
+    if not tags_file.exists():
+        return None
+    return json.loads(tags_file.read_text(encoding="utf-8"))["labels"]
 
 
 def note_start_id(tokenizer: Any) -> int:
@@ -468,6 +488,7 @@ def adapt_generator(
     device: str = "cpu",
     limit: int = 0,
     keep_best_epoch: bool = True,
+    inline_tags: bool = False,
     progress: bool = True,
 ) -> Dict[str, Any]:
     """Train the generator on the texts of the train DocBin and write
@@ -490,7 +511,9 @@ def adapt_generator(
     `keep_best_epoch` the trained weights of the epoch with the lowest
     validation loss are saved (the Trainer's `load_best_model_at_end`; a
     small corpus overfits within a few epochs), else those of the last epoch.
-    `device` "auto" is CUDA when available, else CPU."""
+    `device` "auto" is CUDA when available, else CPU. With `inline_tags` the
+    notes are learnt with each entity wrapped in its label's tag, so the
+    generated notes carry labels (`model/inline_tags.json` lists them)."""
     if epochs < 1 or batch_size < 1 or block_size < 2 or log_every < 1:
         raise ValueError("epochs, batch_size and log_every must be at least 1, block_size at least 2")
     if not 0.0 <= dropout < 1.0:
@@ -533,16 +556,17 @@ def adapt_generator(
         "device": device,
         "limit": limit,
         "keep_best_epoch": keep_best_epoch,
+        "inline_tags": inline_tags,
     }
     start_time = time.perf_counter()
-    texts = read_texts(train_path)
+    texts = read_texts(train_path, inline_tags)
     if limit > 0:
         texts = texts[:limit]
     if not texts:
         raise ValueError(f"{train_path}: the train DocBin holds no documents")
     selected = select_documents(len(texts), fraction, seed)
     train_texts = [texts[i] for i in selected]
-    validation_texts = read_texts(validation_path) if validation_path else []
+    validation_texts = read_texts(validation_path, inline_tags) if validation_path else []
     if validation_path and not validation_texts:
         raise ValueError(f"{validation_path}: the validation DocBin holds no documents")
 
@@ -677,6 +701,9 @@ def adapt_generator(
         tmp.mkdir(parents=True)
         model.save_pretrained(tmp / MODEL_DIR)
         tokenizer.save_pretrained(tmp / MODEL_DIR)
+        if inline_tags:
+            tag_labels = {"labels": read_tag_labels(train_path)}
+            (tmp / MODEL_DIR / TAGS_FILE).write_text(json.dumps(tag_labels, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / LOSS_FILE).write_text(json.dumps(curve, indent=2) + "\n", encoding="utf-8")
         config["wall_seconds"] = time.perf_counter() - start_time
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

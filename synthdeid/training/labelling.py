@@ -1,7 +1,8 @@
 """Machine annotation of generated texts: the synthetic training corpus.
 
 `annotate_generated` reads the generation step's JSONL (one document per
-line; only `id` and `text` are used), runs a labelling pipeline over the
+line; `id`, `text` and, from a generator adapted with inline tags,
+`tagged` are used), runs a labelling pipeline over the
 texts (the annotator's `hf_ner` pipeline, or a spaCy NER pipeline such as
 the labeller distilled from it), splits the documents (seeded, by id) into
 synthetic train and validation DocBins and writes entity statistics next to
@@ -11,6 +12,10 @@ those of the gold train corpus:
                                             {"name": id, "synthdeid_id": id}
     OUT/stats.md                            label table (Markdown)
     OUT/stats.json                          written last: the step finished
+
+Where the notes carry inline tags, each note's tag spans are compared with
+the pipeline's (`inline_tags.tag_agreement`, per label in stats.md and
+stats.json) and the two are merged by `tag_policy` (`inline_tags.TAG_POLICIES`).
 
 Counts are comparable across corpora of different sizes through their
 density: entities per 1,000 words, where words are the non-whitespace tokens
@@ -24,16 +29,19 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import spacy
 from spacy.tokens import Doc, DocBin
+from spacy.util import filter_spans
 from tqdm import tqdm
 from wasabi import msg
 
 from . import hf_ner  # noqa: F401 (registers the hf_ner factory without the entry point)
 from .corpus import ID_KEY, corpus_stats, split_train_validation
+from .inline_tags import TAG_POLICIES, agreement_table, combine_spans, entity_spans, tag_agreement, trimmed, untag
 from ..io import (
     PipelineFolderError,
     atomic_path,
@@ -42,10 +50,15 @@ from ..io import (
     ResumeState,
     read_docs,
     read_text_docs,
+    TextDoc,
     write_json,
     write_text,
 )
 from .metrics import doc_spans, entity_scores
+
+
+# user_data key of a tagged note's `tag_agreement` counts.
+TAG_OUTCOMES_KEY = "synthdeid_tag_outcomes"
 
 
 class AnnotateError(ValueError):
@@ -129,19 +142,30 @@ def annotate_generated(
     seed: int = 0,
     batch_size: int = 16,
     device: Optional[str] = None,
+    tag_policy: str = "annotator",
 ) -> Dict[str, Any]:
     """Annotate the generated documents with a labelling pipeline and write
     `output_dir/{train,validation}.spacy`, `stats.md` and `stats.json`
     (each atomically, stats.json last); returns the stats. The split is
-    `split_train_validation` on the document ids."""
+    `split_train_validation` on the document ids. A policy other than
+    "annotator" needs notes with inline tags."""
     began = time.perf_counter()
     if not 0 < validation_fraction < 1:
         raise AnnotateError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
     if batch_size < 1:
         raise AnnotateError(f"batch_size must be at least 1, got {batch_size}")
+    if tag_policy not in TAG_POLICIES:
+        raise AnnotateError(f"unknown tag policy {tag_policy!r}; expected one of {', '.join(TAG_POLICIES)}")
     output_dir = Path(output_dir)
     generated = read_text_docs(generated_path, AnnotateError)
+    tagged_notes = sum(record.tagged is not None for record in generated)
+    if tag_policy != "annotator" and tagged_notes < len(generated):
+        raise AnnotateError(
+            f"{generated_path}: tag policy {tag_policy!r} needs inline tags, but {len(generated) - tagged_notes} "
+            f"of {len(generated)} notes carry none (adapt the generator with --inline-tags)"
+        )
     gold = read_gold_docbin(gold_path)
+    labels = sorted({ent.label_ for doc in gold for ent in doc.ents})
     nlp = load_labeller(pipeline_dir, device)
     msg.info(f"Read {len(generated)} generated documents from {generated_path}")
 
@@ -153,7 +177,7 @@ def annotate_generated(
     fingerprint = {
         "generated_sha256": hashlib.sha256(Path(generated_path).read_bytes()).hexdigest(),
         "pipeline": str(pipeline_dir), "pipeline_sha256": folder_digest(pipeline_dir),
-        "validation_fraction": validation_fraction, "seed": seed,
+        "validation_fraction": validation_fraction, "seed": seed, "tag_policy": tag_policy,
     }
     checkpoints = AnnotationCheckpoints(output_dir / ".annotate_partial", fingerprint, nlp.vocab)
     docs = checkpoints.load()
@@ -165,6 +189,8 @@ def annotate_generated(
         for record, doc in zip(todo, nlp.pipe((r.text for r in todo), batch_size=batch_size)):
             doc.user_data["name"] = record.name
             doc.user_data[ID_KEY] = record.name
+            if record.tagged is not None:
+                apply_tags(doc, record, labels, tag_policy, generated_path)
             docs.append(doc)
             checkpoints.add(doc)
             bar.update()
@@ -196,6 +222,15 @@ def annotate_generated(
     if len(docs) > len(todo):
         stats["resumed_after"] = len(docs) - len(todo)
     table = label_table_markdown(stats)
+    if tagged_notes:
+        outcomes: Dict[str, Counter] = defaultdict(Counter)
+        for doc in synthetic:
+            for label, counts in doc.user_data.get(TAG_OUTCOMES_KEY, {}).items():
+                outcomes[label].update(counts)
+        stats["inline_tags"] = {"policy": tag_policy, "notes": tagged_notes,
+                                "agreement": {label: dict(counts) for label, counts in sorted(outcomes.items())}}
+        table += (f"\nInline tags of {tagged_notes:,} notes against the labelling pipeline's spans "
+                  f"(policy: {tag_policy}):\n\n" + agreement_table(outcomes))
     print(table)
 
     # The old stats would say the step finished beside half-replaced outputs.
@@ -214,6 +249,24 @@ def annotate_generated(
         f"stats.md and stats.json in {stats['seconds']:.1f} s"
     )
     return stats
+
+
+def apply_tags(doc: Doc, record: TextDoc, labels: List[str], policy: str, source: str | Path) -> None:
+    """Compare a note's inline tags with the pipeline's entities (the counts
+    go to `doc.user_data[TAG_OUTCOMES_KEY]`) and set the entities `policy`
+    gives. A tag span that does not fall on token edges takes the tokens it
+    touches."""
+    untagged = untag(record.tagged, labels)
+    if untagged.text != record.text:
+        raise AnnotateError(f"{source}: note {record.name!r}: 'tagged' without its tags is not its 'text'")
+    tags = trimmed(untagged.text, untagged.spans)
+    labelled = entity_spans(doc)
+    outcomes = tag_agreement(labelled, tags)
+    doc.user_data[TAG_OUTCOMES_KEY] = {label: dict(counts) for label, counts in outcomes.items()}
+    combined = combine_spans(labelled, tags, policy)
+    if combined != sorted(labelled):
+        spans = [doc.char_span(start, end, label, alignment_mode="expand") for start, end, label in combined]
+        doc.ents = filter_spans([span for span in spans if span is not None])
 
 
 def read_gold_docbin(path: str | Path) -> List[Doc]:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..io import read_docs
 from .evaluation import load_evaluated, predict
+from .inline_tags import entity_spans, tagged_with_values
 from .metrics import OUTSIDE, token_scores, token_tags
 
 
@@ -66,19 +67,26 @@ def generator_scores(generator: str | Path, docs: Sequence[Doc], device: str = "
                      ) -> Tuple[List[float], List[Optional[float]]]:
     """Per note: minus the generator's mean token loss on the whole note, and
     on the tokens that overlap one of its gold entities (None: no entity
-    token within the generator's window)."""
+    token within the generator's window). A generator adapted with inline
+    tags reads the note tagged, as it learnt it; the entity tokens are those
+    of the values."""
     import torch
 
-    from .generator import load_generator, max_positions, note_start_id
+    from .generator import generator_tag_labels, load_generator, max_positions, note_start_id
 
+    tagged = generator_tag_labels(generator) is not None
     model, tokenizer = load_generator(generator, device)
     window = max_positions(model.config) or 1024
     start = note_start_id(tokenizer)
     whole, pii = [], []
     with torch.no_grad():
         for doc in tqdm(docs, desc="membership generator", unit="doc", disable=None):
-            text = doc.text.lstrip()
-            shift = len(doc.text) - len(text)
+            if tagged:
+                note, spans = tagged_with_values(doc.text, entity_spans(doc))
+            else:
+                note, spans = doc.text, [(ent.start_char, ent.end_char) for ent in doc.ents]
+            text = note.lstrip()
+            shift = len(note) - len(text)
             encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
             ids = [start, *encoded["input_ids"]][:window]
             offsets = encoded["offset_mapping"][: len(ids) - 1]
@@ -86,7 +94,7 @@ def generator_scores(generator: str | Path, docs: Sequence[Doc], device: str = "
             logits = model(inputs, attention_mask=torch.ones_like(inputs)).logits[0, :-1]
             losses = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(ids[1:], device=model.device),
                                                        reduction="none").tolist()
-            spans = [(ent.start_char - shift, ent.end_char - shift) for ent in doc.ents]
+            spans = [(start - shift, end - shift) for start, end in spans]
             in_entity = [loss for loss, (a, b) in zip(losses, offsets) if any(a < e and s < b for s, e in spans)]
             whole.append(-sum(losses) / len(losses) if losses else 0.0)
             pii.append(-sum(in_entity) / len(in_entity) if in_entity else None)

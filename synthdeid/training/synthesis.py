@@ -27,6 +27,10 @@ wrote its end-of-sequence token, "length" when it hit max_new_tokens or its
 window; None for a backend that does not say). The statistics give the share
 of each end reason and the words per note of the synthetic and the gold train
 notes (mean, median, p10/p90, histogram); `generation_stats_markdown` renders them.
+
+A generator adapted with inline tags (`generator_tag_labels`) is prompted with
+tagged openings; its notes are checked and sized without their tags, and
+each record keeps the note as written (`tagged`) for the annotate step.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ from spacy.language import Language
 from spacy.util import load_config
 from spacy_llm.util import assemble_from_config
 
-from .generator import generator_model_dir
+from .generator import generator_model_dir, generator_tag_labels
+from .inline_tags import tagged_doc_text, untag
 from ..io import ResumeState, atomic_path, folder_digest, read_docs, write_json, write_text
 from .spacy_llm_model import END_REASONS, MODEL_NAME
 
@@ -86,10 +91,11 @@ def prompt_of(text: str) -> str:
     return match.group(0) if match else ""
 
 
-def read_prompts(path: str | Path) -> List[Tuple[int, str]]:
+def read_prompts(path: str | Path, inline_tags: bool = False) -> List[Tuple[int, str]]:
     """(index of the document in the DocBin, prompt) for every document with
-    at least one word."""
-    prompts = [(i, prompt_of(doc.text)) for i, doc in enumerate(read_docs(path))]
+    at least one word; with `inline_tags`, prompts of the tagged texts."""
+    texts = [tagged_doc_text(doc) if inline_tags else doc.text for doc in read_docs(path)]
+    prompts = [(i, prompt_of(text)) for i, text in enumerate(texts)]
     prompts = [(i, prompt) for i, prompt in prompts if prompt]
     if not prompts:
         raise ValueError(f"{path}: no document with text to take a prompt from")
@@ -295,6 +301,7 @@ def generate_corpus(
     progress: bool = True,
     resume: Optional[Tuple[List[Dict[str, Any]], Checkpoint]] = None,
     on_checkpoint: Optional[Callable[[List[Dict[str, Any]], Checkpoint], None]] = None,
+    tag_labels: Optional[Sequence[str]] = None,
 ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """(records, counts): the documents kept until their words reach
     `target_words` (the one that crosses it included), and the counts of
@@ -304,7 +311,11 @@ def generate_corpus(
     `resume` (records, checkpoint) continues an earlier run; `on_checkpoint`
     gets the records and a checkpoint after every batch that leaves the target
     unreached. The pipeline is built here so the model's batch counter, and
-    with it the seed of each batch, starts from the checkpoint's batch."""
+    with it the seed of each batch, starts from the checkpoint's batch.
+
+    With `tag_labels` (a generator that writes inline tags of these labels),
+    a record's `text` is the note without its tags, checked and counted as
+    any note; `tagged` keeps it as written and `tag_problems` its malformed tags."""
     from tqdm import tqdm
 
     if target_words < 1 or samples_per_prompt < 1 or max_idle_rounds < 1:
@@ -352,7 +363,11 @@ def generate_corpus(
                     dropped["over_target"] += 1
                     continue
                 continuation = getattr(doc._, field_name) or ""
-                text = prompt + continuation
+                text = tagged = prompt + continuation
+                if tag_labels is not None:
+                    untagged = untag(tagged, tag_labels)
+                    text = untagged.text
+                    continuation = text[len(untag(prompt, tag_labels).text):]
                 reason = drop_reason(continuation, text, kept)
                 if reason:
                     dropped[reason] += 1
@@ -373,6 +388,7 @@ def generate_corpus(
                         "generator": settings["generator"],
                         "end_reason": detail["end_reason"],
                         "new_tokens": detail["new_tokens"],
+                        **({"tagged": tagged, "tag_problems": untagged.problems} if tag_labels is not None else {}),
                     }
                 )
                 bar.update(min(n_words, target_words - bar.n))
@@ -611,6 +627,10 @@ def generation_stats_markdown(stats: Mapping[str, Any]) -> str:
             bar = "#" * round(HISTOGRAM_BAR * share / top)
             lines.append(f"{label if j == 0 else ' ' * label_width} {name:<10} {share:6.1%} {bar}")
     lines.append("```")
+    if "inline_tags" in stats:
+        tags = stats["inline_tags"]
+        lines += ["", f"Inline tags: {tags['spans']:,} spans in the kept notes; {tags['malformed']:,} malformed tags "
+                  f"(marking nothing) in {tags['notes_with_malformed']:,} notes."]
     return "\n".join(lines) + "\n"
 
 
@@ -642,13 +662,17 @@ def generate(
     batch_size, seed, device; None keeps the config's value) override the
     config at `config_path`."""
     start = time.perf_counter()
-    prompts = read_prompts(validation_path)
+    config = load_generation_config(config_path, generator, model_options)
+    settings = model_settings(config)
+    try:
+        tag_labels = generator_tag_labels(settings["generator"])
+    except FileNotFoundError:  # not a local model folder (another spacy-llm backend)
+        tag_labels = None
+    prompts = read_prompts(validation_path, inline_tags=tag_labels is not None)
     gold_counts = gold_word_counts(gold_train_path)
     gold_docs, gold_words = len(gold_counts), sum(gold_counts)
     target = target_size(size_multiple, gold_words)
-    config = load_generation_config(config_path, generator, model_options)
     output_path = Path(output_path)
-    settings = model_settings(config)
     if Path(settings["generator"]).exists():  # the same folder however it is spelled
         settings["generator"] = str(Path(settings["generator"]).resolve())
     try:  # a model retrained in the same folder must not continue the old one's corpus
@@ -675,6 +699,7 @@ def generate(
             progress=progress,
             resume=earlier,
             on_checkpoint=on_checkpoint,
+            tag_labels=tag_labels,
         )
         if stats_path:  # the old stats would describe the old corpus beside the new one
             for marker in (Path(stats_path), Path(stats_path).with_suffix(".md")):
@@ -686,7 +711,7 @@ def generate(
     words = counts["words_kept"]
     synthetic_counts = [word_count(record["text"]) for record in records]
     kept_reasons = Counter(record["end_reason"] or "unknown" for record in records)
-    tokens = generator_token_count(settings["generator"], [record["text"] for record in records])
+    tokens = generator_token_count(settings["generator"], [record.get("tagged", record["text"]) for record in records])
     stats = {
         "resumed_from": {"records": earlier[1].records, "batches": earlier[1].batches} if earlier else None,
         "prompts": len(prompts),
@@ -722,6 +747,13 @@ def generate(
         "gold_train": str(gold_train_path),
         "output": str(output_path),
     }
+    if tag_labels is not None:
+        stats["inline_tags"] = {
+            "labels": tag_labels,
+            "spans": sum(len(untag(record["tagged"], tag_labels).spans) for record in records),
+            "malformed": sum(len(record["tag_problems"]) for record in records),
+            "notes_with_malformed": sum(bool(record["tag_problems"]) for record in records),
+        }
     if stats_path:
         write_json(stats_path, stats)
         write_text(Path(stats_path).with_suffix(".md"), generation_stats_markdown(stats))
