@@ -20,7 +20,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type, TypeVar
 
 import spacy
 import srsly
@@ -308,14 +308,31 @@ def unencodable(text: str) -> Optional[int]:
 class TextRecord:
     """One non-blank line of an `{"id", "text"}` JSONL file: its id and text,
     or `error`, the line's problem as `<file>:<line>: ...` (`doc_id` is set
-    when the id was read). `tagged`: the note with inline label tags, as a
-    generator adapted on tagged notes wrote it, when the record has one."""
+    when the id was read). `tag_spans`: the (start, end, label) spans that
+    the inline tags of a generator adapted on tagged notes marked, when the
+    record has them."""
 
     where: str
     doc_id: Optional[str] = None
     text: Optional[str] = None
     error: Optional[str] = None
-    tagged: Optional[str] = None
+    tag_spans: Optional[List[Tuple[int, int, str]]] = None
+
+
+def tag_spans_problem(spans: Any, text: str) -> Optional[str]:
+    """What is wrong with a record's tag spans: not a list of [start, end,
+    label] with 0 <= start < end <= len(text), in order, not overlapping."""
+    if not isinstance(spans, list):
+        return f"is not a list ({type(spans).__name__})"
+    last_end = 0
+    for span in spans:
+        if not (isinstance(span, list) and len(span) == 3 and all(type(v) is int for v in span[:2])
+                and isinstance(span[2], str) and span[2]):
+            return f"holds {span!r}, not [start, end, label]"
+        if not last_end <= span[0] < span[1] <= len(text):
+            return f"holds {span!r}: out of the text's {len(text)} characters, empty, out of order or overlapping"
+        last_end = span[1]
+    return None
 
 
 def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[TextRecord]:
@@ -366,20 +383,21 @@ def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[T
                 message = (f"{where}: 'text' holds a character UTF-8 cannot encode (a lone surrogate, "
                            f"{text[position]!r} at character {position})")
                 yield TextRecord(where, doc_id, error=message)
-            elif "tagged" in record and not isinstance(record["tagged"], str):
-                yield TextRecord(where, doc_id, error=f"{where}: 'tagged' is not a string")
+            elif "tag_spans" in record and (problem := tag_spans_problem(record["tag_spans"], text)):
+                yield TextRecord(where, doc_id, error=f"{where}: 'tag_spans' {problem}")
             else:
-                yield TextRecord(where, doc_id, text, tagged=record.get("tagged"))
+                spans = record.get("tag_spans")
+                yield TextRecord(where, doc_id, text, tag_spans=None if spans is None else [tuple(s) for s in spans])
 
 
 @dataclass(frozen=True)
 class TextDoc:
     """A document without annotation (a generated note): its id and text,
-    and its tagged text where the generator wrote inline tags."""
+    and the spans its inline tags marked where the generator wrote them."""
 
     name: str
     text: str
-    tagged: Optional[str] = None
+    tag_spans: Optional[List[Tuple[int, int, str]]] = None
 
 
 def read_text_docs(path: str | Path, error: Type[Exception] = ValueError) -> List[TextDoc]:
@@ -393,7 +411,7 @@ def read_text_docs(path: str | Path, error: Type[Exception] = ValueError) -> Lis
     for record in read_text_records(path):
         if record.error:
             raise error(record.error)
-        docs.append(TextDoc(record.doc_id, record.text, record.tagged))
+        docs.append(TextDoc(record.doc_id, record.text, record.tag_spans))
     if not docs:
         raise error(f"{path}: no documents")
     return docs

@@ -17,6 +17,7 @@ from synthdeid.training.labelling import (
 )
 from synthdeid.training.annotator import build_annotator_pipeline
 from synthdeid.training.corpus import ID_KEY, corpus_stats, split_train_validation
+from synthdeid.training.inline_tags import untag
 from synthdeid.io import TextDoc, read_docs, read_text_docs
 from synthdeid.training.metrics import doc_spans
 from synthdeid.training.tokenizer import make_nlp
@@ -320,8 +321,8 @@ def test_a_failed_write_leaves_no_finished_marker(tmp_path, pipeline, gold, monk
 
 
 EDAD = "EDAD_SUJETO_ASISTENCIA"
-# Inline tags a tagging generator wrote with three of the notes: one agrees
-# with the rule model, one adds a territory and an age it misses, and one
+# Inline tags a tagging generator wrote with four of the notes: one agrees
+# with the rule model, two add a territory and an age it misses, and one
 # calls its territory a name.
 TAGGED = {
     "syn-000001": f"<{NOMBRE}>Ana</{NOMBRE}> vive en <{TERRITORIO}>Madrid</{TERRITORIO}>.",
@@ -332,9 +333,13 @@ TAGGED = {
 
 
 def write_tagged(path, tagged=TAGGED):
+    """The generated notes as the generation step writes a tagging generator's."""
     with path.open("w", encoding="utf-8") as f:
         for doc_id, (text, _) in TEXTS.items():
-            record = {"id": doc_id, "text": text, "tagged": tagged.get(doc_id, text), "tag_problems": []}
+            untagged = untag(tagged.get(doc_id, text), [NOMBRE, TERRITORIO, EDAD])
+            assert untagged.text == text
+            record = {"id": doc_id, "text": text, "tagged": tagged.get(doc_id, text),
+                      "tag_spans": [list(span) for span in untagged.spans], "tag_problems": []}
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
 
@@ -360,13 +365,36 @@ def test_inline_tags_are_compared_and_merged_by_the_policy(tmp_path, pipeline, g
         NOMBRE: {"agree": 2, "other_label": 1, "labeller_only": 4},
         TERRITORIO: {"agree": 1, "tag_only": 1, "labeller_only": 3},
     }}
-    assert f"| {TERRITORIO} | 1 | 0 | 0 | 1 | 3 | 0.500 |" in (out / "stats.md").read_text(encoding="utf-8")
+    assert f"| {TERRITORIO} | 1 | 0 | 0 | 1 | 3 | 0 | 0.500 |" in (out / "stats.md").read_text(encoding="utf-8")
 
 
-def test_a_tag_policy_needs_tagged_notes_that_match_their_text(tmp_path, pipeline, gold):
+def test_two_tags_in_one_token_keep_one_span_and_count_the_other(tmp_path, pipeline, gold):
+    text = "Vive en AnaToledo."
+    path = tmp_path / "generated.jsonl"
+    records = [{"id": "syn-1", "text": text, "tag_spans": [[8, 11, NOMBRE], [11, 17, TERRITORIO]]},
+               {"id": "syn-2", "text": "Sin hallazgos.", "tag_spans": []}]
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    stats = annotate_generated(path, pipeline, gold, tmp_path / "out", tag_policy="tags")
+    docs = read_out(tmp_path / "out" / "train.spacy") + read_out(tmp_path / "out" / "validation.spacy")
+    assert [(e.text, e.label_) for doc in docs for e in doc.ents] == [("AnaToledo", NOMBRE)]
+    assert stats["inline_tags"]["agreement"][TERRITORIO] == {"other_boundary": 1, "unaligned": 1}
+
+
+def test_a_tag_policy_needs_tagged_notes(tmp_path, pipeline, gold):
     with pytest.raises(AnnotateError, match="needs inline tags, but 10 of 10 notes carry none"):
         annotate_generated(write_generated(tmp_path / "plain.jsonl"), pipeline, gold, tmp_path / "a", tag_policy="union")
-    wrong = write_tagged(tmp_path / "wrong.jsonl", {"syn-000002": f"<{NOMBRE}>Ana</{NOMBRE}> sin antecedentes."})
-    with pytest.raises(AnnotateError, match="note 'syn-000002': 'tagged' without its tags is not its 'text'"):
-        annotate_generated(wrong, pipeline, gold, tmp_path / "b")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "stats.json").exists()
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("spans, problem", [
+    ({"a": 1}, "'tag_spans' is not a list (dict)"),
+    ([[0, 3]], "'tag_spans' holds [0, 3], not [start, end, label]"),
+    ([[0, 99, "X"]], "'tag_spans' holds [0, 99, 'X']: out of the text's 17 characters"),
+    ([[4, 8, "X"], [0, 3, "X"]], "'tag_spans' holds [0, 3, 'X']: out of the text's 17 characters, empty, out of order"),
+])
+def test_bad_tag_spans_name_the_file_and_line(tmp_path, spans, problem):
+    path = tmp_path / "generated.jsonl"
+    path.write_text(json.dumps({"id": "syn-1", "text": "Ana vive en Soria", "tag_spans": spans}) + "\n")
+    with pytest.raises(AnnotateError) as error:
+        read_text_docs(path, AnnotateError)
+    assert str(error.value).startswith(f"{path}:1: {problem}")

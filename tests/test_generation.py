@@ -38,6 +38,7 @@ from synthdeid.training.synthesis import (
     target_size,
 )
 from synthdeid.training.generator import generator_model_dir
+from synthdeid.training.inline_tags import tag_text
 from synthdeid.training.spacy_llm_model import MODEL_NAME, hf_causal_lm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -594,17 +595,32 @@ def test_tagged_notes_are_checked_and_sized_without_their_tags(tmp_path):
         " <CALLE>Calle Mayor 5</CALLE>, vive con su madre en <TERRITORIO>Toledo</TERRITORIO>.",
         # Five words with its tags but four without: empty.
         " <NOMBRE>Ana</NOMBRE> <NOMBRE>Luz</NOMBRE> sin antecedentes.",
-        # Cut off inside a value: kept, the open tag marks nothing.
-        " tiene 45 años y vive en <CALLE>Calle del Pez",
+        # A tag left open, one of no label and one cut off where the note ends: all dropped.
+        " tiene 45 años y vive en <CALLE>Calle del Pez, <CIUDAD>Soria</CIUDAD> <TERRI",
     ]
     config = load_generation_config(write_canned_config(tmp_path / "tags.cfg", replies))
     prompts = [(0, "Nombre: <NOMBRE>Ana</NOMBRE> García."), (1, "Paciente de <TERRITORIO>Soria</TERRITORIO>.")]
-    records, counts = generate_corpus(config, prompts, target_words=24, samples_per_prompt=2, progress=False,
+    records, counts = generate_corpus(config, prompts, target_words=25, samples_per_prompt=2, progress=False,
                                       tag_labels=["CALLE", "NOMBRE", "TERRITORIO"])
     assert [record["text"] for record in records] == [
         "Nombre: Ana García. Calle Mayor 5, vive con su madre en Toledo.",
-        "Nombre: Ana García. tiene 45 años y vive en Calle del Pez",
+        "Nombre: Ana García. tiene 45 años y vive en Calle del Pez, Soria ",
     ]
     assert records[0]["tagged"] == prompts[0][1] + replies[0] and records[0]["tag_problems"] == []
-    assert records[1]["tag_problems"] == ["<CALLE> at column 62 is not closed"]
-    assert counts["dropped"]["empty"] == 1 and counts["words_kept"] == 24
+    assert records[0]["tag_spans"] == [[8, 11, "NOMBRE"], [20, 33, "CALLE"], [56, 62, "TERRITORIO"]]
+    assert records[1]["tag_spans"] == [[8, 11, "NOMBRE"]]
+    assert records[1]["tag_problems"] == ["<TERRI at column 107 is cut off", "<CIUDAD> at column 84 is no label's tag",
+                                          "</CIUDAD> at column 97 is no label's tag",
+                                          "<CALLE> at column 62 is not closed"]
+    assert counts["dropped"]["empty"] == 1 and counts["words_kept"] == 25
+
+
+def test_prompts_tag_only_the_generators_labels(tmp_path):
+    docs = make_docs(3, seed=4)
+    path = write_docbin(tmp_path / "validation.spacy", docs)
+    tagged = read_prompts(path, tag_labels=["NOMBRE_SUJETO_ASISTENCIA"])
+    assert read_prompts(path) == [(i, prompt_of(doc.text)) for i, doc in enumerate(docs)]
+    for (_, prompt), doc in zip(tagged, docs):
+        names = [(e.start_char, e.end_char, e.label_) for e in doc.ents if e.label_ == "NOMBRE_SUJETO_ASISTENCIA"]
+        assert prompt == prompt_of(tag_text(doc.text, names))
+    assert any("<NOMBRE_SUJETO_ASISTENCIA>" in prompt for _, prompt in tagged)

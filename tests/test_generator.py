@@ -28,6 +28,8 @@ from synthdeid.training.generator import (
     read_texts,
     select_documents,
 )
+from spacy.tokens import Span
+
 from synthdeid.io import read_docs
 from synthdeid.training.inline_tags import tagged_doc_text
 
@@ -184,6 +186,12 @@ def test_a_generator_adapted_with_inline_tags_learns_tagged_notes(tmp_path, text
     assert sorted(seen) == sorted([bos, *tokenizer(text)["input_ids"], eos][:64] for text in tagged)
     assert generator_tag_labels(out) == sorted({ent.label_ for doc in docs for ent in doc.ents})
     assert generator_tag_labels(scratch_run[0]) is None
+
+    docs[0].ents = [Span(docs[0], 0, 1, "First Name")]
+    odd = write_docbin(tmp_path / "odd.spacy", docs)
+    with pytest.raises(ValueError, match=r"labels \['First Name'\] cannot be inline tag names"):
+        adapt_generator(odd, tmp_path / "odd", epochs=1, device="cpu", progress=False, inline_tags=True, **TINY)
+    assert not (tmp_path / "odd").exists()
 
 
 def test_note_sequences_pad_batch_and_length_batches(scratch_run):

@@ -52,8 +52,11 @@ def test_tag_text_refuses_overlapping_spans():
         # An opening tag while one is open: the first marks nothing, the second counts.
         ("<NOMBRE>Ana <CALLE>Mayor</CALLE>", "Ana Mayor", [(4, 9, "CALLE")],
          ["<CALLE> at column 13 where </NOMBRE> was due"]),
-        # Names that are no label are text; whitespace inside tags is kept here, trimmed later.
-        ("<br>Vive en <CALLE> Mayor </CALLE>", "<br>Vive en  Mayor ", [(12, 19, "CALLE")], []),
+        # A tag of no label, and one cut off where the note ends, are removed;
+        # whitespace inside tags is kept here, trimmed later.
+        ("<br>Vive en <CALLE> Mayor </CALLE> <NOMB", "Vive en  Mayor  ", [(8, 15, "CALLE")],
+         ["<NOMB at column 36 is cut off", "<br> at column 1 is no label's tag"]),
+        ("Dolor </", "Dolor ", [], ["</ at column 7 is cut off"]),
     ],
 )
 def test_untag_reads_generated_text_with_malformed_tags(tagged, text, spans, problems):
@@ -76,8 +79,8 @@ def test_tag_agreement_counts_each_outcome_per_label():
         "CALLE": {"tag_only": 1},
     }
     table = agreement_table(tag_agreement(LABELLED, TAGGED))
-    assert "| NOMBRE | 1 | 0 | 0 | 0 | 1 | 1.000 |" in table
-    assert "| **all** | 1 | 1 | 1 | 1 | 1 | 0.250 |" in table
+    assert "| NOMBRE | 1 | 0 | 0 | 0 | 1 | 0 | 1.000 |" in table
+    assert "| **all** | 1 | 1 | 1 | 1 | 1 | 0 | 0.250 |" in table
 
 
 def test_policies_merge_the_labellers_spans_with_the_tags():
@@ -86,3 +89,8 @@ def test_policies_merge_the_labellers_spans_with_the_tags():
     assert combine_spans(LABELLED, TAGGED, "tags") == [*TAGGED[:3], (30, 35, "NOMBRE"), (40, 45, "CALLE")]
     with pytest.raises(ValueError, match="unknown tag policy"):
         combine_spans(LABELLED, TAGGED, "vote")
+
+
+def test_gold_files_take_any_name_as_a_tag_and_keep_a_last_lone_bracket():
+    untagged = untag("<br>x</br> y <")
+    assert (untagged.text, untagged.spans, untagged.problems) == ("x y <", [(0, 1, "br")], [])

@@ -65,3 +65,18 @@ def test_cli_writes_the_table_and_names_bad_arguments(tmp_path):
                                ([f"a={tmp_path / 'none'}"], "none of training/evaluation")):
         result = CliRunner().invoke(cli("compare_runs"), arguments)
         assert result.exit_code == 1 and problem in result.output, result.output
+
+
+def test_a_run_without_the_gold_pipeline_or_token_scores_leaves_them_blank(tmp_path):
+    run = write_run(tmp_path / "run", (0.9, {"CALLE": 0.8}), (0.95, {"CALLE": 0.9}))
+    evaluation = run / RUN_FILES["evaluation"]
+    data = json.loads(evaluation.read_text())
+    del data["pipelines"]["gold"], data["pipelines"]["synthetic"]["token"]
+    evaluation.write_text(json.dumps(data))
+    (run / RUN_FILES["membership"]).parent.mkdir(parents=True)
+    (run / RUN_FILES["membership"]).write_text("{}")
+    read = read_run(run)
+    assert read["membership"] == {} and losing_labels(read) == []
+    rows = {row["figure"]: row["values"]["run"] for row in comparison_rows({"run": read}, LabelKinds().kind)}
+    assert rows["synthetic entity F1"] == 0.9 and rows["synthetic / gold token F1"] is None
+    assert not any(figure.endswith("F1, synthetic / gold") for figure in rows)

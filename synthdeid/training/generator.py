@@ -48,7 +48,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from .hf_trainer import EpochScoringTrainer, training_arguments
-from .inline_tags import tagged_doc_text
+from .inline_tags import TAG_NAME, tagged_doc_text
 from ..io import atomic_path, read_docs
 
 MODEL_DIR = "model"
@@ -86,8 +86,14 @@ def read_texts(path: str | Path, inline_tags: bool = False) -> List[str]:
 
 
 def read_tag_labels(path: str | Path) -> List[str]:
-    """The labels of a DocBin's entities, sorted."""
-    return sorted({ent.label_ for doc in read_docs(path) for ent in doc.ents})
+    """The labels of a DocBin's entities, sorted; each must read back as a
+    tag name (`inline_tags.TAG_NAME`: a letter, then letters, digits, _ or -)."""
+    labels = sorted({ent.label_ for doc in read_docs(path) for ent in doc.ents})
+    unreadable = [label for label in labels if not TAG_NAME.fullmatch(label)]
+    if unreadable:
+        raise ValueError(f"{path}: labels {unreadable} cannot be inline tag names (a letter, then letters, digits, "
+                         "_ or -); map them to such names (--label-map) to adapt with inline tags")
+    return labels
 
 
 def generator_tag_labels(path: str | Path) -> Optional[List[str]]:
@@ -560,6 +566,7 @@ def adapt_generator(
     }
     start_time = time.perf_counter()
     texts = read_texts(train_path, inline_tags)
+    tag_labels = read_tag_labels(train_path) if inline_tags else None
     if limit > 0:
         texts = texts[:limit]
     if not texts:
@@ -701,9 +708,9 @@ def adapt_generator(
         tmp.mkdir(parents=True)
         model.save_pretrained(tmp / MODEL_DIR)
         tokenizer.save_pretrained(tmp / MODEL_DIR)
-        if inline_tags:
-            tag_labels = {"labels": read_tag_labels(train_path)}
-            (tmp / MODEL_DIR / TAGS_FILE).write_text(json.dumps(tag_labels, ensure_ascii=False) + "\n", encoding="utf-8")
+        if tag_labels is not None:
+            (tmp / MODEL_DIR / TAGS_FILE).write_text(json.dumps({"labels": tag_labels}, ensure_ascii=False) + "\n",
+                                                     encoding="utf-8")
         (tmp / LOSS_FILE).write_text(json.dumps(curve, indent=2) + "\n", encoding="utf-8")
         config["wall_seconds"] = time.perf_counter() - start_time
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

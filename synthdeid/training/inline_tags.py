@@ -21,13 +21,18 @@ from spacy.tokens import Doc
 
 Span = Tuple[int, int, str]
 
-TAG = re.compile(r"<(/?)([A-Za-z][\w-]*)>")
+TAG_NAME = re.compile(r"[A-Za-z][\w-]*")
+TAG = re.compile(rf"<(/?)({TAG_NAME.pattern})>")
+# A tag cut off where a generated note ends ("... vive en <CAL").
+CUT_TAG = re.compile(r"<(/?)([A-Za-z][\w-]*)?$")
 # annotator: the labelling pipeline's spans, the tags only reported;
 # union: those plus each tag span that no pipeline span overlaps;
 # tags: the tag spans, plus each pipeline span that no tag span overlaps.
 TAG_POLICIES = ("annotator", "union", "tags")
 # How a tag span compares with the pipeline's spans, and a pipeline span no tag overlaps.
 OUTCOMES = ("agree", "other_label", "other_boundary", "tag_only", "labeller_only")
+# A merged span lost to token alignment (two tags in one token: "<A>x</A><B>y</B>").
+UNALIGNED = "unaligned"
 
 
 def tag_text(text: str, spans: Iterable[Span]) -> str:
@@ -75,24 +80,31 @@ class Untagged:
 
 
 def untag(tagged: str, labels: Optional[Container[str]] = None) -> Untagged:
-    """Read the inline tags of `tagged`. Only `<name>`/`</name>` with a name
-    in `labels` (any name when None) are tags; the rest is text. Tags do not
-    nest: an opening tag while one is open, a closing tag of another label or
-    of none, and a tag left open at the end are problems, and the tags
-    involved mark nothing (their values stay in the text)."""
+    """Read the inline tags `<name>`/`</name>` of `tagged`. Tags do not nest:
+    an opening tag while one is open, a closing tag of another label or of
+    none, and a tag left open at the end are problems, and the tags involved
+    mark nothing (their values stay in the text).
+
+    With `labels` (a tagging generator's note), a tag of another name and a
+    tag cut off at the end of the text are problems too, and removed: a
+    generated note never keeps a piece of a tag."""
     pieces: List[str] = []
     spans: List[Span] = []
     problems: List[str] = []
     open_tag: Optional[Tuple[str, int, int]] = None  # label, offset in the text, column in `tagged`
     cursor = length = 0
-    for match in TAG.finditer(tagged):
+    end = len(tagged)
+    if labels is not None and (cut := CUT_TAG.search(tagged)):
+        end = cut.start()
+        problems.append(f"{cut.group()} at column {end + 1} is cut off")
+    for match in TAG.finditer(tagged, 0, end):
         closing, label = match.group(1) == "/", match.group(2)
-        if labels is not None and label not in labels:
-            continue
         pieces.append(tagged[cursor:match.start()])
         length += match.start() - cursor
         cursor = match.end()
-        if closing and open_tag is not None and open_tag[0] == label:
+        if labels is not None and label not in labels:
+            problems.append(f"{match.group()} at column {match.start() + 1} is no label's tag")
+        elif closing and open_tag is not None and open_tag[0] == label:
             spans.append((open_tag[1], length, label))
             open_tag = None
         elif not closing and open_tag is None:
@@ -103,7 +115,7 @@ def untag(tagged: str, labels: Optional[Container[str]] = None) -> Untagged:
             open_tag = (label, length, match.start() + 1) if not closing else None
     if open_tag is not None:
         problems.append(f"<{open_tag[0]}> at column {open_tag[2]} is not closed")
-    pieces.append(tagged[cursor:])
+    pieces.append(tagged[cursor:end])
     return Untagged("".join(pieces), spans, problems)
 
 
@@ -156,7 +168,8 @@ def combine_spans(labelled: Sequence[Span], tagged: Sequence[Span], policy: str)
 def agreement_table(outcomes: Dict[str, Dict[str, int]]) -> str:
     """A Markdown table of `tag_agreement` counts per label, with the share
     of tag spans that agree."""
-    lines = ["| label | " + " | ".join(OUTCOMES) + " | tags agreeing |", "| --- |" + " ---: |" * (len(OUTCOMES) + 1)]
+    lines = ["| label | " + " | ".join((*OUTCOMES, UNALIGNED)) + " | tags agreeing |",
+             "| --- |" + " ---: |" * (len(OUTCOMES) + 2)]
     total: Counter = Counter()
     for label in sorted(outcomes):
         counts = Counter(outcomes[label])
@@ -169,4 +182,4 @@ def agreement_table(outcomes: Dict[str, Dict[str, int]]) -> str:
 def _agreement_row(label: str, counts: Counter) -> str:
     tags = sum(counts[outcome] for outcome in OUTCOMES[:4])
     share = f"{counts['agree'] / tags:.3f}" if tags else "-"
-    return f"| {label} | " + " | ".join(str(counts[outcome]) for outcome in OUTCOMES) + f" | {share} |"
+    return f"| {label} | " + " | ".join(str(counts[outcome]) for outcome in (*OUTCOMES, UNALIGNED)) + f" | {share} |"

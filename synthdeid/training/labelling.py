@@ -2,7 +2,7 @@
 
 `annotate_generated` reads the generation step's JSONL (one document per
 line; `id`, `text` and, from a generator adapted with inline tags,
-`tagged` are used), runs a labelling pipeline over the
+`tag_spans` are used), runs a labelling pipeline over the
 texts (the annotator's `hf_ner` pipeline, or a spaCy NER pipeline such as
 the labeller distilled from it), splits the documents (seeded, by id) into
 synthetic train and validation DocBins and writes entity statistics next to
@@ -41,7 +41,7 @@ from wasabi import msg
 
 from . import hf_ner  # noqa: F401 (registers the hf_ner factory without the entry point)
 from .corpus import ID_KEY, corpus_stats, split_train_validation
-from .inline_tags import TAG_POLICIES, agreement_table, combine_spans, entity_spans, tag_agreement, trimmed, untag
+from .inline_tags import TAG_POLICIES, UNALIGNED, Span, agreement_table, combine_spans, entity_spans, tag_agreement
 from ..io import (
     PipelineFolderError,
     atomic_path,
@@ -50,7 +50,6 @@ from ..io import (
     ResumeState,
     read_docs,
     read_text_docs,
-    TextDoc,
     write_json,
     write_text,
 )
@@ -158,14 +157,13 @@ def annotate_generated(
         raise AnnotateError(f"unknown tag policy {tag_policy!r}; expected one of {', '.join(TAG_POLICIES)}")
     output_dir = Path(output_dir)
     generated = read_text_docs(generated_path, AnnotateError)
-    tagged_notes = sum(record.tagged is not None for record in generated)
+    tagged_notes = sum(record.tag_spans is not None for record in generated)
     if tag_policy != "annotator" and tagged_notes < len(generated):
         raise AnnotateError(
             f"{generated_path}: tag policy {tag_policy!r} needs inline tags, but {len(generated) - tagged_notes} "
             f"of {len(generated)} notes carry none (adapt the generator with --inline-tags)"
         )
     gold = read_gold_docbin(gold_path)
-    labels = sorted({ent.label_ for doc in gold for ent in doc.ents})
     nlp = load_labeller(pipeline_dir, device)
     msg.info(f"Read {len(generated)} generated documents from {generated_path}")
 
@@ -189,8 +187,8 @@ def annotate_generated(
         for record, doc in zip(todo, nlp.pipe((r.text for r in todo), batch_size=batch_size)):
             doc.user_data["name"] = record.name
             doc.user_data[ID_KEY] = record.name
-            if record.tagged is not None:
-                apply_tags(doc, record, labels, tag_policy, generated_path)
+            if record.tag_spans is not None:
+                apply_tags(doc, record.tag_spans, tag_policy)
             docs.append(doc)
             checkpoints.add(doc)
             bar.update()
@@ -251,22 +249,24 @@ def annotate_generated(
     return stats
 
 
-def apply_tags(doc: Doc, record: TextDoc, labels: List[str], policy: str, source: str | Path) -> None:
-    """Compare a note's inline tags with the pipeline's entities (the counts
-    go to `doc.user_data[TAG_OUTCOMES_KEY]`) and set the entities `policy`
-    gives. A tag span that does not fall on token edges takes the tokens it
-    touches."""
-    untagged = untag(record.tagged, labels)
-    if untagged.text != record.text:
-        raise AnnotateError(f"{source}: note {record.name!r}: 'tagged' without its tags is not its 'text'")
-    tags = trimmed(untagged.text, untagged.spans)
+def apply_tags(doc: Doc, tags: List[Span], policy: str) -> None:
+    """Compare a note's tag spans with the pipeline's entities (the counts go
+    to `doc.user_data[TAG_OUTCOMES_KEY]`) and set the entities `policy`
+    gives. A span whose edges fall inside a token takes the tokens it
+    touches; one that then overlaps another is lost, and counted
+    (`UNALIGNED`)."""
     labelled = entity_spans(doc)
     outcomes = tag_agreement(labelled, tags)
-    doc.user_data[TAG_OUTCOMES_KEY] = {label: dict(counts) for label, counts in outcomes.items()}
     combined = combine_spans(labelled, tags, policy)
     if combined != sorted(labelled):
         spans = [doc.char_span(start, end, label, alignment_mode="expand") for start, end, label in combined]
         doc.ents = filter_spans([span for span in spans if span is not None])
+        kept = {(ent.start_char, ent.end_char, ent.label_) for ent in doc.ents}
+        for start, end, label in combined:
+            span = doc.char_span(start, end, label, alignment_mode="expand")
+            if span is None or (span.start_char, span.end_char, label) not in kept:
+                outcomes.setdefault(label, Counter())[UNALIGNED] += 1
+    doc.user_data[TAG_OUTCOMES_KEY] = {label: dict(counts) for label, counts in outcomes.items()}
 
 
 def read_gold_docbin(path: str | Path) -> List[Doc]:

@@ -38,7 +38,7 @@ def read_run(folder: str | Path) -> Dict[str, Any]:
             run[key] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
         except ValueError as err:
             raise ValueError(f"{path}: not JSON ({err})") from None
-    if not any(run.values()):
+    if all(value is None for value in run.values()):
         raise ValueError(f"{folder}: none of {', '.join(RUN_FILES.values())}")
     return run
 
@@ -47,7 +47,9 @@ def _f1(run: Mapping[str, Any], pipeline: str, level: str = "entity", label: Opt
     evaluation = run.get("evaluation")
     if not evaluation or pipeline not in evaluation["pipelines"]:
         return None
-    scores = evaluation["pipelines"][pipeline][level]
+    scores = evaluation["pipelines"][pipeline].get(level)
+    if scores is None:
+        return None
     if label is None:
         return scores["micro"]["f"]
     return scores["per_label"].get(label, {}).get("f")
@@ -59,11 +61,8 @@ def _ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional
 
 def losing_labels(run: Mapping[str, Any], n: int = LABELS_SHOWN) -> List[str]:
     """The `n` labels whose synthetic / gold entity F1 is lowest in `run`."""
-    evaluation = run.get("evaluation")
-    if not evaluation:
-        return []
-    ratios = {label: _ratio(_f1(run, "synthetic", label=label), _f1(run, "gold", label=label))
-              for label in evaluation["pipelines"]["gold"]["entity"]["per_label"]}
+    gold = _get(run, "evaluation", "pipelines", "gold", "entity", "per_label") or {}
+    ratios = {label: _ratio(_f1(run, "synthetic", label=label), _f1(run, "gold", label=label)) for label in gold}
     return sorted((label for label, ratio in ratios.items() if ratio is not None), key=lambda label: ratios[label])[:n]
 
 
@@ -84,6 +83,11 @@ def _get(run: Mapping[str, Any], key: str, *path: str) -> Any:
     return value
 
 
+def _pair(run: Mapping[str, Any], label: str) -> Optional[tuple]:
+    pair = (_f1(run, "synthetic", label=label), _f1(run, "gold", label=label))
+    return None if pair == (None, None) else pair
+
+
 def _tag_agreement(run: Mapping[str, Any]) -> Optional[float]:
     agreement = _get(run, "synthetic", "inline_tags", "agreement")
     if not agreement:
@@ -96,18 +100,19 @@ def _tag_agreement(run: Mapping[str, Any]) -> Optional[float]:
 def comparison_rows(runs: Mapping[str, Mapping[str, Any]], kind_of: Callable[[str], Optional[str]],
                     labels: Sequence[str] = ()) -> List[Dict[str, Any]]:
     """One row per figure: {"figure", "values": {run name: value or None}}.
-    `labels` empty: the labels the first run's synthetic pipeline loses most on."""
-    labels = list(labels) or losing_labels(next(iter(runs.values())))
+    `labels` empty: the labels the synthetic pipeline of the first run with
+    both pipelines' scores loses most on."""
+    if not labels:
+        labels = next((found for found in map(losing_labels, runs.values()) if found), [])
     figures: List[tuple] = [
         ("synthetic entity F1", lambda run: _f1(run, "synthetic")),
         ("gold entity F1", lambda run: _f1(run, "gold")),
         ("synthetic / gold entity F1", lambda run: _ratio(_f1(run, "synthetic"), _f1(run, "gold"))),
         ("synthetic / gold token F1",
          lambda run: _ratio(_f1(run, "synthetic", "token"), _f1(run, "gold", "token"))),
-        *((f"{label} F1, synthetic / gold",
-           lambda run, label=label: (_f1(run, "synthetic", label=label), _f1(run, "gold", label=label)))
-          for label in labels),
-        ("generator validation perplexity", lambda run: _get(run, "generator", "validation_perplexity")),
+        *((f"{label} F1, synthetic / gold", lambda run, label=label: _pair(run, label)) for label in labels),
+        ("generator validation perplexity (on the notes as it learnt them)",
+         lambda run: _get(run, "generator", "validation_perplexity")),
         ("inline tags agreeing with the labeller", _tag_agreement),
         ("5-gram recall", lambda run: _get(run, "privacy", "ngram_recall", "5", "recall")),
         ("8-gram recall", lambda run: _get(run, "privacy", "ngram_recall", "8", "recall")),

@@ -53,7 +53,7 @@ from spacy.util import load_config
 from spacy_llm.util import assemble_from_config
 
 from .generator import generator_model_dir, generator_tag_labels
-from .inline_tags import tagged_doc_text, untag
+from .inline_tags import entity_spans, tag_text, trimmed, untag
 from ..io import ResumeState, atomic_path, folder_digest, read_docs, write_json, write_text
 from .spacy_llm_model import END_REASONS, MODEL_NAME
 
@@ -91,10 +91,13 @@ def prompt_of(text: str) -> str:
     return match.group(0) if match else ""
 
 
-def read_prompts(path: str | Path, inline_tags: bool = False) -> List[Tuple[int, str]]:
+def read_prompts(path: str | Path, tag_labels: Optional[Container[str]] = None) -> List[Tuple[int, str]]:
     """(index of the document in the DocBin, prompt) for every document with
-    at least one word; with `inline_tags`, prompts of the tagged texts."""
-    texts = [tagged_doc_text(doc) if inline_tags else doc.text for doc in read_docs(path)]
+    at least one word; with `tag_labels`, prompts of the texts with the
+    entities of those labels tagged."""
+    texts = [doc.text if tag_labels is None else
+             tag_text(doc.text, [span for span in entity_spans(doc) if span[2] in tag_labels])
+             for doc in read_docs(path)]
     prompts = [(i, prompt_of(text)) for i, text in enumerate(texts)]
     prompts = [(i, prompt) for i, prompt in prompts if prompt]
     if not prompts:
@@ -315,7 +318,9 @@ def generate_corpus(
 
     With `tag_labels` (a generator that writes inline tags of these labels),
     a record's `text` is the note without its tags, checked and counted as
-    any note; `tagged` keeps it as written and `tag_problems` its malformed tags."""
+    any note; `tag_spans` holds the spans its tags mark ([start, end, label]
+    in `text`), `tagged` the note as written and `tag_problems` its
+    malformed tags."""
     from tqdm import tqdm
 
     if target_words < 1 or samples_per_prompt < 1 or max_idle_rounds < 1:
@@ -388,7 +393,8 @@ def generate_corpus(
                         "generator": settings["generator"],
                         "end_reason": detail["end_reason"],
                         "new_tokens": detail["new_tokens"],
-                        **({"tagged": tagged, "tag_problems": untagged.problems} if tag_labels is not None else {}),
+                        **({"tagged": tagged, "tag_spans": [list(span) for span in trimmed(text, untagged.spans)],
+                            "tag_problems": untagged.problems} if tag_labels is not None else {}),
                     }
                 )
                 bar.update(min(n_words, target_words - bar.n))
@@ -668,7 +674,7 @@ def generate(
         tag_labels = generator_tag_labels(settings["generator"])
     except FileNotFoundError:  # not a local model folder (another spacy-llm backend)
         tag_labels = None
-    prompts = read_prompts(validation_path, inline_tags=tag_labels is not None)
+    prompts = read_prompts(validation_path, tag_labels)
     gold_counts = gold_word_counts(gold_train_path)
     gold_docs, gold_words = len(gold_counts), sum(gold_counts)
     target = target_size(size_multiple, gold_words)
@@ -750,7 +756,7 @@ def generate(
     if tag_labels is not None:
         stats["inline_tags"] = {
             "labels": tag_labels,
-            "spans": sum(len(untag(record["tagged"], tag_labels).spans) for record in records),
+            "spans": sum(len(record["tag_spans"]) for record in records),
             "malformed": sum(len(record["tag_problems"]) for record in records),
             "notes_with_malformed": sum(bool(record["tag_problems"]) for record in records),
         }
