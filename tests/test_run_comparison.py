@@ -11,7 +11,9 @@ from synthdeid.training.run_comparison import RUN_FILES, comparison_markdown, co
 
 
 def scores(f, per_label):
-    return {"entity": {"micro": {"f": f}, "per_label": {label: {"f": value} for label, value in per_label.items()}},
+    # Every label has 100 test entities but PAIS, which has 10.
+    return {"entity": {"micro": {"f": f}, "per_label": {label: {"f": value, "tp": 5, "fn": 5 if label == "PAIS" else 95}
+                                                        for label, value in per_label.items()}},
             "token": {"micro": {"f": f + 0.01}, "per_label": {}}}
 
 
@@ -35,11 +37,11 @@ GOLD = (0.95, {"CALLE": 0.9, "FECHAS": 0.98, "HOSPITAL": 0.8, "PAIS": 1.0})
 
 def test_rows_compare_runs_and_leave_what_a_run_lacks_blank(tmp_path):
     default = read_run(write_run(tmp_path / "default", (0.9, {"CALLE": 0.45, "FECHAS": 0.97, "HOSPITAL": 0.6,
-                                                              "PAIS": 0.9}), GOLD))
+                                                              "PAIS": 0.95}), GOLD))
     surrogated = read_run(write_run(tmp_path / "surrogated", (0.95 * 0.98, {"CALLE": 0.9, "FECHAS": 0.98}), GOLD,
                                     reuse={"NOMBRE_SUJETO_ASISTENCIA": 0, "CALLE": 1, "FECHAS": 40}, membership=0.51))
-    # Lowest synthetic / gold first: CALLE 0.5, HOSPITAL 0.75, PAIS 0.9, FECHAS 0.99.
-    assert losing_labels(default, 3) == ["CALLE", "HOSPITAL", "PAIS"]
+    # Entities lost: CALLE 45, HOSPITAL 20, FECHAS 1, PAIS 0.5 (0.05 of its 10).
+    assert losing_labels(default, 3) == ["CALLE", "HOSPITAL", "FECHAS"]
     rows = {row["figure"]: row["values"] for row in comparison_rows({"default": default, "surrogated": surrogated},
                                                                    LabelKinds().kind)}
     assert rows["synthetic / gold entity F1"]["surrogated"] == 0.98 * 0.95 / 0.95

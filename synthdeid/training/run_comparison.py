@@ -60,10 +60,15 @@ def _ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional
 
 
 def losing_labels(run: Mapping[str, Any], n: int = LABELS_SHOWN) -> List[str]:
-    """The `n` labels whose synthetic / gold entity F1 is lowest in `run`."""
+    """The `n` labels on which the synthetic pipeline loses the most test
+    entities against gold in `run`: F1 lost times the label's entities."""
     gold = _get(run, "evaluation", "pipelines", "gold", "entity", "per_label") or {}
-    ratios = {label: _ratio(_f1(run, "synthetic", label=label), _f1(run, "gold", label=label)) for label in gold}
-    return sorted((label for label, ratio in ratios.items() if ratio is not None), key=lambda label: ratios[label])[:n]
+    lost = {}
+    for label, scores in gold.items():
+        synthetic = _f1(run, "synthetic", label=label)
+        if synthetic is not None:
+            lost[label] = (scores["f"] - synthetic) * (scores.get("tp", 0) + scores.get("fn", 0))
+    return sorted(lost, key=lambda label: -lost[label])[:n]
 
 
 def _distinctive(run: Mapping[str, Any], keep: Callable[[str], bool]) -> Optional[int]:
@@ -101,7 +106,7 @@ def comparison_rows(runs: Mapping[str, Mapping[str, Any]], kind_of: Callable[[st
                     labels: Sequence[str] = ()) -> List[Dict[str, Any]]:
     """One row per figure: {"figure", "values": {run name: value or None}}.
     `labels` empty: the labels the synthetic pipeline of the first run with
-    both pipelines' scores loses most on."""
+    both pipelines' scores loses most entities on."""
     if not labels:
         labels = next((found for found in map(losing_labels, runs.values()) if found), [])
     figures: List[tuple] = [
