@@ -105,29 +105,3 @@ def test_a_corpus_without_documents_is_refused(tmp_path):
     with pytest.raises(ValueError, match="empty.spacy: no documents"):
         surrogate_gold({"train": tmp_path / "empty.spacy"}, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any(Path(tmp_path / "out").iterdir())
-
-
-def test_common_places_are_drawn_from_the_corpus_and_common_domains_kept(tmp_path):
-    nlp = make_nlp("es")
-    gold = []
-    for i in range(11):
-        town, postcode = (("Madrid", "28029") if i < 5 else ("Sevilla", "41013")) if i < 10 else ("Valladolid", "47001")
-        text = (f"Vive en {town}, CP {postcode}, España. Correo: paciente{i}x@hotmail.com. "
-                f"Ingresa en el Hospital Universitario La Paz.")
-        gold.append(labelled(nlp, text, [(town, "TERRITORIO"), (postcode, "TERRITORIO"), ("España", "PAIS"),
-                                         (f"paciente{i}x@hotmail.com", "CORREO_ELECTRONICO"),
-                                         ("Hospital Universitario La Paz", "HOSPITAL")], f"note-{i}"))
-    DocBin(store_user_data=True, docs=gold).to_disk(tmp_path / "train.spacy")
-    DocBin(store_user_data=True, docs=gold[:1]).to_disk(tmp_path / "validation.spacy")
-    stats = surrogate_gold({split: tmp_path / f"{split}.spacy" for split in ("train", "validation")},
-                           tmp_path / "out", lang="es", seed=0)
-    out = read_docs(tmp_path / "out" / "train.spacy", nlp.vocab)
-    towns = [doc.ents[0].text for doc in out]
-    # A town of 5+ notes becomes one of the common towns, a postcode one of the common postcodes.
-    assert set(towns[:10]) == {"Madrid", "Sevilla"} and {doc.ents[1].text for doc in out[:10]} == {"28029", "41013"}
-    assert towns[10] not in ("Valladolid", "Madrid", "Sevilla")  # a rare town gets a fake, never a real value
-    assert all(doc.ents[2].text == "España" and doc.ents[4].text == "Hospital Universitario La Paz" for doc in out)
-    for doc, original in zip(out, gold):
-        address = doc.ents[3].text
-        assert address.endswith("@hotmail.com") and address != original.ents[3].text
-    assert stats["splits"]["train"]["values"]["common"] == 10 * 4 + 2  # the rare note's country and hospital

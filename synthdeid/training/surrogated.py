@@ -11,15 +11,6 @@ gold entity is replaced before adaptation:
   shape;
 - a date the redactor cannot read (or one a shift leaves as written, `1989`
   by a few days), by a random date in one of the language's writings;
-- a place, organisation, country or profession found in at least
-  `COMMON_NOTES` gold notes (`Madrid`, `España`, a large hospital), by a
-  draw from those common values of its label, weighted by how often the
-  corpus writes each: the surrogated notes keep the corpus's mix of common
-  and rare values, and no note keeps its own (a common value identifies no
-  one; drawn independently of the note, it tells nothing about it either);
-  an e-mail address at a common domain (`hotmail.com`, `yahoo.es`) keeps a
-  domain drawn the same way. Faker's lists alone would put Myanmar where
-  the corpus writes España;
 - a value with nothing identifying in it (`madre`, `veinte años`: no word but
   those a surrogate keeps, `synthdeid.redact.identifying_words`), as written;
 - any other value the redactor has no surrogate for (an age over 89, a
@@ -54,79 +45,20 @@ from .privacy import MIN_DISTINCTIVE_CHARS
 from .tokenizer import make_nlp
 
 # How each gold entity got its value (the stats' keys).
-HOW = ("surrogate", "common", "random_date", "as_written", "other_note", "mask", "unannotated_mention")
-# A value found in this many gold notes identifies no one (the usual minimum
-# cell size of statistical disclosure control).
-COMMON_NOTES = 5
-COMMON_KINDS = frozenset({"city", "zip", "country", "street", "hospital", "organisation", "profession"})
-
-
-class CommonValues:
-    """The values of `COMMON_KINDS` found in at least `COMMON_NOTES` notes of
-    `docs`, per label and shape (with or without a digit: a postcode is
-    drawn for a postcode), and the common domains of e-mail addresses; each
-    weighted by its number of entities."""
-
-    def __init__(self, docs: Sequence[Doc], kind_of: Callable[[str], Optional[str]]):
-        notes: Dict[Tuple[Any, ...], set] = {}
-        writings: Dict[Tuple[Any, ...], Counter] = {}
-        for i, doc in enumerate(docs):
-            for ent in doc.ents:
-                kind = kind_of(ent.label_)
-                if kind in COMMON_KINDS:
-                    key: Tuple[Any, ...] = (ent.label_, _has_digit(ent.text), word_sequence(ent.text))
-                    writing = ent.text
-                elif kind == "email" and "@" in ent.text:
-                    writing = ent.text.rsplit("@", 1)[1].lower()
-                    key = (ent.label_, "@", writing)
-                else:
-                    continue
-                notes.setdefault(key, set()).add(i)
-                writings.setdefault(key, Counter())[writing] += 1
-        self.members = frozenset(key for key, found in notes.items() if len(found) >= COMMON_NOTES)
-        self.pools: Dict[Tuple[str, Any], Tuple[List[str], List[int]]] = {}
-        for key in sorted(self.members):
-            values, weights = self.pools.setdefault(key[:2], ([], []))
-            values.append(writings[key].most_common(1)[0][0])
-            weights.append(sum(writings[key].values()))
-
-    def key(self, label: str, kind: Optional[str], text: str) -> Optional[Tuple[Any, ...]]:
-        """The key of a common value (or of a common e-mail domain), else None."""
-        if kind == "email" and "@" in text:
-            key: Tuple[Any, ...] = (label, "@", text.rsplit("@", 1)[1].lower())
-        else:
-            key = (label, _has_digit(text), word_sequence(text))
-        return key if key in self.members else None
-
-    def draw(self, key: Tuple[Any, ...], rng: random.Random) -> str:
-        values, weights = self.pools[key[:2]]
-        return rng.choices(values, weights)[0]
-
-
-def _has_digit(text: str) -> bool:
-    return any(char.isdigit() for char in text)
+HOW = ("surrogate", "random_date", "as_written", "other_note", "mask", "unannotated_mention")
 
 
 def surrogate_values(doc: Doc, redactor: PIIRedactor, rng: random.Random,
-                     writings: Sequence[Callable[[dt.date], str]],
-                     common: Optional[CommonValues] = None) -> List[Tuple[str, Optional[str]]]:
+                     writings: Sequence[Callable[[dt.date], str]]) -> List[Tuple[str, Optional[str]]]:
     """(value, how) per entity of `doc`; `how` None where the redactor gave
     no surrogate free of its `forbidden_values` and the value is not to be
-    kept (`surrogated_docs` fills those in). A common value's draw (and a
-    common domain's) is the same for each mention in the note."""
+    kept (`surrogated_docs` fills those in)."""
     labelled = redactor(doc.copy())  # the copy takes the redactor's extension values, not `doc`
     surrogates = {r["start"]: r["replacement"] for r in labelled._.pii_replacements if r["strategy"] == "surrogate"}
     values: List[Tuple[str, Optional[str]]] = []
-    drawn: Dict[Tuple[Any, ...], str] = {}
     for ent in doc.ents:
         kind = redactor.kind_of(ent.label_)[0]
         surrogate = surrogates.get(ent.start_char)
-        common_key = common.key(ent.label_, kind, ent.text) if common else None
-        if common_key is not None and kind != "email":
-            values.append((drawn.setdefault(common_key, common.draw(common_key, rng)), "common"))
-            continue
-        if common_key is not None and surrogate is not None and "@" in surrogate:
-            surrogate = surrogate.rsplit("@", 1)[0] + "@" + drawn.setdefault(common_key, common.draw(common_key, rng))
         if surrogate is not None and not holds_any(surrogate, redactor.forbidden_values):
             values.append((surrogate, "surrogate"))
         elif kind == "date":
@@ -141,16 +73,14 @@ def surrogate_values(doc: Doc, redactor: PIIRedactor, rng: random.Random,
 def surrogated_docs(docs: List[Doc], nlp: Language, *, lang: str, seed: int,
                     label_kinds: Optional[Mapping[str, Any]] = None,
                     forbidden: FrozenSet[Tuple[str, ...]] = frozenset(),
-                    common: Optional[CommonValues] = None,
                     desc: str = "surrogating") -> Tuple[List[Doc], Counter]:
     """`docs` with every entity's value replaced (the module's rules), and
     how many entities got their value each way (`HOW`). No value but a date
-    or a `common` one holds one of `forbidden` (`word_sequence`s of real
-    values). Seeded."""
+    holds one of `forbidden` (`word_sequence`s of real values). Seeded."""
     redactor = PIIRedactor(strategy="surrogate", seed=seed, locale=faker_locale(lang), label_kinds=label_kinds)
     redactor.forbidden_values = forbidden
     writings = date_writings(lang)
-    chosen = [surrogate_values(doc, redactor, random.Random(f"{seed}\0{i}"), writings, common)
+    chosen = [surrogate_values(doc, redactor, random.Random(f"{seed}\0{i}"), writings)
               for i, doc in enumerate(tqdm(docs, desc=desc, unit="doc", disable=None))]
     by_label: Dict[str, List[str]] = {}
     for doc, values in zip(docs, chosen):
@@ -233,13 +163,10 @@ def surrogate_gold(inputs: Mapping[str, str | Path], output_dir: str | Path, *, 
         corpus[split] = read_docs(path, nlp.vocab)
         if not corpus[split]:
             raise ValueError(f"{path}: no documents to surrogate")
-    every_doc = [doc for docs in corpus.values() for doc in docs]
-    forbidden = real_values(every_doc, lang, label_kinds)
-    kinds = PIIRedactor(strategy="mask", locale=faker_locale(lang), label_kinds=label_kinds)
-    common = CommonValues(every_doc, lambda label: kinds.kind_of(label)[0])
+    forbidden = real_values([doc for docs in corpus.values() for doc in docs], lang, label_kinds)
     for split, docs in corpus.items():
         out, how_many = surrogated_docs(docs, nlp, lang=lang, seed=seed, label_kinds=label_kinds,
-                                        forbidden=forbidden, common=common, desc=f"surrogating {split}")
+                                        forbidden=forbidden, desc=f"surrogating {split}")
         with atomic_path(output_dir / f"{split}.spacy") as tmp:
             DocBin(store_user_data=True, docs=out).to_disk(tmp)
         stats["splits"][split] = {"input": corpus_stats(docs), "output": corpus_stats(out),
