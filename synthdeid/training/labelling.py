@@ -259,11 +259,10 @@ def apply_tags(doc: Doc, tags: List[Span], policy: str) -> None:
     outcomes = tag_agreement(labelled, tags)
     combined = combine_spans(labelled, tags, policy)
     if combined != sorted(labelled):
-        spans = [doc.char_span(start, end, label, alignment_mode="expand") for start, end, label in combined]
-        doc.ents = filter_spans([span for span in spans if span is not None])
+        aligned = [doc.char_span(start, end, label, alignment_mode="expand") for start, end, label in combined]
+        doc.ents = filter_spans([span for span in aligned if span is not None])
         kept = {(ent.start_char, ent.end_char, ent.label_) for ent in doc.ents}
-        for start, end, label in combined:
-            span = doc.char_span(start, end, label, alignment_mode="expand")
+        for (_, _, label), span in zip(combined, aligned):
             if span is None or (span.start_char, span.end_char, label) not in kept:
                 outcomes.setdefault(label, Counter())[UNALIGNED] += 1
     doc.user_data[TAG_OUTCOMES_KEY] = {label: dict(counts) for label, counts in outcomes.items()}

@@ -30,7 +30,8 @@ notes (mean, median, p10/p90, histogram); `generation_stats_markdown` renders th
 
 A generator adapted with inline tags (`generator_tag_labels`) is prompted with
 tagged openings; its notes are checked and sized without their tags, and
-each record keeps the note as written (`tagged`) for the annotate step.
+each record keeps the spans its tags mark (`tag_spans`, for the annotate
+step) and the note as written (`tagged`).
 """
 
 from __future__ import annotations
