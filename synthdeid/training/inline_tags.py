@@ -24,13 +24,14 @@ Span = Tuple[int, int, str]
 TAG_NAME = re.compile(r"[A-Za-z][\w-]*")
 TAG = re.compile(rf"<(/?)({TAG_NAME.pattern})>")
 # A tag cut off where a generated note ends ("... vive en <CAL").
-CUT_TAG = re.compile(r"<(/?)([A-Za-z][\w-]*)?$")
+CUT_TAG = re.compile(rf"<(/?)({TAG_NAME.pattern})?$")
 # annotator: the labelling pipeline's spans, the tags only reported;
 # union: those plus each tag span that no pipeline span overlaps;
 # tags: the tag spans, plus each pipeline span that no tag span overlaps.
 TAG_POLICIES = ("annotator", "union", "tags")
 # How a tag span compares with the pipeline's spans, and a pipeline span no tag overlaps.
 OUTCOMES = ("agree", "other_label", "other_boundary", "tag_only", "labeller_only")
+TAG_OUTCOMES = OUTCOMES[:4]  # those that count a tag span
 # A merged span lost to token alignment (two tags in one token: "<A>x</A><B>y</B>").
 UNALIGNED = "unaligned"
 
@@ -180,6 +181,6 @@ def agreement_table(outcomes: Dict[str, Dict[str, int]]) -> str:
 
 
 def _agreement_row(label: str, counts: Counter) -> str:
-    tags = sum(counts[outcome] for outcome in OUTCOMES[:4])
+    tags = sum(counts[outcome] for outcome in TAG_OUTCOMES)
     share = f"{counts['agree'] / tags:.3f}" if tags else "-"
     return f"| {label} | " + " | ".join(str(counts[outcome]) for outcome in (*OUTCOMES, UNALIGNED)) + f" | {share} |"

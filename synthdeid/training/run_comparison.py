@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from .inline_tags import TAG_OUTCOMES
 from .privacy_summary import IDENTIFYING_KINDS
 
 RUN_FILES = {
@@ -44,15 +45,8 @@ def read_run(folder: str | Path) -> Dict[str, Any]:
 
 
 def _f1(run: Mapping[str, Any], pipeline: str, level: str = "entity", label: Optional[str] = None) -> Optional[float]:
-    evaluation = run.get("evaluation")
-    if not evaluation or pipeline not in evaluation["pipelines"]:
-        return None
-    scores = evaluation["pipelines"][pipeline].get(level)
-    if scores is None:
-        return None
-    if label is None:
-        return scores["micro"]["f"]
-    return scores["per_label"].get(label, {}).get("f")
+    scores = ("micro",) if label is None else ("per_label", label)
+    return _get(run, "evaluation", "pipelines", pipeline, level, *scores, "f")
 
 
 def _ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
@@ -97,8 +91,7 @@ def _tag_agreement(run: Mapping[str, Any]) -> Optional[float]:
     agreement = _get(run, "synthetic", "inline_tags", "agreement")
     if not agreement:
         return None
-    tags = sum(counts.get(outcome, 0) for counts in agreement.values()
-               for outcome in ("agree", "other_label", "other_boundary", "tag_only"))
+    tags = sum(counts.get(outcome, 0) for counts in agreement.values() for outcome in TAG_OUTCOMES)
     return sum(counts.get("agree", 0) for counts in agreement.values()) / tags if tags else None
 
 
