@@ -25,7 +25,7 @@ from synthdeid.training.generator import (
     predicted_tokens,
     prompt_batch,
     generator_tag_labels,
-    read_texts,
+    note_texts,
     select_documents,
 )
 from spacy.tokens import Span
@@ -145,7 +145,7 @@ def test_training_sequences_are_one_note_each_opened_by_bos(tmp_path, texts_corp
     _, tokenizer = load_generator(tmp_path / "spy")
     bos = eos = tokenizer.eos_token_id
     assert note_start_id(tokenizer) == tokenizer.bos_token_id == bos  # the scratch BOS is its EOS
-    texts = read_texts(texts_corpus["train"])
+    texts = note_texts(read_docs(texts_corpus["train"]))
     # Training saw every note once per epoch, each as its own sequence, in batches of 2.
     assert [len(batch) for batch in seen] == [2] * 5
     trained = [sequence for batch in seen for sequence in batch]
@@ -351,7 +351,7 @@ def test_the_epoch_with_the_lowest_validation_loss_is_saved(tmp_path, texts_corp
     import spacy
 
     nlp = spacy.blank("es")
-    reversed_notes = [nlp(" ".join(text.split()[::-1])) for text in read_texts(texts_corpus["train"])[:3]]
+    reversed_notes = [nlp(" ".join(text.split()[::-1])) for text in note_texts(read_docs(texts_corpus["train"]))[:3]]
     validation = write_docbin(tmp_path / "reversed.spacy", reversed_notes)
     settings = {**TINY, "learning_rate": 2e-2, "dropout": 0.0}
     for keep_best in (True, False):
@@ -374,7 +374,7 @@ def test_the_epoch_with_the_lowest_validation_loss_is_saved(tmp_path, texts_corp
         assert config["kept"] == epochs[kept - 1]
         assert config["validation_perplexity"] == epochs[kept - 1]["validation_perplexity"]
         model, tokenizer = load_generator(out)
-        sequences, _ = note_sequences(tokenizer, read_texts(validation), settings["block_size"])
+        sequences, _ = note_sequences(tokenizer, note_texts(read_docs(validation)), settings["block_size"])
         loss, _ = evaluate_loss(model, sequences, 2, "cpu", tokenizer.pad_token_id)
         assert loss == pytest.approx(losses[kept - 1], rel=1e-5)
 
@@ -411,7 +411,7 @@ def test_lora_trains_only_the_adapter_and_reloads_to_the_same_model(tmp_path, te
     model, tokenizer = load_generator(out)
     assert type(model).__name__ == "PeftModelForCausalLM" and not model.training
     # The reloaded adapter is the trained model: it gives the final validation loss again.
-    sequences, _ = note_sequences(tokenizer, read_texts(texts_corpus["validation"]), 64)
+    sequences, _ = note_sequences(tokenizer, note_texts(read_docs(texts_corpus["validation"])), 64)
     loss, _ = evaluate_loss(model, sequences, 4, "cpu", tokenizer.pad_token_id)
     assert loss == pytest.approx(epochs[-1]["validation_loss"], rel=1e-5)
     again, _ = load_generator(out)

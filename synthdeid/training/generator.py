@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from spacy.tokens import Doc
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from .hf_trainer import EpochScoringTrainer, training_arguments
@@ -78,17 +79,17 @@ def select_documents(n: int, fraction: float, seed: int) -> List[int]:
     return sorted(order[:k])
 
 
-def read_texts(path: str | Path, inline_tags: bool = False) -> List[str]:
+def note_texts(docs: Sequence[Doc], inline_tags: bool = False) -> List[str]:
     """The documents' texts; with `inline_tags` their entities wrapped in
     their labels' tags (`inline_tags.tagged_doc_text`)."""
-    docs = read_docs(path)
     return [tagged_doc_text(doc) for doc in docs] if inline_tags else [doc.text for doc in docs]
 
 
-def read_tag_labels(path: str | Path) -> List[str]:
-    """The labels of a DocBin's entities, sorted; each must read back as a
-    tag name (`inline_tags.TAG_NAME`: a letter, then letters, digits, _ or -)."""
-    labels = sorted({ent.label_ for doc in read_docs(path) for ent in doc.ents})
+def tag_labels(docs: Sequence[Doc], path: str | Path) -> List[str]:
+    """The labels of the entities of `docs` (read from `path`), sorted; each
+    must read back as a tag name (`inline_tags.TAG_NAME`: a letter, then
+    letters, digits, _ or -)."""
+    labels = sorted({ent.label_ for doc in docs for ent in doc.ents})
     unreadable = [label for label in labels if not TAG_NAME.fullmatch(label)]
     if unreadable:
         raise ValueError(f"{path}: labels {unreadable} cannot be inline tag names (a letter, then letters, digits, "
@@ -565,15 +566,16 @@ def adapt_generator(
         "inline_tags": inline_tags,
     }
     start_time = time.perf_counter()
-    texts = read_texts(train_path, inline_tags)
-    tag_labels = read_tag_labels(train_path) if inline_tags else None
+    train_docs = read_docs(train_path)
+    texts = note_texts(train_docs, inline_tags)
+    labels_tagged = tag_labels(train_docs, train_path) if inline_tags else None
     if limit > 0:
         texts = texts[:limit]
     if not texts:
         raise ValueError(f"{train_path}: the train DocBin holds no documents")
     selected = select_documents(len(texts), fraction, seed)
     train_texts = [texts[i] for i in selected]
-    validation_texts = read_texts(validation_path, inline_tags) if validation_path else []
+    validation_texts = note_texts(read_docs(validation_path), inline_tags) if validation_path else []
     if validation_path and not validation_texts:
         raise ValueError(f"{validation_path}: the validation DocBin holds no documents")
 
@@ -708,8 +710,8 @@ def adapt_generator(
         tmp.mkdir(parents=True)
         model.save_pretrained(tmp / MODEL_DIR)
         tokenizer.save_pretrained(tmp / MODEL_DIR)
-        if tag_labels is not None:
-            (tmp / MODEL_DIR / TAGS_FILE).write_text(json.dumps({"labels": tag_labels}, ensure_ascii=False) + "\n",
+        if labels_tagged is not None:
+            (tmp / MODEL_DIR / TAGS_FILE).write_text(json.dumps({"labels": labels_tagged}, ensure_ascii=False) + "\n",
                                                      encoding="utf-8")
         (tmp / LOSS_FILE).write_text(json.dumps(curve, indent=2) + "\n", encoding="utf-8")
         config["wall_seconds"] = time.perf_counter() - start_time
