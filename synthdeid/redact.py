@@ -337,7 +337,9 @@ STREET_WORDS_OF_LANGUAGE = {
     "es": ("calle", "c", "cl", "avenida", "avda", "av", "plaza", "pza", "pl", "paseo", "pº", "camino", "carretera",
            "ctra", "ronda", "travesia", "urbanizacion", "urb", "barrio", "poligono", "glorieta", "via", "cuesta",
            "callejon", "pasaje", "rambla", "alameda", "piso", "puerta", "bajo", "izq", "izquierda", "dcha", "derecha",
-           "escalera", "esc", "portal", "bloque", "numero", "num", "n", "no", "nº", "km", "s", "sn"),
+           "escalera", "esc", "portal", "bloque", "numero", "num", "n", "no", "nº", "km", "s", "sn",
+           # Spain's other languages write their streets in Spanish notes too
+           "carrer", "avinguda", "passeig", "placa", "travessera", "rua", "kalea", "etorbidea"),
     "en": ("street", "st", "road", "rd", "avenue", "ave", "lane", "ln", "drive", "dr", "boulevard", "blvd", "court",
            "ct", "place", "pl", "way", "square", "sq", "terrace", "apt", "apartment", "suite", "unit", "floor",
            "no", "po", "box"),
@@ -368,7 +370,7 @@ NAME_KINDS = frozenset({"name", "first_name", "surname"})
 ORGANISATION_KINDS = frozenset({"hospital", "organisation"})
 # An organisation's surrogate, per language of the Faker locale and kind; `{surname}` is a fake surname.
 ORGANISATION_TEMPLATES = {
-    "es": {"hospital": "Hospital {surname}", "organisation": "Fundación {surname}"},
+    "es": {"organisation": "Fundación {surname}"},  # hospitals: in the original's form (below)
     "en": {"hospital": "{surname} Hospital", "organisation": "{surname} Foundation"},
     "de": {"hospital": "Klinikum {surname}", "organisation": "{surname}-Stiftung"},
     "sv": {"hospital": "{surname} sjukhus", "organisation": "{surname} stiftelse"},
@@ -380,6 +382,17 @@ ORGANISATION_TEMPLATES = {
 # or ending a capitalised compound: "Nordlandssykehuset"), with every other
 # word, lower-case ones too ("sykehuset i tromsø"), replaced by a fake town.
 INSTITUTION_WORDS_OF_LANGUAGE = {
+    # "Hospital Universitario Central de Asturias", "Complejo Hospitalario de Navarra": one template would teach
+    # a model trained on surrogates one form of the many real notes write.
+    "es": frozenset(_ascii_fold(word) for word in (
+        "hospital", "hospitalario", "hospitalari", "complejo", "universitario", "universitaria", "universitari",
+        "general", "clínico", "clínica", "provincial", "comarcal", "regional", "central", "materno", "infantil",
+        "militar", "centro", "salud", "sanitario", "sanitaria", "área", "atención", "primaria", "especialidades",
+        "fundación", "fundació", "instituto", "consorcio", "policlínica", "sanatorio", "residencia",
+        "ambulatorio", "consultorio", "unidad", "servicio", "servicios", "alta", "resolución", "geriátrico",
+        "psiquiátrico", "mutua", "san", "santa", "virgen", "nuestra", "señora", "doctor", "dr", "infanta",
+        "de", "del", "la", "las", "los", "el", "y", "i",
+    )),
     "no": frozenset(_ascii_fold(word) for word in (
         "sykehus", "sykehuset", "sjukehus", "sjukehuset", "universitetssykehus", "universitetssykehuset",
         "sentralsykehus", "sentralsykehuset", "lokalsykehus", "lokalsykehuset", "helse", "helseforetak", "hf",
@@ -425,6 +438,8 @@ def shareable_words(kind: Optional[str], template: Optional[str], locale: str, t
     """The folded words of an entity `text` that its surrogate may repeat:
     its organisation form's words, or, where the surrogate keeps the
     original's form, its generic words."""
+    if kind == "email":
+        return frozenset(words(kept_domain(text)))
     generic = institution_words(kind, template, locale)
     if generic is None:
         return form_words(organisation_form(kind, template, locale))
@@ -463,7 +478,7 @@ def kept_words(kind: Optional[str], lang: Optional[str] = None) -> frozenset:
     if kind == "street":
         return PARTICLES | _words_of(STREET_WORDS_OF_LANGUAGE, lang)
     if kind in ORGANISATION_KINDS:
-        return PARTICLES | INSTITUTION_WORDS
+        return PARTICLES | INSTITUTION_WORDS | _words_of(INSTITUTION_WORDS_OF_LANGUAGE, lang)
     if kind in ("email", "url", "ip_address"):
         return WEB_WORDS
     return PARTICLES
@@ -708,6 +723,54 @@ class _Surrogates:
 
         return self._unique(label, kind, text, draw, kept=kept)
 
+    def email_in_form(self, label: str, kind: str, address: str) -> Optional[str]:
+        """A fake address in the form of `address`: a fake user at the same
+        free-mail provider, or else at fake domain words under the same
+        top-level domain (`x@hmdc.sacyl.es`: two fake words, then `.es`);
+        Faker's free-mail address where the domain has no dot."""
+        kept = kept_domain(address)
+        domain = address.rsplit("@", 1)[1]
+        if not kept:
+            host = self.fake.free_email_domain
+        elif kept == domain:
+            host = lambda: kept  # noqa: E731
+        else:
+            host = lambda: ".".join([*(self.fake.domain_word() for _ in domain.split(".")[:-1]), kept])  # noqa: E731
+        return self._unique(label, kind, address, lambda: f"{self.fake.user_name()}@{host()}",
+                            kept=frozenset(words(kept)))
+
+    def reshaped_number(self, kind: str, tail: str) -> str:
+        """A street's number part in its shape (`_reshape`), its street words
+        ("piso", "izq.", "s/n") kept as written."""
+        out, cursor = [], 0
+        for match in _WORD.finditer(tail):
+            word = match.group()
+            out += [tail[cursor : match.start()], word if is_kept(kind, word, self.language) else _reshape(word, self.rng)]
+            cursor = match.end()
+        return "".join(out + [tail[cursor:]])
+
+    def street_in_form(self, label: str, kind: str, name: str) -> Optional[str]:
+        """A fake street name in the form of `name`: its street words and
+        particles kept as written ("C/", "Avda.", "Paseo de la"), each other
+        word replaced by a fake surname; Faker's street name where every word
+        is kept. A model trained on the surrogates then meets the forms real
+        notes write, not Faker's alone ("Pasadizo de ...")."""
+        found = list(_WORD.finditer(name))
+        replaced = [match for match in found if not is_kept(kind, match.group(), self.language)]
+        if not replaced:
+            return self._unique(label, kind, name, self.fake.street_name)
+        kept = frozenset(_ascii_fold(match.group()) for match in found if match not in replaced)
+        surname = self.surname_draw()
+
+        def draw() -> str:
+            out, cursor = [], 0
+            for match in replaced:
+                out += [name[cursor : match.start()], _match_case(surname(), match.group())]
+                cursor = match.end()
+            return "".join(out + [name[cursor:]])
+
+        return self._unique(label, kind, name, draw, kept=kept)
+
     def value(self, label: str, kind: Optional[str], template: Optional[str], text: str) -> Optional[str]:
         """The surrogate of `text`, an entity of `label` and `kind`; None when
         the kind has no surrogate. `template`: an organisation's form."""
@@ -721,6 +784,8 @@ class _Surrogates:
             return re.sub(r"\d+", lambda m: m.group() if int(m.group()) <= 89 else "90", text)
         if kind == "sex":
             return text  # a sex is not an identifier by itself
+        if kind == "email" and "@" in text.strip("@"):
+            return self.email_in_form(label, kind, text)
         draws = {"email": self.fake.free_email, "url": self.fake.url, "ip_address": self.fake.ipv4,
                  "country": self.fake.country, "profession": self.fake.job, "username": self.fake.user_name}
         if kind in draws:
@@ -735,8 +800,8 @@ class _Surrogates:
             head, tail = text[:digit], text[digit:]
             if not head.strip(" ,"):
                 return self._unique("street_number", kind, text, lambda: _reshape(text, self.rng))
-            street = self._unique(label, kind, head.strip(" ,"), self.fake.street_name)
-            number = self._unique("street_number", kind, tail, lambda: _reshape(tail, self.rng)) if tail else ""
+            street = self.street_in_form(label, kind, head.strip(" ,"))
+            number = self._unique("street_number", kind, tail, lambda: self.reshaped_number(kind, tail)) if tail else ""
             if street is None or number is None:
                 return None
             return street + head[len(head.rstrip(" ,")):] + number
@@ -752,6 +817,34 @@ class _Surrogates:
         if kind in ("identifier", "phone", "fax", "zip") or (kind == "other" and any(c.isdigit() for c in text)):
             return self._unique(label, kind, text, lambda: _reshape(text, self.rng))
         return None
+
+
+def kept_domain(address: str) -> str:
+    """What a surrogate of an e-mail `address` keeps of its domain: a
+    free-mail provider's domain whole (`hotmail.com` names no one), else its
+    top-level domain (`es` of `hmdc.sacyl.es`); nothing without a dot."""
+    domain = address.rsplit("@", 1)[-1] if "@" in address else ""
+    if "." not in domain.strip("."):
+        return ""
+    return domain if domain.lower() in free_mail_domains() else domain.rsplit(".", 1)[1]
+
+
+@lru_cache(maxsize=None)
+def free_mail_domains() -> frozenset:
+    """The free-mail providers' domains Faker knows, in every locale."""
+    import importlib
+
+    from faker.config import AVAILABLE_LOCALES
+    from faker.providers.internet import Provider as Internet
+
+    found = set(Internet.free_email_domains)
+    for locale in AVAILABLE_LOCALES:
+        try:
+            module = importlib.import_module(f"faker.providers.internet.{locale}")
+        except ImportError:
+            continue
+        found.update(getattr(module.Provider, "free_email_domains", ()))
+    return frozenset(domain.lower() for domain in found)
 
 
 def _shipped_labels() -> set:

@@ -163,6 +163,45 @@ def test_surrogates_keep_titles_kinship_and_street_words_of_the_language(lang, t
     assert not originals & set(re.findall(r"\w+", doc._.deidentified))
 
 
+@pytest.mark.parametrize("street, form", [
+    ("C/ Purísima, 32", r"C/ \w+, \d\d"),
+    ("Avda. Cid Campeador, 96", r"Avda\. \w+ \w+, \d\d"),
+    ("Paseo de la Castellana, 261, 3º Izq", r"Paseo de la \w+, \d{3}, \dº Izq"),
+    ("Carrer de Balmes s/n", r"Carrer de \w+ s/n"),
+    ("Colón, 28", r"\w+, \d\d"),
+])
+def test_street_surrogates_keep_the_streets_form(street, form):
+    # A model trained on surrogates meets the forms real notes write ("C/", "Avda."), not Faker's alone.
+    doc = redact({"strategy": "surrogate"}, text=f"Domicilio: {street}.", entities=[(street, "CALLE")])
+    replacement = replacement_of(doc, street)
+    assert re.fullmatch(form, replacement), replacement
+    assert not {"Purísima", "Cid", "Campeador", "Castellana", "Balmes", "Colón"} & set(re.findall(r"\w+", replacement))
+
+
+@pytest.mark.parametrize("hospital, form", [
+    ("Complejo Hospitalario de Navarra", r"Complejo Hospitalario de \w+"),
+    ("Hospital Universitario Central de Asturias", r"Hospital Universitario Central de \w+"),
+    ("Hospital San Juan de la Cruz", r"Hospital San \w+ de la \w+"),
+])
+def test_spanish_hospital_surrogates_keep_the_hospitals_form(hospital, form):
+    doc = redact({"strategy": "surrogate"}, text=f"Remitido al {hospital}.", entities=[(hospital, "HOSPITAL")])
+    replacement = replacement_of(doc, hospital)
+    assert re.fullmatch(form, replacement), replacement
+    assert not {"Navarra", "Asturias", "Juan", "Cruz"} & set(re.findall(r"\w+", replacement))
+
+
+@pytest.mark.parametrize("address, form", [
+    ("vroca@hotmail.com", r"[\w.-]+@hotmail\.com"),  # a free-mail provider names no one: kept
+    ("mgarcia@hmdc.sacyl.es", r"[\w.-]+@[\w-]+\.[\w-]+\.es"),  # other domains: fake words, same top level
+    ("pepe@localhost", r"[\w.-]+@[\w-]+\.\w+"),
+])
+def test_email_surrogates_keep_the_addresses_form(address, form):
+    doc = redact({"strategy": "surrogate"}, text=f"Correo: {address} .", entities=[(address, "CORREO_ELECTRONICO")])
+    replacement = replacement_of(doc, address)
+    assert re.fullmatch(form, replacement), replacement
+    assert not {"vroca", "mgarcia", "hmdc", "sacyl", "pepe", "localhost"} & set(re.findall(r"[^\W_]+", replacement))
+
+
 def test_dates_move_together_keeping_format_and_intervals():
     import datetime as dt
 
