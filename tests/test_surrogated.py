@@ -21,7 +21,7 @@ NOTES = {
          ("12/03/2018", "FECHAS"), ("Mujer", "SEXO_SUJETO_ASISTENCIA"), ("45 años", "EDAD_SUJETO_ASISTENCIA"),
          ("madre", "FAMILIARES_SUJETO_ASISTENCIA"), ("vroca@hotmail.com", "CORREO_ELECTRONICO"),
          ("Hospital Clínico San Carlos", "HOSPITAL")],
-        ["Valeria", "Roca", "Caballero", "4829311", "Mayor", "Valladolid", "vroca", "Clínico"],
+        ["Valeria", "Roca", "Caballero", "4829311", "Mayor", "Valladolid", "vroca", "Carlos"],
         "Valeria",
     ),
     "nb": (
@@ -98,6 +98,21 @@ def test_a_surrogate_never_holds_a_forbidden_value():
         doc = redactor(labelled(nlp, "Código 7.", [("7", "CODE")], "n"))
         assert doc._.deidentified in ("Código 3.", "Código 5."), doc._.deidentified
     assert word_sequence("Calle Mayor, 12") == ("calle", "mayor", "12")
+
+
+def test_common_countries_are_drawn_from_the_corpus_and_rare_ones_surrogated(tmp_path):
+    # España in five notes singles out none of them; Nepal in one might.
+    nlp = make_nlp("es")
+    countries = ["España"] * 4 + ["México"] * 5 + ["Nepal"]
+    gold = [labelled(nlp, f"Paciente natural de {country}.", [(country, "PAIS")], f"note-{i}")
+            for i, country in enumerate(countries)]
+    gold.append(labelled(nlp, "Vive en España.", [("España", "PAIS")], "note-10"))
+    DocBin(store_user_data=True, docs=gold).to_disk(tmp_path / "train.spacy")
+    stats = surrogate_gold({"train": tmp_path / "train.spacy"}, tmp_path / "out", lang="es", seed=0)
+    assert stats["splits"]["train"]["values"]["common_country"] == 10
+    out = [doc.ents[0].text for doc in read_docs(tmp_path / "out" / "train.spacy", nlp.vocab)]
+    assert set(out[:9] + out[10:]) == {"España", "México"}
+    assert out[9] not in ("Nepal", "España", "México") and not out[9].startswith("[")
 
 
 def test_a_corpus_without_documents_is_refused(tmp_path):

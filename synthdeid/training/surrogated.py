@@ -11,6 +11,12 @@ gold entity is replaced before adaptation:
   shape;
 - a date the redactor cannot read (or one a shift leaves as written, `1989`
   by a few days), by a random date in one of the language's writings;
+- a country written in at least `COMMON_NOTES` gold notes (`España`), by a
+  draw from those common countries of its label, weighted by how often the
+  corpus writes each: Faker draws every country alike and would put
+  Myanmar where the corpus writes España nine times in ten. A country that
+  common singles out no note, and drawn apart from the note it tells
+  nothing about it;
 - a value with nothing identifying in it (`madre`, `veinte años`: no word but
   those a surrogate keeps, `synthdeid.redact.identifying_words`), as written;
 - any other value the redactor has no surrogate for (an age over 89, a
@@ -45,21 +51,53 @@ from .privacy import MIN_DISTINCTIVE_CHARS
 from .tokenizer import make_nlp
 
 # How each gold entity got its value (the stats' keys).
-HOW = ("surrogate", "random_date", "as_written", "other_note", "mask", "unannotated_mention")
+HOW = ("surrogate", "common_country", "random_date", "as_written", "other_note", "mask", "unannotated_mention")
+# A value written in this many notes singles out none of them (the usual
+# minimum cell size of statistical disclosure control).
+COMMON_NOTES = 5
+
+
+def common_countries(docs: Sequence[Doc],
+                     kind_of: Callable[[str], Optional[str]]) -> Dict[str, Tuple[List[str], List[int]]]:
+    """label -> (countries, weights): each country of a label of kind
+    "country" written in at least `COMMON_NOTES` of `docs`, as most often
+    written, weighted by its number of entities."""
+    notes: Dict[Tuple[str, Tuple[str, ...]], set] = {}
+    writings: Dict[Tuple[str, Tuple[str, ...]], Counter] = {}
+    for i, doc in enumerate(docs):
+        for ent in doc.ents:
+            if kind_of(ent.label_) == "country":
+                key = (ent.label_, word_sequence(ent.text))
+                notes.setdefault(key, set()).add(i)
+                writings.setdefault(key, Counter())[ent.text] += 1
+    pools: Dict[str, Tuple[List[str], List[int]]] = {}
+    for key in sorted(key for key, found in notes.items() if len(found) >= COMMON_NOTES):
+        countries, weights = pools.setdefault(key[0], ([], []))
+        countries.append(writings[key].most_common(1)[0][0])
+        weights.append(sum(writings[key].values()))
+    return pools
 
 
 def surrogate_values(doc: Doc, redactor: PIIRedactor, rng: random.Random,
-                     writings: Sequence[Callable[[dt.date], str]]) -> List[Tuple[str, Optional[str]]]:
+                     writings: Sequence[Callable[[dt.date], str]],
+                     countries: Optional[Mapping[str, Tuple[List[str], List[int]]]] = None
+                     ) -> List[Tuple[str, Optional[str]]]:
     """(value, how) per entity of `doc`; `how` None where the redactor gave
     no surrogate free of its `forbidden_values` and the value is not to be
-    kept (`surrogated_docs` fills those in)."""
+    kept (`surrogated_docs` fills those in). A common country (one of
+    `countries`, `common_countries`) gets one draw per note."""
     labelled = redactor(doc.copy())  # the copy takes the redactor's extension values, not `doc`
     surrogates = {r["start"]: r["replacement"] for r in labelled._.pii_replacements if r["strategy"] == "surrogate"}
     values: List[Tuple[str, Optional[str]]] = []
+    drawn: Dict[Tuple[str, ...], str] = {}
     for ent in doc.ents:
         kind = redactor.kind_of(ent.label_)[0]
         surrogate = surrogates.get(ent.start_char)
-        if surrogate is not None and not holds_any(surrogate, redactor.forbidden_values):
+        common, weights = (countries or {}).get(ent.label_, ([], []))
+        sequence = word_sequence(ent.text)
+        if kind == "country" and sequence in map(word_sequence, common):
+            values.append((drawn.setdefault(sequence, rng.choices(common, weights)[0]), "common_country"))
+        elif surrogate is not None and not holds_any(surrogate, redactor.forbidden_values):
             values.append((surrogate, "surrogate"))
         elif kind == "date":
             values.append((random_date_text(rng, writings), "random_date"))
@@ -73,14 +111,16 @@ def surrogate_values(doc: Doc, redactor: PIIRedactor, rng: random.Random,
 def surrogated_docs(docs: List[Doc], nlp: Language, *, lang: str, seed: int,
                     label_kinds: Optional[Mapping[str, Any]] = None,
                     forbidden: FrozenSet[Tuple[str, ...]] = frozenset(),
+                    countries: Optional[Mapping[str, Tuple[List[str], List[int]]]] = None,
                     desc: str = "surrogating") -> Tuple[List[Doc], Counter]:
     """`docs` with every entity's value replaced (the module's rules), and
     how many entities got their value each way (`HOW`). No value but a date
-    holds one of `forbidden` (`word_sequence`s of real values). Seeded."""
+    or a common country (`countries`, `common_countries`) holds one of
+    `forbidden` (`word_sequence`s of real values). Seeded."""
     redactor = PIIRedactor(strategy="surrogate", seed=seed, locale=faker_locale(lang), label_kinds=label_kinds)
     redactor.forbidden_values = forbidden
     writings = date_writings(lang)
-    chosen = [surrogate_values(doc, redactor, random.Random(f"{seed}\0{i}"), writings)
+    chosen = [surrogate_values(doc, redactor, random.Random(f"{seed}\0{i}"), writings, countries)
               for i, doc in enumerate(tqdm(docs, desc=desc, unit="doc", disable=None))]
     by_label: Dict[str, List[str]] = {}
     for doc, values in zip(docs, chosen):
@@ -163,10 +203,13 @@ def surrogate_gold(inputs: Mapping[str, str | Path], output_dir: str | Path, *, 
         corpus[split] = read_docs(path, nlp.vocab)
         if not corpus[split]:
             raise ValueError(f"{path}: no documents to surrogate")
-    forbidden = real_values([doc for docs in corpus.values() for doc in docs], lang, label_kinds)
+    every_doc = [doc for docs in corpus.values() for doc in docs]
+    forbidden = real_values(every_doc, lang, label_kinds)
+    kinds = PIIRedactor(strategy="mask", locale=faker_locale(lang), label_kinds=label_kinds)
+    countries = common_countries(every_doc, lambda label: kinds.kind_of(label)[0])
     for split, docs in corpus.items():
         out, how_many = surrogated_docs(docs, nlp, lang=lang, seed=seed, label_kinds=label_kinds,
-                                        forbidden=forbidden, desc=f"surrogating {split}")
+                                        forbidden=forbidden, countries=countries, desc=f"surrogating {split}")
         with atomic_path(output_dir / f"{split}.spacy") as tmp:
             DocBin(store_user_data=True, docs=out).to_disk(tmp)
         stats["splits"][split] = {"input": corpus_stats(docs), "output": corpus_stats(out),
