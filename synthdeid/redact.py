@@ -18,7 +18,9 @@ Strategies, chosen per label:
   `Soler`), identifiers and phone numbers keep their shape (digit for digit,
   letter for letter), dates move by one offset per document keeping their
   written format and the days between them, ages up to 89 stay (HIPAA Safe
-  Harbor allows them) and older ages become 90.
+  Harbor allows them) and older ages become 90; streets, e-mail addresses
+  and (in languages with their generic words) hospitals keep their form,
+  only the words that identify replaced.
 - `hash`: `[{label}-{digest}]`, a keyed HMAC of the value, so equal values give
   equal tokens wherever the key is the same.
 - `keep`: the entity is left as written.

@@ -56,6 +56,7 @@ SMOKE_VARS = {
     "generator_corpus": "corpus/surrogated",
     "inline_tags": "inline-tags",
     "tag_policy": "union",
+    "labeller_surrogate_copies": 1,
 }
 STEPS = 21
 
@@ -116,6 +117,13 @@ def test_workflow_writes_every_output(project):
     # trained on the gold texts as the committee labels them.
     relabelled = read_docs(project / "corpus/relabelled/train.spacy")
     assert [doc.text for doc in relabelled] == [doc.text for doc in read_docs(project / "corpus/train.spacy")]
+    # It learnt them beside one surrogate copy of each note, labels moved with the values.
+    labeller_data = read_docs(project / "corpus/relabelled/train_augmented.spacy")
+    assert len(labeller_data) == 2 * len(relabelled)
+    assert [doc.text for doc in labeller_data[: len(relabelled)]] == [doc.text for doc in relabelled]
+    copies = labeller_data[len(relabelled):]
+    assert [[e.label_ for e in doc.ents] for doc in copies] == [[e.label_ for e in doc.ents] for doc in relabelled]
+    assert [doc.text for doc in copies] != [doc.text for doc in relabelled]
     labeller = json.loads((project / "training/labeller/model-best/meta.json").read_text())
     assert "ner" in labeller["pipeline"] and "hf_ner" not in labeller["pipeline"]
     synthetic = json.loads((project / "corpus/synthetic/stats.json").read_text())
