@@ -747,7 +747,8 @@ class _Surrogates:
         out, cursor = [], 0
         for match in _WORD.finditer(tail):
             word = match.group()
-            out += [tail[cursor : match.start()], word if is_kept(kind, word, self.language) else _reshape(word, self.rng)]
+            kept = is_kept(kind, word, self.language)
+            out += [tail[cursor : match.start()], word if kept else _reshape(word, self.rng)]
             cursor = match.end()
         return "".join(out + [tail[cursor:]])
 
