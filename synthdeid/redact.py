@@ -350,6 +350,18 @@ STREET_WORDS_OF_LANGUAGE = {
 }
 
 
+# The words of a town's name that say what kind of place it is, not which
+# ("San Sebastián de los Reyes", "A Coruña", "Ciudad de México"): a town's
+# surrogate keeps them and the particles, and replaces each other word.
+TOWN_WORDS_OF_LANGUAGE = {
+    "es": ("san", "santa", "santo", "sant", "sao", "ciudad", "villa", "isla", "islas", "puerto", "nuevo", "nueva",
+           "gran", "a", "o", "as", "os", "distrito", "federal", "capital", "provincia", "region", "comunidad",
+           "df"),
+    "en": ("saint", "st", "new", "city", "fort", "port", "upon", "on", "county", "north", "south", "east", "west"),
+    "no": ("i", "på"),
+}
+
+
 PARTICLES = frozenset({"de", "del", "la", "las", "los", "el", "y", "e", "i", "da", "das", "do", "dos", "di", "du",
                        "van", "von", "der", "den", "le", "al"})
 
@@ -483,15 +495,20 @@ def kept_words(kind: Optional[str], lang: Optional[str] = None) -> frozenset:
         return PARTICLES | INSTITUTION_WORDS | _words_of(INSTITUTION_WORDS_OF_LANGUAGE, lang)
     if kind in ("email", "url", "ip_address"):
         return WEB_WORDS
+    if kind == "city":
+        return PARTICLES | _words_of(TOWN_WORDS_OF_LANGUAGE, lang)
     return PARTICLES
 
 
 def is_kept(kind: Optional[str], word: str, lang: Optional[str] = None) -> bool:
     """Whether a surrogate of `kind` keeps `word` as written: a word of
     `kept_words`, but in a name a capital single letter is an initial ("Ana
-    Y. Ruiz"), not the particle "y"."""
+    Y. Ruiz"), not the particle "y", and in a town's name any single letter
+    is an abbreviation ("México D.F."), naming no town alone."""
     if (kind in NAME_KINDS or kind == "relative") and len(word) == 1 and not word.islower():
         return False
+    if kind == "city" and len(word) == 1 and not word.isdigit():
+        return True
     return _ascii_fold(word) in kept_words(kind, lang)
 
 
@@ -703,6 +720,39 @@ class _Surrogates:
         towns = _town_formats(self.locale)
         return self.fake.parse(self.fake.random_element(towns)) if towns else self.fake.city()
 
+    def town_word(self) -> str:
+        """One word of a Faker town that names it ("Cruz" of "Santa Cruz de
+        Tenerife"): its first word that a town's surrogate does not keep,
+        redrawn where it has none (es_ES lists "Ciudad" as a province)."""
+        for _ in range(10):
+            value = self.town().split()
+            word = next((word for word in value if not is_kept("city", word, self.language)), None)
+            if word:
+                return word
+        return value[-1]
+
+    def town_in_form(self, label: str, kind: str, name: str) -> Optional[str]:
+        """A fake town in the form of `name`: its particles and place words
+        kept ("San", "de los", "A"), each other word replaced by a word of a
+        Faker town ("Alcalá de Henares" -> "Soria de Lugo"); Faker's town
+        where every word is kept. Faker's Spanish towns are one-word
+        provinces: a model trained on them alone misses most towns of
+        several words."""
+        found = list(_WORD.finditer(name))
+        replaced = [match for match in found if not is_kept(kind, match.group(), self.language)]
+        if not replaced:
+            return self._unique(label, kind, name, lambda: _match_case(self.town(), name))
+        kept = frozenset(_ascii_fold(match.group()) for match in found if match not in replaced)
+
+        def draw() -> str:
+            out, cursor = [], 0
+            for match in replaced:
+                out += [name[cursor : match.start()], _match_case(self.town_word(), match.group())]
+                cursor = match.end()
+            return "".join(out + [name[cursor:]])
+
+        return self._unique(label, kind, name, draw, kept=kept)
+
     def organisation_in_form(self, label: str, kind: str, text: str, generic: frozenset) -> Optional[str]:
         """`text` with its generic words and endings kept (`_generic_part`)
         and each other word replaced by a fake town: "Helse Førde, Florø,
@@ -796,8 +846,7 @@ class _Surrogates:
         if kind == "city":
             if any(c.isdigit() for c in text):  # a postcode written where a town goes
                 return self._unique(label, kind, text, lambda: _reshape(text, self.rng))
-            fake = self._unique(label, kind, text, self.town)
-            return fake and _match_case(fake, text)
+            return self.town_in_form(label, kind, text)
         if kind == "street":  # "Calle Mayor, 12, 3º B": a fake street, then the number's shape
             digit = next((i for i, c in enumerate(text) if c.isdigit()), len(text))
             head, tail = text[:digit], text[digit:]

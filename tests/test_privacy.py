@@ -313,7 +313,11 @@ def test_the_summary_judges_each_check_against_its_threshold(tmp_path):
     assert [row["passed"] for row in summary_checks(copied, membership, kinds)] == [False, True, True, True, False]
     rows = summary_checks(clean, {"pipelines": {"synthetic": {"auc": 0.49}}}, kinds)
     assert [row["passed"] for row in rows] == [True, True, True, True, True]
-    assert [(row["found"], row["chance"]) for row in rows[:2]] == [(0, 0), (1, 1)]  # one date, as by chance
+    # one date, against one by chance in the two notes of the chance copy: half a date in one synthetic note
+    assert [(row["found"], row["chance"]) for row in rows[:2]] == [(0, 0), (1, 0.5)]
+    twice = privacy_measures(gold, [TextDoc(f"s{i}", "Eva Pérez Sanz, 01/02/2017.") for i in range(4)], [5],
+                             baseline_docs=baseline, kind_of=kinds)
+    assert summary_checks(twice, None, kinds)[1]["chance"] == 2  # four notes: twice the chance copy's two
     markdown = write_summary(clean, {"pipelines": {"synthetic": {"auc": 0.49}}}, kinds, tmp_path / "privacy.md")
     assert "5 of 5 checks passed" in markdown and "![" in markdown
     assert (tmp_path / "privacy.png").read_bytes().startswith(b"\x89PNG")

@@ -166,7 +166,8 @@ def test_surrogates_keep_titles_kinship_and_street_words_of_the_language(lang, t
 # A model trained on surrogates meets the forms real notes write ("C/", "Avda.",
 # "Complejo Hospitalario de", an .es address), not Faker's alone.
 FORM_ORIGINALS = {"Purísima", "Cid", "Campeador", "Castellana", "Balmes", "Colón", "Navarra", "Asturias", "Juan",
-                  "Cruz", "vroca", "mgarcia", "hmdc", "sacyl", "pepe", "localhost"}
+                  "Cruz", "vroca", "mgarcia", "hmdc", "sacyl", "pepe", "localhost", "Alcalá", "Henares",
+                  "Sebastián", "Reyes", "Coruña", "SANTIAGO", "Getafe", "México"}
 
 
 @pytest.mark.parametrize("note, value, label, form", [
@@ -183,6 +184,13 @@ FORM_ORIGINALS = {"Purísima", "Cid", "Campeador", "Castellana", "Balmes", "Col�
     ("Correo: {} .", "vroca@hotmail.com", "CORREO_ELECTRONICO", r"[\w.-]+@hotmail\.com"),
     ("Correo: {} .", "mgarcia@hmdc.sacyl.es", "CORREO_ELECTRONICO", r"[\w.-]+@[\w-]+\.[\w-]+\.es"),
     ("Correo: {} .", "pepe@localhost", "CORREO_ELECTRONICO", r"[\w.-]+@[\w-]+\.\w+"),
+    # a town keeps its particles and place words; each other word, a word of a Faker town
+    ("Vive en {}.", "Alcalá de Henares", "TERRITORIO", r"\w+ de \w+"),
+    ("Vive en {}.", "San Sebastián de los Reyes", "TERRITORIO", r"San \w+ de los \w+"),
+    ("Vive en {}.", "A Coruña", "TERRITORIO", r"A \w+"),
+    ("Vive en {} desde 2010.", "México D.F", "TERRITORIO", r"\w+ D\.F"),
+    ("Vive en {}.", "SANTIAGO", "TERRITORIO", r"[^\W\d_a-z]+"),
+    ("Vive en {}.", "Getafe", "TERRITORIO", r"\w+"),
 ])
 def test_surrogates_keep_the_originals_form(note, value, label, form):
     doc = redact({"strategy": "surrogate"}, text=note.format(value), entities=[(value, label)])

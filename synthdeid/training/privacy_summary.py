@@ -12,6 +12,9 @@ Thresholds:
   give or take two standard deviations of a Poisson count;
 - quasi-identifiers: no more unique combinations, and passages with their
   note's date, than chance, on the same terms;
+- every count by chance is scaled to the synthetic corpus's note count: the
+  chance copy has as many notes as the gold corpus, and a corpus of more
+  notes holds more values by chance;
 - membership inference on the shared pipeline: AUC within 0.02 of 0.5.
 
 n-gram recall and the longest copied passage are reported without a
@@ -36,10 +39,17 @@ MEMBERSHIP_MARGIN = 0.02
 CHANCE_THRESHOLD = "no more than chance + 2 sqrt(chance)"
 
 
-def within_chance(found: int, chance: int) -> bool:
+def within_chance(found: int, chance: float) -> bool:
     """At most two standard deviations above `chance`, read as a Poisson
     count: 8 unique combinations against 5 by chance is no finding."""
     return found <= chance + 2 * math.sqrt(max(chance, 1))
+
+
+def chance_scale(privacy: Mapping[str, Any]) -> float:
+    """Synthetic notes per note of the chance copy: what a chance count is
+    multiplied by to be read against the synthetic corpus's count."""
+    baseline = privacy["pii_reuse"].get("baseline")
+    return privacy["synthetic"]["documents"] / baseline["documents"] if baseline else 1.0
 
 
 def _verdict(passed: bool) -> str:
@@ -51,19 +61,23 @@ def summary_checks(privacy: Mapping[str, Any], membership: Optional[Mapping[str,
     """One row per check: what, threshold, found, by chance (or None), passed."""
     reuse = privacy["pii_reuse"]
     chance = reuse.get("baseline", {}).get("labels", {})
+    scale = chance_scale(privacy)
     rows = []
 
     def distinctive(labels: List[str], counts: Mapping[str, Any]) -> int:
         return sum(counts.get(label, {}).get("distinctive_reappearing", 0) for label in labels)
+
+    def scaled(count: int) -> float:
+        return round(count * scale, 1)
 
     identifying = [label for label in reuse["labels"] if kind_of(label) in IDENTIFYING_KINDS]
     short = [label for label in reuse["labels"] if label not in identifying]
     found = distinctive(identifying, reuse["labels"])
     rows.append({"check": "distinctive gold names, places, organisations, identifiers and contacts in the "
                           "synthetic notes", "threshold": "0", "found": found,
-                 "chance": distinctive(identifying, chance) if chance else None, "passed": found == 0})
+                 "chance": scaled(distinctive(identifying, chance)) if chance else None, "passed": found == 0})
     if chance:
-        found, expected = distinctive(short, reuse["labels"]), distinctive(short, chance)
+        found, expected = distinctive(short, reuse["labels"]), scaled(distinctive(short, chance))
         rows.append({"check": f"distinctive gold dates, ages and other short values ({', '.join(short)})",
                      "threshold": CHANCE_THRESHOLD, "found": found, "chance": expected,
                      "passed": within_chance(found, expected)})
@@ -72,8 +86,9 @@ def summary_checks(privacy: Mapping[str, Any], membership: Optional[Mapping[str,
         for key, what in (("unique_reappearing", f"unique gold {quasi['combination']} together in one note"),
                           ("passages_with_date", f"a passage of {quasi['passage_tokens']}+ tokens of one gold note "
                                                  "with its date")):
-            rows.append({"check": what, "threshold": CHANCE_THRESHOLD, "found": quasi[key],
-                         "chance": quasi["baseline"][key], "passed": within_chance(quasi[key], quasi["baseline"][key])})
+            expected = scaled(quasi["baseline"][key])
+            rows.append({"check": what, "threshold": CHANCE_THRESHOLD, "found": quasi[key], "chance": expected,
+                         "passed": within_chance(quasi[key], expected)})
     if membership and shared_pipeline in membership.get("pipelines", {}):
         value = membership["pipelines"][shared_pipeline]["auc"]
         rows.append({"check": f"membership inference on the shared ({shared_pipeline}) pipeline: AUC",
@@ -106,7 +121,9 @@ def summary_markdown(privacy: Mapping[str, Any], membership: Optional[Mapping[st
     lines += [
         "",
         "By chance: the same measure on an independent copy of the gold notes with every annotated value "
-        "replaced by a surrogate, which holds some gold dates, ages and towns only because there are few of them.",
+        "replaced by a surrogate, which holds some gold dates, ages and towns only because there are few of them; "
+        f"scaled to the synthetic corpus's note count (x{chance_scale(privacy):.2f}: a corpus of more notes holds "
+        "more by chance).",
         "",
         "Reported without a threshold (the synthetic notes are meant to read like the gold ones): "
         + ", ".join(f"{n}-gram recall {r['recall']:.4f}" for n, r in recall.items())

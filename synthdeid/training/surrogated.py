@@ -93,9 +93,9 @@ def surrogate_values(doc: Doc, redactor: PIIRedactor, rng: random.Random,
     for ent in doc.ents:
         kind = redactor.kind_of(ent.label_)[0]
         surrogate = surrogates.get(ent.start_char)
-        common, weights = (countries or {}).get(ent.label_, ([], []))
-        sequence = word_sequence(ent.text)
-        if kind == "country" and sequence in map(word_sequence, common):
+        common, weights = (countries or {}).get(ent.label_, ([], [])) if kind == "country" else ([], [])
+        sequence = word_sequence(ent.text) if common else ()
+        if common and sequence in map(word_sequence, common):
             values.append((drawn.setdefault(sequence, rng.choices(common, weights)[0]), "common_country"))
         elif surrogate is not None and not holds_any(surrogate, redactor.forbidden_values):
             values.append((surrogate, "surrogate"))
