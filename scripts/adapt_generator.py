@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from synthdeid.training.generator import DEFAULT_LEARNING_RATES, adapt_generator
+from synthdeid.training.hf_trainer import is_world_process_zero
 
 
 def main(
@@ -91,6 +92,8 @@ def main(
         raise typer.Exit(1)
     kept, params, train = config["kept"], config["parameters"], config["tokens"]["train"]
     validation_loss = kept["validation_loss"]
+    if not is_world_process_zero():  # under torchrun, once
+        return
     typer.echo(
         f"Saved the {config['mode']} generator ({params['trainable']:,} of {params['total']:,} parameters trained, "
         f"{config['documents']['used']}/{config['documents']['available']} documents, "

@@ -6,6 +6,7 @@ from typing import Optional
 import typer
 
 from synthdeid.training.annotator import train_annotator
+from synthdeid.training.hf_trainer import is_world_process_zero
 
 
 def main(
@@ -57,10 +58,9 @@ def main(
         device=device,
     )
     best = log["best_validation"]
-    typer.echo(
-        f"Saved epoch {log['best_epoch']} (validation P {best['p']:.4f} R {best['r']:.4f} "
-        f"F1 {best['f']:.4f}) to {output_dir}"
-    )
+    if is_world_process_zero():  # under torchrun, once
+        typer.echo(f"Saved epoch {log['best_epoch']} (validation P {best['p']:.4f} R {best['r']:.4f} "
+                   f"F1 {best['f']:.4f}) to {output_dir}")
 
 
 if __name__ == "__main__":

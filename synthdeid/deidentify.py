@@ -9,7 +9,7 @@ replacements (`brat`). The reversible mapping (original text per replacement)
 goes to its own JSONL file, only when asked for.
 
 Documents stream through `nlp.pipe` (memory stays flat), with `n_process`
-and `batch_size`. A bad input document (unreadable, not UTF-8, binary, empty,
+and `batch_size`, or through Ray actors (`engine="ray"`, `ray_engine`). A bad input document (unreadable, not UTF-8, binary, empty,
 a broken JSONL line, an output file it cannot have) is reported by name and
 line and skipped, or stops the run (`on_error="stop"`). Outputs are written
 to temporary paths and moved into place only when the run succeeds: a failed
@@ -38,9 +38,11 @@ import typer
 from spacy.language import Language
 from tqdm import tqdm
 
-from .io import atomic_path, decode_utf8, doc_words, exclusive, read_text_records, write_json
+from .io import atomic_path, decode_utf8, exclusive, read_text_records, write_json
+from .ray_engine import Deidentified, ray_pipe, refuse_corpus_consistency
 
 INPUT_FORMATS = ("auto", "txt", "jsonl", "brat")
+ENGINES = ("local", "ray")
 OUTPUT_FORMATS = ("txt", "jsonl", "brat")
 
 
@@ -257,15 +259,15 @@ class Writer:
         if not writes_file:
             output.mkdir()
 
-    def write(self, doc_id: str, where: str, doc, prefix: str = "") -> None:
+    def write(self, doc_id: str, where: str, result: Deidentified, prefix: str = "") -> None:
         """Write one document, `prefix` (a byte-order mark) before its text,
         offsets counted with it. A document whose output file cannot be
         written raises InputError and leaves none of its files."""
-        text = prefix + doc._.deidentified
+        text = prefix + result.deidentified
         shift = len(prefix)
         replacements = [{**r, "start": r["start"] + shift, "end": r["end"] + shift,
                          "replacement_start": r["replacement_start"] + shift,
-                         "replacement_end": r["replacement_end"] + shift} for r in doc._.pii_replacements]
+                         "replacement_end": r["replacement_end"] + shift} for r in result.replacements]
         spans = [{"start": r["replacement_start"], "end": r["replacement_end"], "label": r["label"]}
                  for r in replacements]
         if self.jsonl:
@@ -318,17 +320,29 @@ def deidentify_files(
     model: Optional[str] = None,
     progress: bool = True,
     report=print,
+    engine: str = "local",
+    num_workers: int = 2,
+    ray_address: Optional[str] = None,
 ) -> Summary:
     """De-identify every document of `input_path` into `output` (an existing
     output or mapping is replaced only with `overwrite`; neither may lie in
-    the pipeline folder `model`)."""
+    the pipeline folder `model`). `engine` "local" runs `nlp.pipe` with
+    `n_process`; "ray" runs `model` (a folder or package every Ray node can
+    load) with `nlp`'s redactor settings on `num_workers` Ray actors, of the
+    cluster at `ray_address` or of a local Ray."""
     if input_format not in INPUT_FORMATS or output_format not in OUTPUT_FORMATS:
         raise ValueError(f"formats: input one of {INPUT_FORMATS}, output one of {OUTPUT_FORMATS}")
     if on_error not in ("skip", "stop"):
         raise ValueError(f"on_error must be 'skip' or 'stop', not {on_error!r}")
     if n_process < 1 or batch_size < 1:
         raise ValueError(f"n_process and batch_size must be at least 1, not {n_process} and {batch_size}")
-    if n_process > 1 and nlp.get_pipe_config("pii_redactor").get("consistency") == "corpus":
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "ray":
+        if not model:
+            raise ValueError("the ray engine loads the pipeline on each actor: name it (model)")
+        refuse_corpus_consistency(nlp)
+    elif n_process > 1 and nlp.get_pipe_config("pii_redactor").get("consistency") == "corpus":
         raise ValueError("pii_redactor: consistency 'corpus' keeps one mapping in one process; use n_process 1")
     summary = Summary()
 
@@ -365,16 +379,22 @@ def deidentify_files(
         writer = Writer(stack.enter_context(atomic_path(output, replace=overwrite)), output_format, mapping_file,
                         writes_file)
         try:
-            docs = nlp.pipe(good_documents(), as_tuples=True, n_process=n_process, batch_size=batch_size)
-            for doc, (doc_id, where, bom) in tqdm(docs, desc="de-identify", unit="doc", disable=not progress):
+            if engine == "ray":
+                settings = {k: v for k, v in nlp.get_pipe_config("pii_redactor").items() if k != "factory"}
+                results = ray_pipe(good_documents(), model, settings, num_workers=num_workers,
+                                   batch_size=batch_size, max_length=nlp.max_length, address=ray_address)
+            else:
+                docs = nlp.pipe(good_documents(), as_tuples=True, n_process=n_process, batch_size=batch_size)
+                results = ((Deidentified.of_doc(doc), context) for doc, context in docs)
+            for result, (doc_id, where, bom) in tqdm(results, desc="de-identify", unit="doc", disable=not progress):
                 try:
-                    writer.write(doc_id, where, doc, bom)
+                    writer.write(doc_id, where, result, bom)
                 except InputError as err:
                     skip(err)
                     continue
                 summary.documents += 1
-                summary.words += doc_words(doc)
-                summary.entities.update(r["label"] for r in doc._.pii_replacements)
+                summary.words += result.words
+                summary.entities.update(r["label"] for r in result.replacements)
         finally:
             writer.close()
             if mapping_file:
@@ -401,10 +421,14 @@ def cli(
     label_strategy: List[str] = typer.Option([], help="LABEL=STRATEGY for one label (repeat); adds to the pipeline's"),
     labels: List[str] = typer.Option([], help="Replace only these labels (repeat) [default: the pipeline's]"),
     seed: Optional[int] = typer.Option(None, help="Seed of surrogates and date offsets [default: the pipeline's]"),
-    consistency: Optional[str] = typer.Option(None, help="document or corpus (one mapping for the corpus) "
-                                                         "[default: the pipeline's]"),
+    consistency: Optional[str] = typer.Option(None, help="document, corpus (one mapping for the corpus, one "
+                                                         "process) or keyed (from the hash key: the same on every "
+                                                         "worker) [default: the pipeline's]"),
     mapping: Optional[Path] = typer.Option(None, help="Write the reversible mapping (JSONL) here: keep it apart"),
-    n_process: int = typer.Option(1, min=1, help="Processes for nlp.pipe"),
+    n_process: int = typer.Option(1, min=1, help="Processes for nlp.pipe (local engine)"),
+    engine: str = typer.Option("local", help="local (nlp.pipe) or ray (actors; needs synthdeid[ray])"),
+    num_workers: int = typer.Option(2, min=1, help="Ray actors, one CPU each (ray engine)"),
+    ray_address: Optional[str] = typer.Option(None, help="Address of a Ray cluster [default: a local Ray]"),
     batch_size: int = typer.Option(32, min=1, help="Documents per batch"),
     max_length: Optional[int] = typer.Option(None, min=1, help="Longest text in characters [default: the "
                                                                "pipeline's, 1,000,000]; about 1 GB of memory "
@@ -435,6 +459,7 @@ def cli(
             nlp, input_path, output, input_format=input_format, output_format=output_format, mapping=mapping,
             n_process=n_process, batch_size=batch_size, on_error=on_error, overwrite=overwrite, model=model,
             report=lambda m: tqdm.write(m, file=sys.stderr),  # on its own line, not glued to the progress bar
+            engine=engine, num_workers=num_workers, ray_address=ray_address,
         )
     except (ValueError, OSError) as err:  # InputError, the redactor's configuration errors, files
         typer.echo(f"error: {err}", err=True)

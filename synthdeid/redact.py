@@ -19,15 +19,18 @@ Strategies, chosen per label:
   letter for letter), dates move by one offset per document keeping their
   written format and the days between them, ages up to 89 stay (HIPAA Safe
   Harbor allows them) and older ages become 90; streets, e-mail addresses
-  and (in languages with their generic words) hospitals keep their form,
-  only the words that identify replaced.
+  towns, e-mail addresses and (in languages with their generic words)
+  hospitals keep their form, only the words that identify replaced.
 - `hash`: `[{label}-{digest}]`, a keyed HMAC of the value, so equal values give
   equal tokens wherever the key is the same.
 - `keep`: the entity is left as written.
 
-Surrogates are consistent within a document, or across every document the
-component sees with `consistency = "corpus"` (in one process). They are seeded:
-the same text, seed and config give the same output.
+Surrogates are consistent within a document, across every document the
+component sees with `consistency = "corpus"` (in one process), or across
+every document, process, machine and run with `consistency = "keyed"`: each
+surrogate is drawn from a keyed HMAC of its value (the `hash` key), with no
+state shared, and each document's date offset from one of its text. They are
+seeded: the same text, seed, key and config give the same output.
 
 `doc._.pii_replacements` lists every replaced entity (original offsets, label,
 text, the strategy applied: `mask` where a surrogate would not be safe,
@@ -77,6 +80,7 @@ DEFAULT_CONFIG = {
     "locale": "",
     "name_locales": [],
 }
+CONSISTENCIES = ("document", "corpus", "keyed")
 # No clinical note needs its dates moved by more than a century; a larger
 # range would only move dates off the calendar (they are then masked).
 MAX_SHIFT_DAYS = 36525
@@ -118,8 +122,11 @@ def make_pii_redactor(
     seed: seed of surrogates and date offsets (an integer).
     date_shift_days: [low, high] range of the per-document date offset (0
         excluded), within ±36525 days.
-    consistency: "document" (fresh surrogates per document) or "corpus"
-        (one mapping for every document this component sees).
+    consistency: "document" (fresh surrogates per document), "corpus" (one
+        mapping for every document this component sees, in one process) or
+        "keyed" (the surrogate of a value drawn from a keyed HMAC of it, the
+        `hash` key: the same everywhere the key is, with no shared state; a
+        document's date offset from its text).
     known_labels: labels `labels` and `strategies` may name, besides those of
         `label_kinds` and of synthdeid's shipped schemes; another is an error.
     label_kinds: label -> kind (or {"kind": ..., "template": ...}) of the
@@ -625,12 +632,18 @@ def _one_word(draw: Callable[[], str]) -> Callable[[], str]:
     return one
 
 
+def keyed_seed(key: bytes, *parts: str) -> int:
+    """A 64-bit seed from a keyed HMAC of `parts`: the same on every machine."""
+    return int.from_bytes(hmac.new(key, "\0".join(parts).encode("utf-8"), hashlib.sha256).digest()[:8], "big")
+
+
 class _Surrogates:
     """The fake values of one consistency scope (a document or a corpus)."""
 
     def __init__(self, rng: random.Random, fake: Any, date_shift_days: Sequence[int], locale: str,
-                 names: Optional[NamePool] = None):
+                 names: Optional[NamePool] = None, key: Optional[bytes] = None):
         self.rng = rng
+        self.key = key  # keyed consistency: each value's draws seeded by an HMAC of it
         self.fake = fake
         self.locale = locale
         self.language = locale.split("_")[0]
@@ -658,7 +671,13 @@ class _Surrogates:
         key = (namespace, _ascii_fold(original))
         if key in self.by_value:
             return self.by_value[key]
-        used = self.used.setdefault(namespace, set())
+        # Keyed: the draws depend on the value alone, so no fake is kept from
+        # the scope's others (two values may then share one, rarely).
+        used = self.used.setdefault(namespace, set()) if self.key is None else set()
+        if self.key is not None:
+            seed = keyed_seed(self.key, namespace, kind or "", " ".join(key[1].split()))
+            self.rng.seed(seed)
+            self.fake.seed_instance(seed)
         taboo = self.forbidden | identifying_words(kind, original, kept, self.language)
         for _ in range(50):
             fake = draw()
@@ -986,8 +1005,9 @@ class PIIRedactor:
         if "{digest}" not in hash_template:
             raise _config_error(name, f"hash_template {hash_template!r} has no {{digest}}: every value would "
                                       "get the same token")
-        if consistency not in ("document", "corpus"):
-            raise _config_error(name, f"consistency = {consistency!r}: use 'document' or 'corpus'")
+        if consistency not in CONSISTENCIES:
+            raise _config_error(name, f"consistency = {consistency!r}: use one of {', '.join(CONSISTENCIES)}"
+                                      f"{_suggest(consistency, CONSISTENCIES)}")
         self.strategy = strategy
         self.strategies = strategies
         self.labels = set(labels)
@@ -997,6 +1017,9 @@ class PIIRedactor:
         uses_hash = strategy == "hash" or "hash" in strategies.values()
         if uses_hash and not self.hash_key:
             raise _config_error(name, f"strategy 'hash' needs a key: set hash_key_file or the {HASH_KEY_ENV} "
+                                      "environment variable")
+        if consistency == "keyed" and not self.hash_key:
+            raise _config_error(name, f"consistency 'keyed' needs a key: set hash_key_file or the {HASH_KEY_ENV} "
                                       "environment variable")
         self.seed = seed
         self.date_shift_days = tuple(date_shift_days)
@@ -1063,6 +1086,10 @@ class PIIRedactor:
                 self._corpus_scope = _Surrogates(random.Random(self.seed), self._fake, self.date_shift_days,
                                                  self.locale, self.names)
             return self._corpus_scope
+        if self.consistency == "keyed":  # the date offset from the text, every other draw from its value
+            return _Surrogates(random.Random(keyed_seed(self.hash_key, str(self.seed), "document", text)),
+                               self._fake, self.date_shift_days, self.locale, self.names,
+                               key=self.hash_key + f"\0{self.seed}".encode("utf-8"))
         # Seeded by the text too: a document's surrogates do not depend on the documents before it.
         digest = hashlib.sha256(f"{self.seed}\0{text}".encode("utf-8")).digest()
         return _Surrogates(random.Random(int.from_bytes(digest[:8], "big")), self._fake, self.date_shift_days,

@@ -249,7 +249,7 @@ def test_a_surrogated_baseline_counts_what_chance_alone_repeats(tmp_path):
     baseline = [TextDoc("b1", "Eva Soto Gil ingresó el 03/07/2016 con su madre.")]
     reuse = privacy_measures(gold, synthetic, [5], baseline_docs=baseline)["pii_reuse"]
     assert (reuse["total"]["reappearing"], reuse["total"]["distinctive_reappearing"]) == (2, 2)
-    assert reuse["baseline"]["documents"] == 1
+    assert (reuse["baseline"]["documents"], reuse["baseline"]["tokens"]) == (1, 14)
     assert reuse["baseline"]["labels"]["FAMILIAR"]["reappearing"] == 1
     assert (reuse["baseline"]["total"]["reappearing"], reuse["baseline"]["total"]["distinctive_reappearing"]) == (1, 0)
 
@@ -297,7 +297,7 @@ def test_quasi_identifiers_a_unique_combination_and_a_passage_with_its_date():
 
 
 def test_the_summary_judges_each_check_against_its_threshold(tmp_path):
-    from synthdeid.training.privacy_summary import summary_checks, write_summary
+    from synthdeid.training.privacy_summary import chance_scale, summary_checks, write_summary
 
     kinds = {"NOMBRE": "name", "FECHAS": "date"}.get
     gold = [raw("g1", "Ana Ruiz García ingresó el 12/03/2018.", ("Ana Ruiz García", "NOMBRE"),
@@ -313,11 +313,13 @@ def test_the_summary_judges_each_check_against_its_threshold(tmp_path):
     assert [row["passed"] for row in summary_checks(copied, membership, kinds)] == [False, True, True, True, False]
     rows = summary_checks(clean, {"pipelines": {"synthetic": {"auc": 0.49}}}, kinds)
     assert [row["passed"] for row in rows] == [True, True, True, True, True]
-    # one date, against one by chance in the two notes of the chance copy: half a date in one synthetic note
-    assert [(row["found"], row["chance"]) for row in rows[:2]] == [(0, 0), (1, 0.5)]
-    twice = privacy_measures(gold, [TextDoc(f"s{i}", "Eva Pérez Sanz, 01/02/2017.") for i in range(4)], [5],
-                             baseline_docs=baseline, kind_of=kinds)
-    assert summary_checks(twice, None, kinds)[1]["chance"] == 2  # four notes: twice the chance copy's two
+    # One date, against one by chance in the chance copy, which holds more text: values scale by tokens.
+    ratio = clean["synthetic"]["tokens"] / clean["pii_reuse"]["baseline"]["tokens"]
+    assert ratio < 1 and [(row["found"], row["chance"]) for row in rows[:2]] == [(0, 0), (1, round(ratio, 1))]
+    four = privacy_measures(gold, [TextDoc(f"s{i}", "Eva Pérez Sanz, 01/02/2017.") for i in range(4)], [5],
+                            baseline_docs=baseline, kind_of=kinds)
+    assert summary_checks(four, None, kinds)[1]["chance"] == round(4 * ratio, 1)
+    assert chance_scale(four, "documents") == 2  # combinations, once per note: four notes against two
     markdown = write_summary(clean, {"pipelines": {"synthetic": {"auc": 0.49}}}, kinds, tmp_path / "privacy.md")
     assert "5 of 5 checks passed" in markdown and "![" in markdown
     assert (tmp_path / "privacy.png").read_bytes().startswith(b"\x89PNG")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -25,7 +24,8 @@ from spacy.tokens import Doc
 from transformers import set_seed
 
 from .hf_ner import IGNORE_INDEX, HFNER, WordFeatures, forward, load_token_classifier, pad_windows, window_inputs
-from .hf_trainer import EpochScoringTrainer, training_arguments
+from .hf_trainer import (EpochScoringTrainer, checkpoint_dir, is_world_process_zero, summed_over_processes,
+                         training_arguments, world_size)
 from ..io import atomic_path, load_pipeline, read_docs, save_pipeline
 from .metrics import OUTSIDE, doc_spans, entity_scores
 
@@ -367,7 +367,7 @@ def train_annotator(
     if precision == "auto":
         precision = "bf16" if bf16_supported(torch.device(device)) else "fp32"
 
-    steps_per_epoch = math.ceil(len(features) / batch_size)
+    steps_per_epoch = math.ceil(len(features) / (batch_size * world_size()))  # batch_size: per process
     requested_epochs = epochs
     epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
     validated_epochs = sorted({math.ceil(k * epochs / requested_epochs) for k in range(1, requested_epochs + 1)})
@@ -387,14 +387,14 @@ def train_annotator(
         "inference": inference,
         "validation_docs": len(validation_docs),
         "validation_entities": sum(len(doc.ents) for doc in validation_docs),
+        "processes": world_size(),
         "epochs": [],
         "best_epoch": None,
     }
     unknown = sorted({e.label_ for d in validation_docs for e in d.ents} - {label[2:] for label in labels[1:]})
     if unknown:
         log["validation_labels_not_in_train"] = unknown
-    with atomic_path(output_dir) as tmp, tempfile.TemporaryDirectory(prefix="synthdeid-trainer-") as trainer_dir:
-        tmp.mkdir(parents=True)
+    with checkpoint_dir(output_dir) as trainer_dir:
         args = training_arguments(
             trainer_dir,  # the best epoch's weights, until they are loaded at the end
             device=device,
@@ -430,28 +430,36 @@ def train_annotator(
         if not progress:
             trainer.remove_callback(PrinterCallback)
         trainer.train()
+        epochs_run = range(len(trainer.epoch_seconds))
+        # Each process saw its own batches: the losses and positions of all of them.
+        loss_sums = summed_over_processes(trainer, [sum(trainer.epoch_losses[i]) for i in epochs_run])
+        loss_counts = summed_over_processes(trainer, [len(trainer.epoch_losses[i]) for i in epochs_run])
+        positions = summed_over_processes(trainer, [trainer.epoch_positions[i] for i in epochs_run])
+    subtokens = sum(len(f["input_ids"]) for f in features)
+    validated = {record["epoch"]: record for record in trainer.validation}
+    for index, train_seconds in enumerate(trainer.epoch_seconds):
+        record = validated.get(index + 1, {})
+        log["epochs"].append(
+            {
+                "epoch": index + 1,
+                "loss": loss_sums[index] / loss_counts[index],
+                "train_seconds": train_seconds,
+                "sequences_per_second": len(features) / train_seconds,
+                "padded_per_subtoken": positions[index] / subtokens,
+                "seconds": train_seconds + record.get("validation", {}).get("seconds", 0.0),
+                **{key: record[key] for key in ("validation", "validation_greedy") if key in record},
+            }
+        )
+    log["best_epoch"] = trainer.best_epoch()
+    log["best_validation"] = log["epochs"][log["best_epoch"] - 1]["validation"]
+    if not is_world_process_zero():  # one process writes; every one loaded the best epoch's weights
+        return log
+    with atomic_path(output_dir) as tmp:
+        tmp.mkdir(parents=True)
         # The Trainer loaded the best epoch's weights into the model and word features.
         model.save_pretrained(tmp)
         if word_embeddings is not None:
             word_embeddings.save(tmp)
-        subtokens = sum(len(f["input_ids"]) for f in features)
-        validated = {record["epoch"]: record for record in trainer.validation}
-        for index, train_seconds in enumerate(trainer.epoch_seconds):
-            losses = trainer.epoch_losses[index]
-            record = validated.get(index + 1, {})
-            log["epochs"].append(
-                {
-                    "epoch": index + 1,
-                    "loss": sum(losses) / len(losses),
-                    "train_seconds": train_seconds,
-                    "sequences_per_second": len(features) / train_seconds,
-                    "padded_per_subtoken": trainer.epoch_positions[index] / subtokens,
-                    "seconds": train_seconds + record.get("validation", {}).get("seconds", 0.0),
-                    **{key: record[key] for key in ("validation", "validation_greedy") if key in record},
-                }
-            )
-        log["best_epoch"] = trainer.best_epoch()
-        log["best_validation"] = log["epochs"][log["best_epoch"] - 1]["validation"]
         tokenizer.save_pretrained(tmp)
         (tmp / LOG_FILE).write_text(json.dumps(log, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return log

@@ -38,9 +38,9 @@ import importlib.metadata
 import importlib.util
 import json
 import math
+import os
 import platform
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -48,7 +48,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from spacy.tokens import Doc
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
-from .hf_trainer import EpochScoringTrainer, training_arguments
+from .hf_trainer import (EpochScoringTrainer, checkpoint_dir, is_world_process_zero, summed_over_processes,
+                         training_arguments, world_size)
 from .inline_tags import TAG_NAME, tagged_doc_text
 from ..io import atomic_path, read_docs
 
@@ -304,7 +305,8 @@ def load_base(base_model: str, *, qlora: bool, device: str) -> Tuple[Any, Any]:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype,
         )
-        kwargs["device_map"] = {"": torch.device(device).index or 0}
+        # One GPU per process: under torchrun each takes its own (LOCAL_RANK), never "auto".
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", torch.device(device).index or 0))}
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_model)
         model = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
@@ -390,6 +392,7 @@ class NoteTrainer(EpochScoringTrainer):
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batch_sampler, self.pad_id, self.progress = batch_sampler, pad_id, progress
+        self.add_callback(_SamplerEpoch(batch_sampler))
         self.scored_loss: Dict[int, float] = {}  # epoch (from 0) -> sum of loss x scored tokens
         self.scored_tokens: Dict[int, int] = {}
         self.padded_positions = 0
@@ -417,6 +420,17 @@ class NoteTrainer(EpochScoringTrainer):
             print(f"epoch {round(self.state.epoch)}: validation loss {loss:.4f} (perplexity {perplexity(loss):.2f})",
                   flush=True)
         return {"validation_loss": loss}, {"validation_perplexity": perplexity(loss)}
+
+
+class _SamplerEpoch(TrainerCallback):
+    """Tells the batch sampler each epoch: under DDP, accelerate's shard of
+    it does not pass `set_epoch` on, and every epoch would repeat the first's batches."""
+
+    def __init__(self, sampler: LengthBatchSampler) -> None:
+        self.sampler = sampler
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.sampler.set_epoch(round(state.epoch))
 
 
 class LastStepLog(TrainerCallback):
@@ -629,7 +643,7 @@ def adapt_generator(
     trainable, total = parameter_counts(model)
     lr = learning_rate or DEFAULT_LEARNING_RATES[mode]
     validate = validation_sequences is not None
-    with tempfile.TemporaryDirectory(prefix="synthdeid-trainer-") as trainer_dir:
+    with checkpoint_dir(output_dir) as trainer_dir:
         trainer = NoteTrainer(
             model=model,
             args=training_arguments(
@@ -659,7 +673,13 @@ def adapt_generator(
         if not progress:
             trainer.remove_callback(PrinterCallback)
         trainer.train()
-    total_steps, steps_per_epoch = trainer.state.global_step, len(trainer.batch_sampler)
+        epochs_run = range(len(trainer.epoch_seconds))
+        # Each process saw its own batches: the losses and positions of all of them.
+        scored_loss = summed_over_processes(trainer, [trainer.scored_loss[i] for i in epochs_run])
+        scored_tokens = summed_over_processes(trainer, [trainer.scored_tokens[i] for i in epochs_run])
+        padded_positions = sum(summed_over_processes(trainer, [trainer.padded_positions]))
+    # batch_size is per process: the processes share each epoch's batches
+    total_steps, steps_per_epoch = trainer.state.global_step, math.ceil(len(trainer.batch_sampler) / world_size())
     validated = {record["epoch"]: record for record in trainer.validation}
     curve: Dict[str, List[Dict[str, Any]]] = {
         "steps": [
@@ -670,11 +690,11 @@ def adapt_generator(
         "epochs": [
             {
                 "epoch": index + 1,
-                "train_loss": trainer.scored_loss[index] / trainer.scored_tokens[index],
+                "train_loss": scored_loss[index] / scored_tokens[index],
                 "validation_loss": validated.get(index + 1, {}).get("validation_loss"),
                 "validation_perplexity": validated.get(index + 1, {}).get("validation_perplexity"),
             }
-            for index in range(len(trainer.epoch_seconds))
+            for index in epochs_run
         ],
     }
     # The Trainer loaded the weights of the best epoch (load_best_model_at_end).
@@ -696,16 +716,20 @@ def adapt_generator(
             "train": train_counts,
             "validation": validation_counts,
             # Share of the padded batch positions that are padding (all epochs).
-            "padding_share": 1.0 - train_counts["tokens"] * epochs / trainer.padded_positions,
+            "padding_share": 1.0 - train_counts["tokens"] * epochs / padded_positions,
         },
         "vocab_size": len(tokenizer),
         "steps": total_steps,
+        "processes": world_size(),
         "parameters": {"trainable": trainable, "total": total},
         # The epoch whose weights were saved (see keep_best_epoch).
         "kept": kept,
         "validation_perplexity": kept["validation_perplexity"],
         "versions": _versions(qlora),
     }
+    config["wall_seconds"] = time.perf_counter() - start_time
+    if not is_world_process_zero():  # one process writes; every one loaded the best epoch's weights
+        return config
     with atomic_path(output_dir) as tmp:
         tmp.mkdir(parents=True)
         model.save_pretrained(tmp / MODEL_DIR)
@@ -714,7 +738,6 @@ def adapt_generator(
             (tmp / MODEL_DIR / TAGS_FILE).write_text(json.dumps({"labels": labels_tagged}, ensure_ascii=False) + "\n",
                                                      encoding="utf-8")
         (tmp / LOSS_FILE).write_text(json.dumps(curve, indent=2) + "\n", encoding="utf-8")
-        config["wall_seconds"] = time.perf_counter() - start_time
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return config
 

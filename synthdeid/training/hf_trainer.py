@@ -1,15 +1,57 @@
 """What the annotator's and the generator's Hugging Face `Trainer` share:
-their `TrainingArguments`, and best-epoch selection by the Trainer itself
+their `TrainingArguments`, best-epoch selection by the Trainer itself
 (`load_best_model_at_end` on a metric that `EpochScoringTrainer.score`
-computes after the validated epochs)."""
+computes after the validated epochs), and what training on several
+processes needs (`torchrun` or `accelerate launch`: DDP, gloo on CPUs):
+the world's size, which process writes, and counts summed over processes."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
-from typing import Any, Container, Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Container, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
+
+
+def world_size() -> int:
+    """Training processes, as torchrun and accelerate launch set them (1 without)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_world_process_zero() -> bool:
+    """Whether this process writes the outputs: the first of the world (or the only one)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextmanager
+def checkpoint_dir(output_dir: str | Path) -> Iterator[str]:
+    """Where the Trainer keeps the best epoch's checkpoint until it loads it
+    at the end: beside `output_dir`, one path for every process (each loads
+    the weights the first saved there), emptied by the first process before
+    and after. Leave the block only after a step every process takes
+    together (`summed_over_processes`), so that none is still loading."""
+    path = Path(output_dir).parent / f".{Path(output_dir).name}.checkpoints"
+    if is_world_process_zero():
+        shutil.rmtree(path, ignore_errors=True)  # what a killed run left
+    try:
+        yield str(path)
+    finally:
+        if is_world_process_zero():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def summed_over_processes(trainer: Trainer, values: Sequence[float]) -> List[float]:
+    """`values` summed over the training processes (each counts its own batches)."""
+    import torch
+
+    if world_size() == 1:
+        return [float(value) for value in values]
+    tensor = torch.tensor([float(value) for value in values], dtype=torch.float64, device=trainer.args.device)
+    return trainer.accelerator.reduce(tensor, reduction="sum").tolist()
 
 
 def training_arguments(
@@ -53,6 +95,9 @@ def training_arguments(
         use_cpu=device == "cpu",
         disable_tqdm=not progress,
         bf16=bf16,
+        # Every parameter gets a gradient (the whole annotator, the LoRA adapters):
+        # DDP need not search the graph for unused ones after each step.
+        ddp_find_unused_parameters=False,
         **selection,
         **settings,
     )
@@ -81,6 +126,12 @@ class EpochScoringTrainer(Trainer):
         self.log(logged)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, logged)
         return logged
+
+    def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        # The Trainer marks a checkpoint as the best only where its folder exists:
+        # under DDP no process may look before the first has written it.
+        self.accelerator.wait_for_everyone()
 
     def best_epoch(self) -> Optional[int]:
         """The epoch whose weights the model holds after training (None: the last)."""

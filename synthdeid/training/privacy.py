@@ -516,6 +516,7 @@ def privacy_measures(
         baseline_ids = [encoder.lookup(doc.text) for doc in baseline_docs]
         reuse["baseline"] = {
             "documents": len(baseline_docs),
+            "tokens": sum(map(len, baseline_ids)),
             **{key: value for key, value in pii_reuse(strings, gold_ids, baseline_ids, examples).items()
                if key in ("labels", "total")},
         }

@@ -12,9 +12,11 @@ Thresholds:
   give or take two standard deviations of a Poisson count;
 - quasi-identifiers: no more unique combinations, and passages with their
   note's date, than chance, on the same terms;
-- every count by chance is scaled to the synthetic corpus's note count: the
-  chance copy has as many notes as the gold corpus, and a corpus of more
-  notes holds more values by chance;
+- every count by chance is scaled to the synthetic corpus's size: the chance
+  copy is as large as the gold corpus, and a larger corpus holds more by
+  chance. Values are written in proportion to the text (tokens); a
+  combination in one note, or a passage with its note's date, once per note
+  (notes);
 - membership inference on the shared pipeline: AUC within 0.02 of 0.5.
 
 n-gram recall and the longest copied passage are reported without a
@@ -45,11 +47,12 @@ def within_chance(found: int, chance: float) -> bool:
     return found <= chance + 2 * math.sqrt(max(chance, 1))
 
 
-def chance_scale(privacy: Mapping[str, Any]) -> float:
-    """Synthetic notes per note of the chance copy: what a chance count is
-    multiplied by to be read against the synthetic corpus's count."""
+def chance_scale(privacy: Mapping[str, Any], unit: str) -> float:
+    """The synthetic corpus's size over the chance copy's, in `unit`
+    ("tokens" or "documents"): what a chance count is multiplied by to be
+    read against the synthetic corpus's count."""
     baseline = privacy["pii_reuse"].get("baseline")
-    return privacy["synthetic"]["documents"] / baseline["documents"] if baseline else 1.0
+    return privacy["synthetic"][unit] / baseline[unit] if baseline else 1.0
 
 
 def _verdict(passed: bool) -> str:
@@ -61,14 +64,13 @@ def summary_checks(privacy: Mapping[str, Any], membership: Optional[Mapping[str,
     """One row per check: what, threshold, found, by chance (or None), passed."""
     reuse = privacy["pii_reuse"]
     chance = reuse.get("baseline", {}).get("labels", {})
-    scale = chance_scale(privacy)
     rows = []
 
     def distinctive(labels: List[str], counts: Mapping[str, Any]) -> int:
         return sum(counts.get(label, {}).get("distinctive_reappearing", 0) for label in labels)
 
-    def scaled(count: int) -> float:
-        return round(count * scale, 1)
+    def scaled(count: int, unit: str = "tokens") -> float:
+        return round(count * chance_scale(privacy, unit), 1)
 
     identifying = [label for label in reuse["labels"] if kind_of(label) in IDENTIFYING_KINDS]
     short = [label for label in reuse["labels"] if label not in identifying]
@@ -86,7 +88,7 @@ def summary_checks(privacy: Mapping[str, Any], membership: Optional[Mapping[str,
         for key, what in (("unique_reappearing", f"unique gold {quasi['combination']} together in one note"),
                           ("passages_with_date", f"a passage of {quasi['passage_tokens']}+ tokens of one gold note "
                                                  "with its date")):
-            expected = scaled(quasi["baseline"][key])
+            expected = scaled(quasi["baseline"][key], "documents")
             rows.append({"check": what, "threshold": CHANCE_THRESHOLD, "found": quasi[key], "chance": expected,
                          "passed": within_chance(quasi[key], expected)})
     if membership and shared_pipeline in membership.get("pipelines", {}):
@@ -121,9 +123,10 @@ def summary_markdown(privacy: Mapping[str, Any], membership: Optional[Mapping[st
     lines += [
         "",
         "By chance: the same measure on an independent copy of the gold notes with every annotated value "
-        "replaced by a surrogate, which holds some gold dates, ages and towns only because there are few of them; "
-        f"scaled to the synthetic corpus's note count (x{chance_scale(privacy):.2f}: a corpus of more notes holds "
-        "more by chance).",
+        "replaced by a surrogate, which holds some gold dates, ages and towns only because there are few of them. "
+        "It is scaled to the synthetic corpus's size, since a larger corpus holds more by chance: values by its "
+        f"tokens (x{chance_scale(privacy, 'tokens'):.2f}), combinations and passages, found once per note, by its "
+        f"notes (x{chance_scale(privacy, 'documents'):.2f}).",
         "",
         "Reported without a threshold (the synthetic notes are meant to read like the gold ones): "
         + ", ".join(f"{n}-gram recall {r['recall']:.4f}" for n, r in recall.items())
