@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from typing import Any, Dict, Iterator, List, Mapping, Optional, TextIO, Tuple
 
 import spacy
@@ -381,8 +381,10 @@ def deidentify_files(
         try:
             if engine == "ray":
                 settings = {k: v for k, v in nlp.get_pipe_config("pii_redactor").items() if k != "factory"}
-                results = ray_pipe(good_documents(), model, settings, num_workers=num_workers,
-                                   batch_size=batch_size, max_length=nlp.max_length, address=ray_address)
+                # closed on any error, so the Ray it started stops with the run
+                results = stack.enter_context(closing(ray_pipe(
+                    good_documents(), model, settings, num_workers=num_workers, batch_size=batch_size,
+                    max_length=nlp.max_length, address=ray_address)))
             else:
                 docs = nlp.pipe(good_documents(), as_tuples=True, n_process=n_process, batch_size=batch_size)
                 results = ((Deidentified.of_doc(doc), context) for doc, context in docs)

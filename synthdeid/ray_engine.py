@@ -14,7 +14,10 @@ Ray instance or of a cluster (`address`).
 Surrogates agree across actors only with `consistency = "keyed"` (or per
 document, the default); `corpus` keeps its mapping in one process and is
 refused. Every actor gets the hash key (`SYNTHDEID_HASH_KEY`) through its
-runtime environment, never through the config.
+runtime environment, not through the pipeline's config; Ray keeps a runtime
+environment with the job's metadata, where whoever can inspect the cluster's
+jobs can read it: on a shared cluster, give the pipeline a `hash_key_file`
+on storage only its nodes read, and unset the variable.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 from collections import deque
 from itertools import islice
+from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from .io import doc_words
@@ -106,10 +110,13 @@ def ray_pipe(rows: Iterable[ROW], model: str, redactor: Mapping[str, Any], *, nu
     de-identified by `num_workers` actors; at most two batches per actor are
     in flight. Ray started here is shut down at the end."""
     import ray
+    from ray.exceptions import RayError
     from ray.util import ActorPool
 
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, not {num_workers}")
+    if Path(model).exists():  # a folder: the same path on every node
+        model = str(Path(model).resolve())
     started = start_ray(address, num_workers)
     try:
         actor = ray.remote(num_cpus=1)(Deidentifier).options(runtime_env=_runtime_env())
@@ -129,6 +136,8 @@ def ray_pipe(rows: Iterable[ROW], model: str, redactor: Mapping[str, Any], *, nu
                 yield from finished()
         while waiting:
             yield from finished()
+    except RayError as err:  # an actor that could not load the pipeline, or failed on a batch
+        raise ValueError(f"ray engine: {err}") from None
     finally:
         if started:
             ray.shutdown()

@@ -18,9 +18,9 @@ Strategies, chosen per label:
   `Soler`), identifiers and phone numbers keep their shape (digit for digit,
   letter for letter), dates move by one offset per document keeping their
   written format and the days between them, ages up to 89 stay (HIPAA Safe
-  Harbor allows them) and older ages become 90; streets, e-mail addresses
-  towns, e-mail addresses and (in languages with their generic words)
-  hospitals keep their form, only the words that identify replaced.
+  Harbor allows them) and older ages become 90; streets, towns, e-mail
+  addresses and (in languages with their generic words) hospitals keep
+  their form, only the words that identify replaced.
 - `hash`: `[{label}-{digest}]`, a keyed HMAC of the value, so equal values give
   equal tokens wherever the key is the same.
 - `keep`: the entity is left as written.
@@ -667,18 +667,22 @@ class _Surrogates:
         """One fake per original value of a namespace (a label, or a part of
         a name), never shared by two values and sharing no identifying word
         with a real entity (`kept`: words of the original that are not);
-        None when no draw gives one (the caller then masks)."""
+        None when no draw gives one (the caller then masks). Keyed, the
+        fake depends on the value alone: two values may share one (measured
+        in docs/scale.md), and a fake that holds a word of another entity of
+        the scope is not redrawn, which would make it depend on the
+        document, but None."""
         key = (namespace, _ascii_fold(original))
         if key in self.by_value:
             return self.by_value[key]
-        # Keyed: the draws depend on the value alone, so no fake is kept from
-        # the scope's others (two values may then share one, rarely).
-        used = self.used.setdefault(namespace, set()) if self.key is None else set()
-        if self.key is not None:
-            seed = keyed_seed(self.key, namespace, kind or "", " ".join(key[1].split()))
+        keyed = self.key is not None
+        used = set() if keyed else self.used.setdefault(namespace, set())
+        if keyed:
+            seed = keyed_seed(self.key, namespace, " ".join(key[1].split()))
             self.rng.seed(seed)
             self.fake.seed_instance(seed)
-        taboo = self.forbidden | identifying_words(kind, original, kept, self.language)
+        own = identifying_words(kind, original, kept, self.language)
+        taboo = own if keyed else self.forbidden | own
         for _ in range(50):
             fake = draw()
             folded = _ascii_fold(fake)
@@ -686,6 +690,8 @@ class _Surrogates:
                     and not holds_any(fake, self.forbidden_values)):
                 break
         else:
+            return None
+        if keyed and words(fake) & self.forbidden:
             return None
         used.add(folded)
         self.by_value[key] = fake

@@ -2,6 +2,7 @@
 any worker, with no shared state) and the Ray engine of
 `synthdeid-deidentify`, against the local engine on the same corpus."""
 
+import datetime as dt
 import json
 import random
 
@@ -68,10 +69,30 @@ def test_keyed_dates_move_by_one_offset_per_document(pipeline, monkeypatch):
     nlp = load_redacting_pipeline(str(pipeline), KEYED)
     text = "Paciente Ana Ruiz García, ingresa el 12/03/2018 y sale el 15/03/2018."
     doc, again = nlp(text), load_redacting_pipeline(str(pipeline), KEYED)(text)
-    dates = [r["replacement"] for r in doc._.pii_replacements if r["label"] == "FECHAS"]
-    assert doc._.deidentified == again._.deidentified and dates[0] != "12/03/2018"
-    day = lambda date: int(date[:2]) + 31 * int(date[3:5])  # noqa: E731  (March and April)
-    assert day(dates[1]) - day(dates[0]) == 3
+    dates = [dt.datetime.strptime(r["replacement"], "%d/%m/%Y") for r in doc._.pii_replacements
+             if r["label"] == "FECHAS"]
+    assert doc._.deidentified == again._.deidentified and dates[0] != dt.datetime(2018, 3, 12)
+    assert (dates[1] - dates[0]).days == 3
+    other = nlp("Control de Ana Ruiz García el 12/03/2018.")  # another document: its own offset
+    assert [r["replacement"] for r in other._.pii_replacements][0] == doc._.pii_replacements[0]["replacement"]
+
+
+def test_a_keyed_surrogate_never_depends_on_the_other_entities_of_its_document(monkeypatch):
+    monkeypatch.setenv("SYNTHDEID_HASH_KEY", "a secret")
+    nlp = spacy.blank("es")
+    nlp.add_pipe("pii_redactor", config=KEYED)
+
+    def replaced(text, *values):
+        doc = nlp.make_doc(text)
+        doc.ents = [doc.char_span(text.index(v), text.index(v) + len(v), label="TERRITORIO") for v in values]
+        return {r["text"]: r for r in nlp.get_pipe("pii_redactor")(doc)._.pii_replacements}
+
+    alone = replaced("Vive en Valladolid.", "Valladolid")["Valladolid"]["replacement"]
+    assert replaced("Nacido en Toledo, vive en Valladolid.", "Toledo", "Valladolid")["Valladolid"][
+        "replacement"] == alone
+    # Beside a real town that is its surrogate, it is masked, never redrawn to another surrogate.
+    clash = replaced(f"Nacido en {alone}, vive en Valladolid.", alone, "Valladolid")["Valladolid"]
+    assert (clash["strategy"], clash["replacement"]) == ("mask", "[TERRITORIO]")
 
 
 def test_keyed_consistency_needs_a_key(pipeline, monkeypatch):

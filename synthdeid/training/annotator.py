@@ -430,6 +430,7 @@ def train_annotator(
         if not progress:
             trainer.remove_callback(PrinterCallback)
         trainer.train()
+        log["optimizer_steps"] = trainer.state.global_step  # as taken: per process under DDP
         epochs_run = range(len(trainer.epoch_seconds))
         # Each process saw its own batches: the losses and positions of all of them.
         loss_sums = summed_over_processes(trainer, [sum(trainer.epoch_losses[i]) for i in epochs_run])

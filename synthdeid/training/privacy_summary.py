@@ -52,7 +52,9 @@ def chance_scale(privacy: Mapping[str, Any], unit: str) -> float:
     ("tokens" or "documents"): what a chance count is multiplied by to be
     read against the synthetic corpus's count."""
     baseline = privacy["pii_reuse"].get("baseline")
-    return privacy["synthetic"][unit] / baseline[unit] if baseline else 1.0
+    if not baseline or not baseline.get(unit):  # no chance copy, or a report from before it counted tokens
+        return 1.0
+    return privacy["synthetic"][unit] / baseline[unit]
 
 
 def _verdict(passed: bool) -> str:
