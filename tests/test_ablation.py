@@ -344,7 +344,7 @@ def workflow_options():
         if command["name"] not in steps:
             continue
         for line in command["script"]:
-            match = re.search(r"python (?:-m spacy (train)|scripts/(\w+)\.py)", line)
+            match = re.search(r"(?:python|\$\{vars\.train_launcher\}) (?:-m spacy (train)|scripts/(\w+)\.py)", line)
             if not match:
                 continue
             names = set()

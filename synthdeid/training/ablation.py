@@ -94,6 +94,7 @@ SETTINGS: Dict[str, type] = {
     "temperature": float,
     "generate_batch_size": int,
     "device": str,
+    "train_launcher": str,
     "synthetic_validation_fraction": float,
     "tag_policy": str,
     "surrogate_copies": int,
