@@ -759,10 +759,10 @@ class _Surrogates:
     def town_in_form(self, label: str, kind: str, name: str) -> Optional[str]:
         """A fake town in the form of `name`: its particles and place words
         kept ("San", "de los", "A"), each other word replaced by a word of a
-        Faker town ("Alcalá de Henares" -> "Soria de Lugo"); Faker's town
-        where every word is kept. Faker's Spanish towns are one-word
-        provinces: a model trained on them alone misses most towns of
-        several words."""
+        Faker town ("San Sebastián de los Reyes" -> "San Toledo de los
+        Navarra"); Faker's town where every word is kept. Faker's Spanish
+        towns are one-word provinces: a model trained on them alone misses
+        most towns of several words."""
         found = list(_WORD.finditer(name))
         replaced = [match for match in found if not is_kept(kind, match.group(), self.language)]
         if not replaced:
