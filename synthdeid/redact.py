@@ -763,16 +763,23 @@ class _Surrogates:
         Navarra"); Faker's town where every word is kept. Faker's Spanish
         towns are one-word provinces: a model trained on them alone misses
         most towns of several words."""
+        return self._in_form(label, kind, name, self.town_word, lambda: _match_case(self.town(), name))
+
+    def _in_form(self, label: str, kind: str, name: str, word: Callable[[], str],
+                 whole: Callable[[], str]) -> Optional[str]:
+        """`name` with the words a surrogate of `kind` keeps as written and
+        each other word replaced by a draw of `word` (in its case); a draw
+        of `whole` where every word is kept."""
         found = list(_WORD.finditer(name))
         replaced = [match for match in found if not is_kept(kind, match.group(), self.language)]
         if not replaced:
-            return self._unique(label, kind, name, lambda: _match_case(self.town(), name))
+            return self._unique(label, kind, name, whole)
         kept = frozenset(_ascii_fold(match.group()) for match in found if match not in replaced)
 
         def draw() -> str:
             out, cursor = [], 0
             for match in replaced:
-                out += [name[cursor : match.start()], _match_case(self.town_word(), match.group())]
+                out += [name[cursor : match.start()], _match_case(word(), match.group())]
                 cursor = match.end()
             return "".join(out + [name[cursor:]])
 
@@ -833,21 +840,7 @@ class _Surrogates:
         word replaced by a fake surname; Faker's street name where every word
         is kept. A model trained on the surrogates then meets the forms real
         notes write, not Faker's alone ("Pasadizo de ...")."""
-        found = list(_WORD.finditer(name))
-        replaced = [match for match in found if not is_kept(kind, match.group(), self.language)]
-        if not replaced:
-            return self._unique(label, kind, name, self.fake.street_name)
-        kept = frozenset(_ascii_fold(match.group()) for match in found if match not in replaced)
-        surname = self.surname_draw()
-
-        def draw() -> str:
-            out, cursor = [], 0
-            for match in replaced:
-                out += [name[cursor : match.start()], _match_case(surname(), match.group())]
-                cursor = match.end()
-            return "".join(out + [name[cursor:]])
-
-        return self._unique(label, kind, name, draw, kept=kept)
+        return self._in_form(label, kind, name, self.surname_draw(), self.fake.street_name)
 
     def value(self, label: str, kind: Optional[str], template: Optional[str], text: str) -> Optional[str]:
         """The surrogate of `text`, an entity of `label` and `kind`; None when
