@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from synthdeid.training.generator import DEFAULT_LEARNING_RATES, adapt_generator
-from synthdeid.training.hf_trainer import is_world_process_zero
+from synthdeid.training.hf_trainer import close_processes, is_world_process_zero
 
 
 def main(
@@ -90,6 +90,7 @@ def main(
     except (OSError, ValueError) as err:  # a missing or unreadable corpus or base model, a bad setting
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
+    close_processes()
     kept, params, train = config["kept"], config["parameters"], config["tokens"]["train"]
     validation_loss = kept["validation_loss"]
     if not is_world_process_zero():  # under torchrun, once

@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from synthdeid.training.annotator import train_annotator
-from synthdeid.training.hf_trainer import is_world_process_zero
+from synthdeid.training.hf_trainer import close_processes, is_world_process_zero
 
 
 def main(
@@ -57,6 +57,7 @@ def main(
         limit=limit,
         device=device,
     )
+    close_processes()
     best = log["best_validation"]
     if is_world_process_zero():  # under torchrun, once
         typer.echo(f"Saved epoch {log['best_epoch']} (validation P {best['p']:.4f} R {best['r']:.4f} "

@@ -54,6 +54,17 @@ def summed_over_processes(trainer: Trainer, values: Sequence[float]) -> List[flo
     return trainer.accelerator.reduce(tensor, reduction="sum").tolist()
 
 
+def close_processes() -> None:
+    """Under torchrun, once training is over: wait until the first process has
+    written, then close the process group. A process that exits with its gloo
+    group still open can abort ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def training_arguments(
     output_dir: str,
     *,
