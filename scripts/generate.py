@@ -5,6 +5,7 @@ from typing import Optional
 
 import typer
 
+from synthdeid.kinds import read_label_kinds
 from synthdeid.training.synthesis import generate
 
 
@@ -37,6 +38,11 @@ def main(
     stats: Optional[Path] = typer.Option(
         None, help="JSON file for the generation statistics; a Markdown report (.md) is written next to it"
     ),
+    screen_gold_values: bool = typer.Option(
+        True, help="Drop a note that holds a distinctive gold train value of an identifying label (a real name, "
+        "place, identifier or contact), as the privacy report finds them"
+    ),
+    label_kinds: str = typer.Option("", help="JSON file of label -> kind, over the shipped schemes and guesses"),
 ):
     result = generate(
         validation_path,
@@ -57,6 +63,8 @@ def main(
         max_idle_rounds=max_idle_rounds,
         stats_path=stats,
         resume=resume,
+        screen_gold_values=screen_gold_values,
+        label_kinds=read_label_kinds(label_kinds) if label_kinds else None,
     )
     dropped = ", ".join(f"{reason} {n}" for reason, n in result["dropped"].items())
     ended = ", ".join(

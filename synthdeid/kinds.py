@@ -31,6 +31,13 @@ KINDS = ("name", "first_name", "surname", "date", "age", "street", "city", "zip"
          "organisation", "identifier", "phone", "fax", "email", "url", "ip_address", "profession", "sex",
          "relative", "username", "other")
 NAME_KINDS = frozenset({"name", "first_name", "surname"})
+# Kinds whose distinctive values identify by themselves; the rest (dates,
+# ages, sexes, kinship phrases, countries, professions) recur by chance.
+IDENTIFYING_KINDS = frozenset({
+    "name", "first_name", "surname", "street", "city", "zip", "hospital", "organisation", "identifier", "phone",
+    "fax", "email", "url", "ip_address", "username",
+})
+
 SCHEMES_DIR = Path(__file__).parent / "schemes"
 
 # Words of a label's name -> kind, tried in this order (the first found wins:

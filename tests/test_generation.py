@@ -38,6 +38,7 @@ from synthdeid.training.synthesis import (
     target_size,
 )
 from synthdeid.training.generator import generator_model_dir
+from synthdeid.training.privacy import GoldValueScreen
 from synthdeid.training.inline_tags import tag_text
 from synthdeid.training.spacy_llm_model import MODEL_NAME, hf_causal_lm
 
@@ -555,12 +556,12 @@ def test_any_backend_can_replace_the_model_and_drops_are_counted(canned_config):
     assert counts["end_reasons_generated"] == {"unknown": 4} and counts["tokens_generated"] is None
     # The target is reached at the third output: the fourth is over target, unchecked.
     assert counts["rounds"] == 1 and counts["generated"] == 4 and counts["words_kept"] == 27
-    assert counts["dropped"] == {"empty": 1, "repetition": 0, "duplicate": 0, "over_target": 1}
+    assert counts["dropped"] == {"empty": 1, "repetition": 0, "duplicate": 0, "gold_value": 0, "over_target": 1}
     # Rounds 1 and 2 give P0 "" (empty), P3 GOOD and P0 GOOD (duplicates),
     # P3 LOOP (repetition): nothing new, so the run gives up after two.
     expected = (
         "27 of 28 words kept in 2 documents, 12 generated, "
-        "dropped {'empty': 3, 'repetition': 3, 'duplicate': 4, 'over_target': 0}"
+        "dropped {'empty': 3, 'repetition': 3, 'duplicate': 4, 'gold_value': 0, 'over_target': 0}"
     )
     with pytest.raises(RuntimeError, match="gave up: 2 rounds in a row") as error:
         generate_corpus(config, prompts, target_words=28, samples_per_prompt=2, max_idle_rounds=2, progress=False)
@@ -587,6 +588,24 @@ def test_word_target_stops_at_the_note_that_crosses_it(canned_config, target_wor
     )
     assert len(records) == kept and counts["words_kept"] == [13, 27][kept - 1]
     assert counts["dropped"]["over_target"] == over_target and counts["generated"] == 4
+
+
+@pytest.mark.filterwarnings("ignore:Task supports sharding")
+def test_a_note_holding_a_distinctive_gold_value_is_dropped_and_another_written(tmp_path):
+    gold = make_docs(4, seed=3)
+    name = next(ent.text for ent in gold[0].ents if ent.label_ == "NOMBRE_SUJETO_ASISTENCIA")
+    train = write_docbin(tmp_path / "train.spacy", gold)
+    copied = f" {name}, varón de 54 años que acude a urgencias por dolor torácico."
+    config = load_generation_config(write_canned_config(tmp_path / "copies.cfg", [copied, GOOD]))
+    prompts = [(0, "Datos del paciente.")]
+    screen = GoldValueScreen.from_path(train)
+    records, counts = generate_corpus(config, prompts, target_words=14, samples_per_prompt=1, progress=False,
+                                      screen=screen)
+    # The note with the real name is dropped; the next round writes another.
+    assert [record["text"] for record in records] == ["Datos del paciente." + GOOD]
+    assert counts["dropped"]["gold_value"] == 1 and counts["rounds"] == 2
+    records, counts = generate_corpus(config, prompts, target_words=14, samples_per_prompt=1, progress=False)
+    assert records[0]["text"] == "Datos del paciente." + copied and counts["dropped"]["gold_value"] == 0
 
 
 @pytest.mark.filterwarnings("ignore:Task supports sharding")

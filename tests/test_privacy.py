@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from synthdeid.io import TextDoc
 from synthdeid.training.corpus import RawDoc
 from synthdeid.training.privacy import (
+    GoldValueScreen,
     SuffixAutomaton,
     longest_copies,
     ngram_recall,
@@ -156,6 +157,47 @@ def test_pii_reuse_whole_words_and_distinctive_strings():
         "unique": 6, "reappearing": 4, "distinctive": 2, "distinctive_reappearing": 1,
         "share": round(4 / 6, 6), "distinctive_share": 0.5,
     }
+
+
+def test_the_gold_value_screen_finds_what_the_report_counts_as_identifying(tmp_path):
+    gold = [
+        raw("g1", "Ana Ruiz García, de 45 años, vive en Valdepeñas, calle Mayor 5. Nació el 12/03/1950.",
+            ("Ana Ruiz García", "NOMBRE_SUJETO_ASISTENCIA"), ("45", "EDAD_SUJETO_ASISTENCIA"),
+            ("Valdepeñas", "TERRITORIO"), ("calle Mayor 5", "CALLE"), ("12/03/1950", "FECHAS")),
+        raw("g2", "Ana vive en Valladolid.", ("Ana", "NOMBRE_SUJETO_ASISTENCIA"), ("Valladolid", "TERRITORIO")),
+        raw("g3", "Traslado a Valladolid.", ("Valladolid", "TERRITORIO")),
+    ]
+    kinds = {"NOMBRE_SUJETO_ASISTENCIA": "name", "TERRITORIO": "city", "CALLE": "street"}
+    screen = GoldValueScreen(gold, lambda label: label in kinds)
+    # Distinctive and identifying: the full name, Valdepeñas, the street. Not
+    # "Ana" (short), Valladolid (two notes), the age and the date (no identifying label).
+    assert screen.values == {("Ana", "Ruiz", "García"): "NOMBRE_SUJETO_ASISTENCIA", ("Valdepeñas",): "TERRITORIO",
+                             ("calle", "Mayor", "5"): "CALLE"}
+    notes = {
+        "Paciente: Ana  Ruiz  García, natural de Toledo.": "NOMBRE_SUJETO_ASISTENCIA",  # spacing does not matter
+        "Vive en la calle Mayor 5 de Soria.": "CALLE",
+        "Ana Ruiz, de Valladolid, nacida el 12/03/1950.": None,
+        "Vive en Valdepeñasa.": None,  # a word run is never split
+        "De Valdepeñas.": "TERRITORIO",
+    }
+    assert {text: screen.find(text) for text in notes} == notes
+    # The same as the report: a note the screen passes adds no distinctive identifying value to its count.
+    reuse = privacy_measures(gold, [TextDoc(str(i), text) for i, text in enumerate(notes)], [5])["pii_reuse"]
+    assert sum(reuse["labels"][label]["distinctive_reappearing"] for label in kinds) == 3
+    passed = [TextDoc(str(i), text) for i, text in enumerate(notes) if not screen.find(text)]
+    reuse = privacy_measures(gold, passed, [5])["pii_reuse"]
+    assert sum(reuse["labels"][label]["distinctive_reappearing"] for label in kinds) == 0
+    # From a DocBin, with the shipped scheme's kinds; another label map changes what identifies.
+    nlp = spacy.blank("es")
+    docs = []
+    for raw_doc in gold:
+        doc = nlp.make_doc(raw_doc.text)
+        doc.ents = [doc.char_span(start, end, label=label) for start, end, label in raw_doc.spans]
+        docs.append(doc)
+    path = write_docbin(tmp_path / "gold.spacy", docs)
+    assert GoldValueScreen.from_path(path).values == screen.values
+    other = GoldValueScreen.from_path(path, {"CALLE": "date"})
+    assert ("calle", "Mayor", "5") not in other.values and other.digest() != screen.digest()
 
 
 def test_cli_writes_reports_for_jsonl_and_docbin(tmp_path):

@@ -73,6 +73,7 @@ SETTINGS: Dict[str, type] = {
     "generator_base": str,
     "generator_corpus": str,
     "inline_tags": str,
+    "screen_gold_values": str,
     "generator_epochs": int,
     "generator_learning_rate": float,
     "generator_batch_size": int,

@@ -30,6 +30,7 @@ Measures:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -45,7 +46,7 @@ from tqdm import tqdm
 from wasabi import msg
 
 from ..io import TextDoc, read_text_docs, write_json, write_text
-from ..kinds import LabelKinds
+from ..kinds import IDENTIFYING_KINDS, LabelKinds
 from .corpus import CorpusError, RawDoc, read_any, read_docbin
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -288,6 +289,66 @@ def entity_strings(gold_docs: Sequence[RawDoc], encoder: _Encoder) -> Dict[str, 
     return strings
 
 
+def is_distinctive(tokens: int, text: str, gold_documents: int) -> bool:
+    """Whether a gold entity string of `tokens` tokens, found in
+    `gold_documents` gold train documents, singles one out (the module
+    docstring's *distinctive*)."""
+    return gold_documents <= MAX_DISTINCTIVE_GOLD_DOCS and (
+        tokens >= MIN_DISTINCTIVE_TOKENS or len(nfc(text)) >= MIN_DISTINCTIVE_CHARS)
+
+
+class GoldValueScreen:
+    """The distinctive gold values of the labels `identifying` accepts,
+    found in a text as whole-token sequences (as `pii_reuse` finds them):
+    what a synthetic note must not hold. Built from the gold train notes the
+    generator learnt from, it sees what the privacy report would count."""
+
+    def __init__(self, gold_docs: Sequence[RawDoc], identifying: Callable[[str], bool]) -> None:
+        encoder = _Encoder()
+        gold_ids = [encoder.add(doc.text) for doc in gold_docs]
+        strings = {label: by_key for label, by_key in entity_strings(gold_docs, encoder).items() if identifying(label)}
+        keys = sorted({key for by_key in strings.values() for key in by_key})
+        in_gold = dict(zip(keys, _document_frequency(keys, gold_ids, "gold values")))
+        self.values: Dict[Tuple[str, ...], str] = {}  # tokens -> label
+        for label in sorted(strings):
+            for key, text in strings[label].items():
+                if is_distinctive(len(key), text, in_gold[key]):
+                    self.values.setdefault(tuple(tokenize(text)), label)
+        self._trie: Dict[Any, Any] = {}
+        for tokens, label in self.values.items():
+            node = self._trie
+            for token in tokens:
+                node = node.setdefault(token, {})
+            node[None] = label  # a value ends here
+
+    @classmethod
+    def from_path(cls, gold_path: str | Path, label_kinds: Optional[Mapping[str, Any]] = None) -> "GoldValueScreen":
+        """The screen of a gold corpus (`read_gold_corpus`), with the privacy
+        summary's identifying kinds (`label_kinds` over the shipped schemes)."""
+        kind_of = LabelKinds(label_kinds).kind
+        return cls(read_gold_corpus(gold_path), lambda label: kind_of(label) in IDENTIFYING_KINDS)
+
+    def find(self, text: str) -> Optional[str]:
+        """The label of the first distinctive gold value in `text`, or None."""
+        tokens = tokenize(text)
+        for i in range(len(tokens)):
+            node = self._trie.get(tokens[i])
+            j = i + 1
+            while node is not None:
+                if None in node:
+                    return node[None]
+                if j == len(tokens):
+                    break
+                node = node.get(tokens[j])
+                j += 1
+        return None
+
+    def digest(self) -> str:
+        """A fingerprint of the values (for a resumable step's settings)."""
+        listed = json.dumps(sorted([list(tokens), label] for tokens, label in self.values.items()), ensure_ascii=False)
+        return hashlib.sha256(listed.encode("utf-8")).hexdigest()
+
+
 def pii_reuse(
     strings: Dict[str, Dict[Tuple[int, ...], str]],
     gold_ids: Sequence[Sequence[int]],
@@ -307,9 +368,7 @@ def pii_reuse(
         rows = []
         for key, text in strings[label].items():
             i = index[key]
-            distinctive = in_gold[i] <= MAX_DISTINCTIVE_GOLD_DOCS and (
-                len(key) >= MIN_DISTINCTIVE_TOKENS or len(nfc(text)) >= MIN_DISTINCTIVE_CHARS
-            )
+            distinctive = is_distinctive(len(key), text, in_gold[i])
             rows.append(
                 {
                     "text": text,

@@ -30,13 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..io import atomic_path, write_text
+from ..kinds import IDENTIFYING_KINDS
 
-# Kinds whose distinctive values identify by themselves; the rest (dates,
-# ages, sexes, kinship phrases, countries, professions) recur by chance.
-IDENTIFYING_KINDS = frozenset({
-    "name", "first_name", "surname", "street", "city", "zip", "hospital", "organisation", "identifier", "phone",
-    "fax", "email", "url", "ip_address", "username",
-})
 MEMBERSHIP_MARGIN = 0.02
 CHANCE_THRESHOLD = "no more than chance + 2 sqrt(chance)"
 

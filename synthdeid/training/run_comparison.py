@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from ..kinds import IDENTIFYING_KINDS
 from .inline_tags import TAG_OUTCOMES
-from .privacy_summary import IDENTIFYING_KINDS
 
 RUN_FILES = {
     "evaluation": "training/evaluation/evaluation.json",

@@ -16,7 +16,11 @@ text. The target is ceil(size_multiple x gold train words).
 Generation proceeds in rounds; a round samples every prompt
 `samples_per_prompt` times (sample-major, so a batch mixes prompts). Each output
 is checked in generation order and dropped when it is empty, a runaway
-repetition or a duplicate of a document already kept (see `drop_reason`). Rounds
+repetition, a duplicate of a document already kept (see `drop_reason`) or,
+with a `screen`, when it holds a distinctive gold value of an identifying
+label (a real patient's name, street or record number that the gold train
+notes hold; `synthdeid.training.privacy.GoldValueScreen`): whether the
+generator copied it or composed it from pieces, the note is not shared. Rounds
 continue until the kept notes' words reach the target, and stop at the note
 that crosses it: the corpus is the kept notes up to and including that one,
 the same as a full round would give since every batch is seeded on its own.
@@ -56,6 +60,7 @@ from spacy_llm.util import assemble_from_config
 from .generator import generator_model_dir, generator_tag_labels
 from .inline_tags import entity_spans, tag_text, trimmed, untag
 from ..io import ResumeState, atomic_path, folder_digest, read_docs, write_json, write_text
+from .privacy import GoldValueScreen
 from .spacy_llm_model import END_REASONS, MODEL_NAME
 
 PROMPT_WORDS = 3
@@ -73,7 +78,7 @@ REPEAT_NGRAM = 4
 MAX_REPEATED_NGRAM_SHARE = 0.5
 MAX_LINE_REPEATS = 3
 GLUED_LOOP = re.compile(r"(\S{2,}?)\1{3,}")
-DROP_REASONS = ("empty", "repetition", "duplicate", "over_target")
+DROP_REASONS = ("empty", "repetition", "duplicate", "gold_value", "over_target")
 SAMPLING_KEYS = ("top_p", "temperature", "max_new_tokens")
 # Prompts per pipeline call when the configured model has no batch_size.
 DEFAULT_BATCH_SIZE = 16
@@ -162,11 +167,13 @@ def glued_loop(text: str) -> Optional[str]:
     return None
 
 
-def drop_reason(continuation: str, text: str, kept: Container[str]) -> Optional[str]:
+def drop_reason(continuation: str, text: str, kept: Container[str],
+                screen: Optional[GoldValueScreen] = None) -> Optional[str]:
     """Why a generated document is dropped, or None to keep it.
 
     continuation: the generated text; text: prompt + continuation; kept: the
-    whitespace-collapsed texts (see `collapse_whitespace`) of the documents kept so far.
+    whitespace-collapsed texts (see `collapse_whitespace`) of the documents
+    kept so far; screen: the gold values no note may hold.
     """
     if not WORD_CHAR.search(continuation) or len(continuation.split()) < MIN_NEW_WORDS:
         return "empty"
@@ -178,6 +185,8 @@ def drop_reason(continuation: str, text: str, kept: Container[str]) -> Optional[
         return "repetition"
     if collapse_whitespace(text) in kept:
         return "duplicate"
+    if screen is not None and screen.find(text):
+        return "gold_value"
     return None
 
 
@@ -306,6 +315,7 @@ def generate_corpus(
     resume: Optional[Tuple[List[Dict[str, Any]], Checkpoint]] = None,
     on_checkpoint: Optional[Callable[[List[Dict[str, Any]], Checkpoint], None]] = None,
     tag_labels: Optional[Sequence[str]] = None,
+    screen: Optional[GoldValueScreen] = None,
 ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """(records, counts): the documents kept until their words reach
     `target_words` (the one that crosses it included), and the counts of
@@ -321,7 +331,8 @@ def generate_corpus(
     a record's `text` is the note without its tags, checked and counted as
     any note; `tag_spans` holds the spans its tags mark ([start, end, label]
     in `text`), `tagged` the note as written and `tag_problems` its
-    malformed tags."""
+    malformed tags. With a `screen`, a note that holds one of its gold values
+    is dropped."""
     from tqdm import tqdm
 
     if target_words < 1 or samples_per_prompt < 1 or max_idle_rounds < 1:
@@ -374,7 +385,7 @@ def generate_corpus(
                     untagged = untag(tagged, tag_labels)
                     text = untagged.text
                     continuation = text[len(untag(prompt, tag_labels).text):]
-                reason = drop_reason(continuation, text, kept)
+                reason = drop_reason(continuation, text, kept, screen)
                 if reason:
                     dropped[reason] += 1
                     continue
@@ -590,6 +601,10 @@ def generation_stats_markdown(stats: Mapping[str, Any]) -> str:
         "",
         "Dropped: " + ", ".join(f"{reason} {n:,}" for reason, n in stats["dropped"].items()) + ".",
         "",
+        (f"gold_value: the note held one of the {stats['screened_gold_values']:,} distinctive gold values of "
+         "identifying labels (names, places, identifiers, contacts) of the gold train notes."
+         if stats.get("screened_gold_values") is not None else "Notes were not screened for gold values."),
+        "",
         "## End reasons",
         "",
         "eos: the generator wrote its end-of-sequence token; length: it hit max_new_tokens or its window.",
@@ -655,6 +670,8 @@ def generate(
     stats_path: Optional[str | Path] = None,
     progress: bool = True,
     resume: bool = True,
+    screen_gold_values: bool = True,
+    label_kinds: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Write the synthetic corpus as JSONL to `output_path` (one record per
     document) and return its statistics, also written to `stats_path` if
@@ -667,7 +684,11 @@ def generate(
     rest (see ProgressFiles); the result equals an uninterrupted run's.
     `generator` and `model_options` (max_new_tokens, top_p, temperature,
     batch_size, seed, device; None keeps the config's value) override the
-    config at `config_path`."""
+    config at `config_path`.
+
+    With `screen_gold_values`, no kept note holds a distinctive gold value
+    of an identifying label of the gold train notes (`GoldValueScreen`;
+    `label_kinds` over the shipped schemes say which labels identify)."""
     start = time.perf_counter()
     config = load_generation_config(config_path, generator, model_options)
     settings = model_settings(config)
@@ -678,6 +699,7 @@ def generate(
     prompts = read_prompts(validation_path, tag_labels)
     gold_counts = gold_word_counts(gold_train_path)
     gold_docs, gold_words = len(gold_counts), sum(gold_counts)
+    screen = GoldValueScreen.from_path(gold_train_path, label_kinds) if screen_gold_values else None
     target = target_size(size_multiple, gold_words)
     output_path = Path(output_path)
     if Path(settings["generator"]).exists():  # the same folder however it is spelled
@@ -688,6 +710,7 @@ def generate(
         model_sha256 = None
     progress_files = ProgressFiles(output_path, {
         "model": settings, "model_sha256": model_sha256, "prompts": prompts, "samples_per_prompt": samples_per_prompt,
+        "screen_sha256": screen.digest() if screen else None,
     })
     earlier = progress_files.load() if resume else None
     if earlier and sum(word_count(record["text"]) for record in earlier[0][:-1]) >= target:
@@ -707,6 +730,7 @@ def generate(
             resume=earlier,
             on_checkpoint=on_checkpoint,
             tag_labels=tag_labels,
+            screen=screen,
         )
         if stats_path:  # the old stats would describe the old corpus beside the new one
             for marker in (Path(stats_path), Path(stats_path).with_suffix(".md")):
@@ -733,6 +757,7 @@ def generate(
         "words_per_doc": words / len(records),
         "gold_train_docs": gold_docs,
         "gold_train_words": gold_words,
+        "screened_gold_values": len(screen.values) if screen else None,
         "end_reasons": {
             "kept": end_reason_shares(kept_reasons),
             "generated": end_reason_shares(generated_reasons),
