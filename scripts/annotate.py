@@ -12,12 +12,12 @@ from pathlib import Path
 import typer
 
 try:
-    from synthdeid.training.labelling import AnnotateError, annotate_generated
+    from synthdeid.training.labelling import annotate_generated
 except ImportError:  # run from a checkout where the package is not installed
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from synthdeid.training.labelling import AnnotateError, annotate_generated
+    from synthdeid.training.labelling import annotate_generated
 
 
 def main(
@@ -34,6 +34,10 @@ def main(
         help="Notes with inline tags: 'annotator' keeps the pipeline's entities (the tags only compared), 'union' adds "
         "the tag spans it missed, 'tags' keeps the tags and adds the pipeline's entities no tag overlaps",
     ),
+    engine: str = typer.Option("local", help="local: label here; ray: label on Ray actors (the same outputs; "
+                               "pip install 'synthdeid[ray]')"),
+    num_workers: int = typer.Option(2, help="Ray actors (engine ray), each with the pipeline loaded once"),
+    ray_address: str = typer.Option("", help="Ray cluster address (engine ray); empty starts a local Ray"),
 ):
     try:
         annotate_generated(
@@ -46,8 +50,11 @@ def main(
             batch_size=batch_size,
             device=device or None,
             tag_policy=tag_policy,
+            engine=engine,
+            num_workers=num_workers,
+            ray_address=ray_address or None,
         )
-    except AnnotateError as err:
+    except ValueError as err:  # AnnotateError: bad input, named by file; or a failed Ray actor
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
 

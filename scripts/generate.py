@@ -43,6 +43,10 @@ def main(
         "place, identifier or contact), as the privacy report finds them"
     ),
     label_kinds: str = typer.Option("", help="JSON file of label -> kind, over the shipped schemes and guesses"),
+    engine: str = typer.Option("local", help="local: batches one after another here; ray: batches on Ray actors "
+                               "(the same notes; pip install 'synthdeid[ray]')"),
+    num_workers: int = typer.Option(2, help="Ray actors (engine ray), each with the generator loaded once"),
+    ray_address: str = typer.Option("", help="Ray cluster address (engine ray); empty starts a local Ray"),
 ):
     result = generate(
         validation_path,
@@ -65,6 +69,9 @@ def main(
         resume=resume,
         screen_gold_values=screen_gold_values,
         label_kinds=read_label_kinds(label_kinds) if label_kinds else None,
+        engine=engine,
+        num_workers=num_workers,
+        ray_address=ray_address or None,
     )
     dropped = ", ".join(f"{reason} {n}" for reason, n in result["dropped"].items())
     ended = ", ".join(

@@ -39,10 +39,10 @@ from spacy.language import Language
 from tqdm import tqdm
 
 from .io import atomic_path, decode_utf8, exclusive, read_text_records, write_json
+from .parallel import ENGINES
 from .ray_engine import Deidentified, ray_pipe, refuse_corpus_consistency
 
 INPUT_FORMATS = ("auto", "txt", "jsonl", "brat")
-ENGINES = ("local", "ray")
 OUTPUT_FORMATS = ("txt", "jsonl", "brat")
 
 

@@ -23,13 +23,13 @@ on storage only its nodes read, and unset the variable.
 from __future__ import annotations
 
 import json
-import os
-from collections import deque
+from contextlib import closing
 from itertools import islice
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from .io import doc_words
+from .parallel import actor_map, runtime_env
 
 ROW = Tuple[str, Any]  # (text, the caller's context for it)
 
@@ -75,28 +75,6 @@ class Deidentifier:
                 "words": [words for _, _, words in results]}
 
 
-def _runtime_env() -> Dict[str, Any]:
-    """The environment every actor needs: the hash key and offline Hugging Face."""
-    names = ("SYNTHDEID_HASH_KEY", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    return {"env_vars": {name: os.environ[name] for name in names if name in os.environ}}
-
-
-def start_ray(address: Optional[str], num_workers: int) -> bool:
-    """Connect to the cluster at `address`, or start a local Ray with
-    `num_workers` CPUs; False when Ray was already running (the caller's)."""
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("the ray engine needs Ray: pip install 'synthdeid[ray]'") from None
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=True)
-    else:
-        ray.init(num_cpus=num_workers, include_dashboard=False, runtime_env=_runtime_env(), log_to_driver=True)
-    return True
-
-
 def refuse_corpus_consistency(nlp) -> None:
     if nlp.get_pipe_config("pii_redactor").get("consistency") == "corpus":
         raise ValueError("pii_redactor: consistency 'corpus' keeps one mapping in one process; on several "
@@ -107,40 +85,22 @@ def ray_pipe(rows: Iterable[ROW], model: str, redactor: Mapping[str, Any], *, nu
              batch_size: int = 32, max_length: int = 0, address: Optional[str] = None
              ) -> Iterator[Tuple[Deidentified, Any]]:
     """(result, context) for each (text, context) of `rows`, in their order,
-    de-identified by `num_workers` actors; at most two batches per actor are
-    in flight. Ray started here is shut down at the end."""
-    import ray
-    from ray.exceptions import RayError
-    from ray.util import ActorPool
-
-    if num_workers < 1:
-        raise ValueError(f"num_workers must be at least 1, not {num_workers}")
+    de-identified by `num_workers` actors (`actor_map`)."""
     if Path(model).exists():  # a folder: the same path on every node
         model = str(Path(model).resolve())
-    started = start_ray(address, num_workers)
-    try:
-        actor = ray.remote(num_cpus=1)(Deidentifier).options(runtime_env=_runtime_env())
-        pool = ActorPool([actor.remote(model, dict(redactor), max_length, batch_size) for _ in range(num_workers)])
-        waiting: deque = deque()  # the contexts of the batches in flight, in order
-        rows = iter(rows)
 
-        def finished() -> Iterator[Tuple[Deidentified, Any]]:
-            for (text, replacements, words), context in zip(pool.get_next(), waiting.popleft()):
-                yield Deidentified(text, replacements, words), context
-
-        while batch := list(islice(rows, batch_size)):
+    def batches() -> Iterator[Tuple[List[str], Tuple[Any, ...]]]:
+        remaining = iter(rows)
+        while batch := list(islice(remaining, batch_size)):
             texts, contexts = zip(*batch)
-            pool.submit(lambda worker, texts: worker.texts.remote(texts), list(texts))
-            waiting.append(contexts)
-            if len(waiting) >= 2 * num_workers:
-                yield from finished()
-        while waiting:
-            yield from finished()
-    except RayError as err:  # an actor that could not load the pipeline, or failed on a batch
-        raise ValueError(f"ray engine: {err}") from None
-    finally:
-        if started:
-            ray.shutdown()
+            yield list(texts), contexts
+
+    results = actor_map(Deidentifier, (model, dict(redactor), max_length, batch_size), batches(),
+                        num_workers=num_workers, address=address, method="texts")
+    with closing(results):
+        for batch, contexts in results:
+            for (text, replacements, words), context in zip(batch, contexts):
+                yield Deidentified(text, replacements, words), context
 
 
 def deidentify_dataset(dataset, model: str, redactor: Optional[Mapping[str, Any]] = None, *,
@@ -152,4 +112,4 @@ def deidentify_dataset(dataset, model: str, redactor: Optional[Mapping[str, Any]
     return dataset.map_batches(
         Deidentifier, fn_constructor_kwargs={"model": model, "redactor": dict(redactor or {}),
                                              "max_length": max_length, "batch_size": batch_size},
-        batch_size=batch_size, concurrency=num_workers, num_cpus=1, runtime_env=_runtime_env())
+        batch_size=batch_size, concurrency=num_workers, num_cpus=1, runtime_env=runtime_env())

@@ -155,3 +155,49 @@ def test_corpus_consistency_is_refused_on_ray(pipeline, tmp_path):
         deidentify_files(nlp, source, tmp_path / "out.jsonl", output_format="jsonl", model=str(pipeline),
                          engine="ray", progress=False)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Task supports sharding")
+def test_generation_on_ray_actors_writes_what_the_local_engine_writes_and_resumes(local_ray, tmp_path):
+    from conftest import make_docs, write_docbin
+    from test_generation import CONFIG, OPTIONS, save_gpt2
+
+    from synthdeid.training.synthesis import generate
+
+    generator = save_gpt2(tmp_path / "generator")
+    validation = write_docbin(tmp_path / "validation.spacy", make_docs(4, seed=2))
+    train = write_docbin(tmp_path / "train.spacy", make_docs(10, seed=1))
+
+    def run(name, size_multiple, **engine):
+        return generate(validation, train, tmp_path / f"{name}.jsonl", config_path=CONFIG, generator=generator,
+                        model_options=OPTIONS, size_multiple=size_multiple, samples_per_prompt=2,
+                        stats_path=tmp_path / f"{name}.json", progress=False, **engine)
+
+    local = run("local", 0.6)
+    on_ray = run("ray", 0.6, engine="ray", num_workers=2)
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    keys = ("rounds", "batches", "generated", "kept", "words_kept", "dropped", "tokens_kept")
+    assert {key: on_ray[key] for key in keys} == {key: local[key] for key in keys} and local["rounds"] >= 2
+    # A corpus begun on one engine grows on the other to what one run gives.
+    run("grown", 0.3)
+    grown = run("grown", 0.6, engine="ray", num_workers=2)
+    assert grown["resumed_from"]["records"] > 0
+    assert (tmp_path / "grown.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_annotation_on_ray_actors_writes_what_the_local_engine_writes(pipeline, local_ray, tmp_path):
+    from conftest import make_docs, write_docbin
+
+    from synthdeid.training.labelling import annotate_generated
+
+    generated = tmp_path / "generated.jsonl"
+    generated.write_text("".join(json.dumps({"id": doc_id, "text": text}) + "\n" for doc_id, text in corpus().items()))
+    gold = write_docbin(tmp_path / "gold.spacy", make_docs(3, seed=0))
+    local = annotate_generated(generated, pipeline, gold, tmp_path / "local", batch_size=4)
+    on_ray = annotate_generated(generated, pipeline, gold, tmp_path / "ray", batch_size=4, engine="ray",
+                                num_workers=2)
+    for name in ("train.spacy", "validation.spacy", "stats.md"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert on_ray["splits"] == local["splits"] and local["splits"]["synthetic"]["entities"] > 24

@@ -31,7 +31,8 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from contextlib import closing
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import spacy
 from spacy.tokens import Doc, DocBin
@@ -54,6 +55,7 @@ from ..io import (
     write_text,
 )
 from .metrics import doc_spans, entity_scores
+from ..parallel import ENGINES
 
 
 # user_data key of a tagged note's `tag_agreement` counts.
@@ -82,6 +84,37 @@ def load_labeller(pipeline_dir: str | Path, device: Optional[str] = None) -> spa
         raise AnnotateError(
             f"{error}; expected an NER pipeline (the annotator's, scripts/build_annotator_pipeline.py, or a trained one)"
         ) from error
+
+
+class Labeller:
+    """A labelling pipeline loaded once (in a Ray actor): a batch of texts ->
+    their labelled Docs as DocBin bytes."""
+
+    def __init__(self, pipeline_dir: str, device: Optional[str], batch_size: int) -> None:
+        self.nlp = load_labeller(pipeline_dir, device)
+        self.batch_size = batch_size
+
+    def __call__(self, texts: List[str]) -> bytes:
+        return DocBin(docs=list(self.nlp.pipe(texts, batch_size=self.batch_size))).to_bytes()
+
+
+def labelled_docs(nlp: spacy.Language, texts: Sequence[str], pipeline_dir: str | Path, *, batch_size: int,
+                  device: Optional[str], engine: str, num_workers: int,
+                  ray_address: Optional[str]) -> Iterator[Doc]:
+    """`texts` labelled, in order: by `nlp` here (engine "local"), or in
+    batches by `num_workers` Ray actors that each load the pipeline at
+    `pipeline_dir` once (engine "ray"; `ray_address` a cluster's)."""
+    if engine == "local":
+        yield from nlp.pipe(texts, batch_size=batch_size)
+        return
+    from ..parallel import actor_map
+
+    batches = ((list(texts[start : start + batch_size]), None) for start in range(0, len(texts), batch_size))
+    results = actor_map(Labeller, (str(Path(pipeline_dir).resolve()), device, batch_size), batches,
+                        num_workers=num_workers, address=ray_address)
+    with closing(results):
+        for data, _ in results:
+            yield from DocBin().from_bytes(data).get_docs(nlp.vocab)
 
 
 class AnnotationCheckpoints:
@@ -142,17 +175,24 @@ def annotate_generated(
     batch_size: int = 16,
     device: Optional[str] = None,
     tag_policy: str = "annotator",
+    engine: str = "local",
+    num_workers: int = 2,
+    ray_address: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Annotate the generated documents with a labelling pipeline and write
     `output_dir/{train,validation}.spacy`, `stats.md` and `stats.json`
     (each atomically, stats.json last); returns the stats. The split is
     `split_train_validation` on the document ids. A policy other than
-    "annotator" needs notes with inline tags."""
+    "annotator" needs notes with inline tags. `engine` "ray" labels the
+    notes on `num_workers` Ray actors (`labelled_docs`), with the same
+    outputs, so a run resumes on either engine."""
     began = time.perf_counter()
     if not 0 < validation_fraction < 1:
         raise AnnotateError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
     if batch_size < 1:
         raise AnnotateError(f"batch_size must be at least 1, got {batch_size}")
+    if engine not in ENGINES:
+        raise AnnotateError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if tag_policy not in TAG_POLICIES:
         raise AnnotateError(f"unknown tag policy {tag_policy!r}; expected one of {', '.join(TAG_POLICIES)}")
     output_dir = Path(output_dir)
@@ -184,14 +224,17 @@ def annotate_generated(
     started = time.perf_counter()
     todo = records[len(docs):]
     with tqdm(total=len(records), initial=len(docs), desc="annotate", unit="doc", disable=None) as bar:
-        for record, doc in zip(todo, nlp.pipe((r.text for r in todo), batch_size=batch_size)):
-            doc.user_data["name"] = record.name
-            doc.user_data[ID_KEY] = record.name
-            if record.tag_spans is not None:
-                apply_tags(doc, record.tag_spans, tag_policy)
-            docs.append(doc)
-            checkpoints.add(doc)
-            bar.update()
+        labelled = labelled_docs(nlp, [record.text for record in todo], pipeline_dir, batch_size=batch_size,
+                                 device=device, engine=engine, num_workers=num_workers, ray_address=ray_address)
+        with closing(labelled):
+            for record, doc in zip(todo, labelled):
+                doc.user_data["name"] = record.name
+                doc.user_data[ID_KEY] = record.name
+                if record.tag_spans is not None:
+                    apply_tags(doc, record.tag_spans, tag_policy)
+                docs.append(doc)
+                checkpoints.add(doc)
+                bar.update()
     checkpoints.flush()
     annotate_seconds = time.perf_counter() - started
     annotated = {"train": docs[: len(train)], "validation": docs[len(train):]}

@@ -45,10 +45,10 @@ import math
 import re
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Container, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Container, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from catalogue import RegistryError
@@ -60,6 +60,7 @@ from spacy_llm.util import assemble_from_config
 from .generator import generator_model_dir, generator_tag_labels
 from .inline_tags import entity_spans, tag_text, trimmed, untag
 from ..io import ResumeState, atomic_path, folder_digest, read_docs, write_json, write_text
+from ..parallel import ENGINES
 from .privacy import GoldValueScreen
 from .spacy_llm_model import END_REASONS, MODEL_NAME
 
@@ -303,6 +304,26 @@ class Checkpoint:
     new_tokens: Optional[int] = 0
 
 
+class BatchGenerator:
+    """The generation pipeline of a config, built once (in this process or
+    in a Ray actor), called on one batch at a time: (batch index, prompts)
+    -> (continuations, details). The model is seeded by the batch's index,
+    so a batch gives the same notes wherever and in whatever order it runs."""
+
+    def __init__(self, config: Config, source: str = "the generation config") -> None:
+        self.nlp = build_pipeline(config, source)
+        self.field = reply_field(self.nlp)
+        self.model = model_of(self.nlp)
+
+    def __call__(self, job: Tuple[int, List[str]]) -> Tuple[List[str], List[Dict[str, Any]]]:
+        index, prompts = job
+        if hasattr(self.model, "n_batches"):
+            self.model.n_batches = index
+        # One pipeline call of the whole batch is one model batch.
+        docs = list(self.nlp.pipe(prompts, batch_size=len(prompts)))
+        return [getattr(doc._, self.field) or "" for doc in docs], reply_details(self.model, len(prompts))
+
+
 def generate_corpus(
     config: Config,
     prompts: Sequence[Tuple[int, str]],
@@ -316,6 +337,9 @@ def generate_corpus(
     on_checkpoint: Optional[Callable[[List[Dict[str, Any]], Checkpoint], None]] = None,
     tag_labels: Optional[Sequence[str]] = None,
     screen: Optional[GoldValueScreen] = None,
+    engine: str = "local",
+    num_workers: int = 2,
+    ray_address: Optional[str] = None,
 ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """(records, counts): the documents kept until their words reach
     `target_words` (the one that crosses it included), and the counts of
@@ -324,52 +348,68 @@ def generate_corpus(
 
     `resume` (records, checkpoint) continues an earlier run; `on_checkpoint`
     gets the records and a checkpoint after every batch that leaves the target
-    unreached. The pipeline is built here so the model's batch counter, and
-    with it the seed of each batch, starts from the checkpoint's batch.
+    unreached. Batch i is seeded by i (`BatchGenerator`), so a resumed run
+    continues the sequence of seeds.
 
     With `tag_labels` (a generator that writes inline tags of these labels),
     a record's `text` is the note without its tags, checked and counted as
     any note; `tag_spans` holds the spans its tags mark ([start, end, label]
     in `text`), `tagged` the note as written and `tag_problems` its
     malformed tags. With a `screen`, a note that holds one of its gold values
-    is dropped."""
+    is dropped.
+
+    `engine` "ray" writes the batches on `num_workers` Ray actors (a local
+    Ray, or the cluster at `ray_address`), each with the pipeline built once;
+    the batches are read in order and checked here, so the records are the
+    same as the local engine's for any number of workers."""
     from tqdm import tqdm
 
     if target_words < 1 or samples_per_prompt < 1 or max_idle_rounds < 1:
         raise ValueError("target_words, samples_per_prompt and max_idle_rounds must be at least 1")
     if not prompts:
         raise ValueError("no prompts to generate from")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     settings = model_settings(config)
-    nlp = build_pipeline(config, source)
-    field_name = reply_field(nlp)
-    model = model_of(nlp)
     batch_size = settings["batch_size"]
 
     previous, state = resume if resume else ([], Checkpoint())
     records: List[Dict[str, Any]] = list(previous[: state.records])
     kept: set[str] = {collapse_whitespace(record["text"]) for record in records}
     words = sum(word_count(record["text"]) for record in records)
-    dropped = dict(state.dropped)
+    dropped = {**{reason: 0 for reason in DROP_REASONS}, **state.dropped}
     end_reasons: Counter[str] = Counter(state.end_reasons)
     generated, batches, rounds, idle, new_tokens = (state.generated, state.batches, state.rounds, state.idle,
                                                     state.new_tokens)
-    if hasattr(model, "n_batches"):
-        model.n_batches = batches
-    position, round_start = state.position, state.round_start_records
+    round_start = state.round_start_records
     if idle >= max_idle_rounds:  # the interrupted run had given up at the end of its last round
         raise gave_up(idle, words, target_words, len(records), generated, dropped)
+    # Every round samples the same items: (sample, prompt's doc index, prompt).
+    items = [(k, i, prompt) for k in range(samples_per_prompt) for i, prompt in prompts]
+
+    def jobs() -> Iterator[Tuple[Tuple[int, List[str]], Tuple[int, List[Tuple[int, int, str]]]]]:
+        """((batch index, prompts), (first item, items)) from the checkpoint on, round after round."""
+        index, position = batches, state.position
+        while True:
+            for start in range(position, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                yield (index, [prompt for _, _, prompt in chunk]), (start, chunk)
+                index += 1
+            position = 0
+
+    if engine == "ray":
+        from ..parallel import actor_map
+
+        results = actor_map(BatchGenerator, (config, source), jobs(), num_workers=num_workers, address=ray_address)
+    else:
+        generator = BatchGenerator(config, source)
+        results = ((generator(job), context) for job, context in jobs())
     bar = tqdm(total=target_words, initial=min(words, target_words), desc="generate", unit="word", disable=not progress)
-    while words < target_words:
-        items = [(k, i, prompt) for k in range(samples_per_prompt) for i, prompt in prompts]
-        for start in range(position, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            # One pipeline call of batch_size prompts is one model batch, so
-            # the records can name the seed the model used for it.
-            docs = list(nlp.pipe([prompt for _, _, prompt in chunk], batch_size=len(chunk)))
-            details = reply_details(model, len(chunk))
+    with closing(results):
+        for (continuations, details), (start, chunk) in (results if words < target_words else ()):
             seed = settings["seed"] + batches if settings["seed"] is not None else None
             batches += 1
-            for (sample, doc_index, prompt), doc, detail in zip(chunk, docs, details):
+            for (sample, doc_index, prompt), continuation, detail in zip(chunk, continuations, details):
                 generated += 1
                 end_reasons[detail["end_reason"] or "unknown"] += 1
                 if new_tokens is not None and detail["new_tokens"] is not None:
@@ -379,7 +419,6 @@ def generate_corpus(
                 if words >= target_words:
                     dropped["over_target"] += 1
                     continue
-                continuation = getattr(doc._, field_name) or ""
                 text = tagged = prompt + continuation
                 if tag_labels is not None:
                     untagged = untag(tagged, tag_labels)
@@ -413,25 +452,22 @@ def generate_corpus(
             bar.set_postfix(round=rounds, notes=len(records), generated=generated, dropped=sum(dropped.values()))
             if words >= target_words:
                 break
+            next_position = start + batch_size
+            if next_position >= len(items):  # the round is over
+                rounds += 1
+                idle = idle + 1 if len(records) == round_start else 0
+                round_start = len(records)
             if on_checkpoint:
-                next_position = start + batch_size
-                next_round = next_position >= len(items)
                 on_checkpoint(records, Checkpoint(
-                    records=len(records), batches=batches, rounds=rounds + next_round,
-                    position=0 if next_round else next_position,
-                    round_start_records=len(records) if next_round else round_start,
-                    idle=(idle + 1 if len(records) == round_start else 0) if next_round else idle,
+                    records=len(records), batches=batches, rounds=rounds,
+                    position=next_position if next_position < len(items) else 0,
+                    round_start_records=round_start, idle=idle,
                     generated=generated, dropped=dict(dropped), end_reasons=dict(end_reasons),
                     new_tokens=new_tokens,
                 ))
-        if words >= target_words:
-            break
-        rounds += 1
-        idle = idle + 1 if len(records) == round_start else 0
-        position, round_start = 0, len(records)
-        if idle >= max_idle_rounds:
-            bar.close()
-            raise gave_up(idle, words, target_words, len(records), generated, dropped)
+            if idle >= max_idle_rounds:
+                bar.close()
+                raise gave_up(idle, words, target_words, len(records), generated, dropped)
     bar.close()
     counts = {
         "rounds": rounds + 1,
@@ -672,6 +708,9 @@ def generate(
     resume: bool = True,
     screen_gold_values: bool = True,
     label_kinds: Optional[Mapping[str, Any]] = None,
+    engine: str = "local",
+    num_workers: int = 2,
+    ray_address: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Write the synthetic corpus as JSONL to `output_path` (one record per
     document) and return its statistics, also written to `stats_path` if
@@ -688,7 +727,9 @@ def generate(
 
     With `screen_gold_values`, no kept note holds a distinctive gold value
     of an identifying label of the gold train notes (`GoldValueScreen`;
-    `label_kinds` over the shipped schemes say which labels identify)."""
+    `label_kinds` over the shipped schemes say which labels identify).
+    `engine`, `num_workers` and `ray_address`: see `generate_corpus`; the
+    corpus is the same on either engine, so a run resumes on the other."""
     start = time.perf_counter()
     config = load_generation_config(config_path, generator, model_options)
     settings = model_settings(config)
@@ -731,6 +772,9 @@ def generate(
             on_checkpoint=on_checkpoint,
             tag_labels=tag_labels,
             screen=screen,
+            engine=engine,
+            num_workers=num_workers,
+            ray_address=ray_address,
         )
         if stats_path:  # the old stats would describe the old corpus beside the new one
             for marker in (Path(stats_path), Path(stats_path).with_suffix(".md")):
