@@ -1,11 +1,12 @@
 """De-identify files and folders with a trained pipeline (`synthdeid-deidentify`).
 
 Input: a plain-text file, a folder of `.txt` files (a brat folder: its `.ann`
-files are ignored), or a JSONL file of `{"id", "text"}` records with unique
-ids (an id becomes the output file's name in `txt` and `brat`). Output: the
-de-identified text as `.txt` files (`txt`), one JSONL file with the
-replacement spans (`jsonl`), or `.txt` + `.ann` files whose entities mark the
-replacements (`brat`). The reversible mapping (original text per replacement)
+files are ignored), or a JSONL or Parquet file of `{"id", "text"}` records
+with unique ids (an id becomes the output file's name in `txt` and `brat`).
+Output: the de-identified text as `.txt` files (`txt`), one JSONL or Parquet
+file with the replacement spans (`jsonl`, `parquet`), or `.txt` + `.ann`
+files whose entities mark the replacements (`brat`). Parquet needs pyarrow
+(the `synthdeid[ray]` extra). The reversible mapping (original text per replacement)
 goes to its own JSONL file, only when asked for.
 
 Documents stream through `nlp.pipe` (memory stays flat), with `n_process`
@@ -38,12 +39,14 @@ import typer
 from spacy.language import Language
 from tqdm import tqdm
 
-from .io import atomic_path, decode_utf8, exclusive, read_text_records, write_json
+from .io import atomic_path, decode_utf8, exclusive, read_parquet_records, read_text_records, write_json
 from .parallel import ENGINES
 from .ray_engine import Deidentified, ray_pipe, refuse_corpus_consistency
 
-INPUT_FORMATS = ("auto", "txt", "jsonl", "brat")
-OUTPUT_FORMATS = ("txt", "jsonl", "brat")
+INPUT_FORMATS = ("auto", "txt", "jsonl", "parquet", "brat")
+OUTPUT_FORMATS = ("txt", "jsonl", "parquet", "brat")
+RECORD_FORMATS = ("jsonl", "parquet")  # one file of id + text records
+PARQUET_ROWS = 1024  # rows per Parquet row group written
 
 
 class InputError(ValueError):
@@ -84,9 +87,10 @@ def shown_path(path: Path) -> str:
 
 
 def resolve_format(path: Path, input_format: str) -> str:
-    """The input format `auto` stands for: jsonl for a `.jsonl` file, else txt."""
+    """The input format `auto` stands for: jsonl for a `.jsonl` file, parquet
+    for a `.parquet` file, else txt."""
     if input_format == "auto":
-        return "jsonl" if path.suffix.lower() == ".jsonl" else "txt"
+        return {".jsonl": "jsonl", ".parquet": "parquet"}.get(path.suffix.lower(), "txt")
     return input_format
 
 
@@ -101,10 +105,16 @@ def read_inputs(path: Path, input_format: str = "auto", max_length: int = 0) -> 
                               f"({max_length:,}); split the document or raise it (--max-length)")
         return text
 
-    if resolve_format(path, input_format) == "jsonl":
+    record_format = resolve_format(path, input_format)
+    if record_format in RECORD_FORMATS:
         if not path.is_file():
-            raise InputError(f"{path}: no such JSONL file")
-        for record in read_text_records(path, integer_ids=True):
+            raise InputError(f"{path}: no such {record_format} file")
+        read = read_text_records if record_format == "jsonl" else read_parquet_records
+        try:
+            records = read(path, integer_ids=True)
+        except ValueError as err:  # not Parquet, no id or text column, no pyarrow
+            raise InputError(str(err)) from None
+        for record in records:
             if record.error:
                 yield record.doc_id or record.where, record.where, InputError(record.error)
             else:
@@ -256,6 +266,7 @@ class Writer:
         self.mapping = mapping
         self.writes_file = writes_file
         self.jsonl = output.open("w", encoding="utf-8") if output_format == "jsonl" else None
+        self.parquet = ParquetRows(output) if output_format == "parquet" else None
         if not writes_file:
             output.mkdir()
 
@@ -272,6 +283,8 @@ class Writer:
                  for r in replacements]
         if self.jsonl:
             self.jsonl.write(json.dumps({"id": doc_id, "text": text, "spans": spans}, ensure_ascii=False) + "\n")
+        elif self.parquet:
+            self.parquet.add({"id": doc_id, "text": text, "spans": spans})
         elif self.writes_file:
             self.output.write_bytes(text.encode("utf-8"))
         else:
@@ -303,6 +316,39 @@ class Writer:
     def close(self) -> None:
         if self.jsonl:
             self.jsonl.close()
+        if self.parquet:
+            self.parquet.close()
+
+
+class ParquetRows:
+    """A Parquet file of `id`, `text` and `spans` (start, end, label) rows,
+    written a row group of `PARQUET_ROWS` rows at a time."""
+
+    def __init__(self, path: Path):
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError("writing Parquet needs pyarrow: pip install 'synthdeid[ray]'") from None
+        span = pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string())])
+        self.schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("spans", pa.list_(span))])
+        self.pa = pa
+        self.writer = pq.ParquetWriter(str(path), self.schema)
+        self.rows: List[Dict[str, Any]] = []
+
+    def add(self, row: Dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) == PARQUET_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(self.pa.Table.from_pylist(self.rows, schema=self.schema))
+            self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
 
 
 def deidentify_files(
@@ -363,8 +409,8 @@ def deidentify_files(
             bom = "\ufeff" if text.startswith("\ufeff") else ""
             yield text[len(bom):], (doc_id, where, bom)
 
-    single_text = input_path.is_file() and resolve_format(input_path, input_format) != "jsonl"
-    writes_file = output_format == "jsonl" or (single_text and output_format == "txt")
+    single_text = input_path.is_file() and resolve_format(input_path, input_format) not in RECORD_FORMATS
+    writes_file = output_format in RECORD_FORMATS or (single_text and output_format == "txt")
     if output.exists() and output.is_file() != writes_file:
         raise InputError(f"{output}: exists and is a {'file' if output.is_file() else 'folder'}; "
                          f"{output_format} output of {input_path} needs a {'file' if writes_file else 'folder'}")
@@ -414,11 +460,13 @@ def exit_on_signal(signum: int, frame: Any) -> None:
 
 
 def cli(
-    input_path: Path = typer.Argument(..., help="A .txt file, a folder of .txt files (brat), or a .jsonl file"),
-    output: Path = typer.Argument(..., help="Output file (one text, or .jsonl) or folder (txt, brat)"),
+    input_path: Path = typer.Argument(..., help="A .txt file, a folder of .txt files (brat), or a .jsonl or "
+                                                "a .parquet file of id and text records"),
+    output: Path = typer.Argument(..., help="Output file (one text, .jsonl or .parquet) or folder (txt, brat)"),
     model: str = typer.Option(..., help="Pipeline: installed package name or folder"),
-    input_format: str = typer.Option("auto", help="auto (by suffix), txt, jsonl or brat"),
-    output_format: str = typer.Option("txt", help="txt, jsonl (text + replacement spans) or brat (.txt + .ann)"),
+    input_format: str = typer.Option("auto", help="auto (by suffix), txt, jsonl, parquet or brat"),
+    output_format: str = typer.Option("txt", help="txt, jsonl or parquet (text + replacement spans), or brat "
+                                                  "(.txt + .ann)"),
     strategy: Optional[str] = typer.Option(None, help="mask, surrogate, hash or keep [default: the pipeline's]"),
     label_strategy: List[str] = typer.Option([], help="LABEL=STRATEGY for one label (repeat); adds to the pipeline's"),
     labels: List[str] = typer.Option([], help="Replace only these labels (repeat) [default: the pipeline's]"),

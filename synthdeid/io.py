@@ -342,7 +342,7 @@ def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[T
     with `integer_ids`, and are unique; texts are non-empty strings that UTF-8
     can encode. A bad line comes as a record with an
     `error`, so the caller decides whether to stop or skip it."""
-    first_line: Dict[str, int] = {}
+    first_seen: Dict[str, str] = {}
     with Path(path).open("rb") as lines:
         for number, raw in enumerate(lines, 1):
             where = f"{path}:{number}"
@@ -357,37 +357,70 @@ def read_text_records(path: str | Path, integer_ids: bool = False) -> Iterator[T
             except ValueError as err:
                 yield TextRecord(where, error=str(err))
                 continue
-            if not isinstance(record, dict):
-                yield TextRecord(where, error=f"{where}: expected a JSON object, got {type(record).__name__}")
-                continue
-            doc_id, text = record.get("id"), record.get("text")
-            problem = id_problem(doc_id, integer_ids)
-            if problem is None and unencodable(str(doc_id)) is not None:
-                problem = f"holds a character UTF-8 cannot encode: {doc_id!r}"
-            if problem:
-                yield TextRecord(where, error=f"{where}: 'id' {problem}")
-                continue
-            doc_id = str(doc_id)
-            if doc_id in first_line:
-                # Outputs are keyed by id: a repeat would mix two documents.
-                message = f"{where}: duplicate id {doc_id!r} (first on line {first_line[doc_id]})"
-                yield TextRecord(where, doc_id, error=message)
-                continue
-            first_line[doc_id] = number
-            if not isinstance(text, str):
-                what = "missing" if "text" not in record else f"not a string ({type(text).__name__})"
-                yield TextRecord(where, doc_id, error=f"{where}: 'text' is {what}")
-            elif not text.strip():
-                yield TextRecord(where, doc_id, error=f"{where}: empty text (id {doc_id!r})")
-            elif (position := unencodable(text)) is not None:
-                message = (f"{where}: 'text' holds a character UTF-8 cannot encode (a lone surrogate, "
-                           f"{text[position]!r} at character {position})")
-                yield TextRecord(where, doc_id, error=message)
-            elif "tag_spans" in record and (problem := tag_spans_problem(record["tag_spans"], text)):
-                yield TextRecord(where, doc_id, error=f"{where}: 'tag_spans' {problem}")
-            else:
-                spans = record.get("tag_spans")
-                yield TextRecord(where, doc_id, text, tag_spans=None if spans is None else [tuple(s) for s in spans])
+            yield checked_record(where, f"line {number}", record, first_seen, integer_ids)
+
+
+def read_parquet_records(path: str | Path, integer_ids: bool = False, batch_rows: int = 1024) -> Iterator[TextRecord]:
+    """Lazily, the rows of a Parquet file with `id` and `text` columns (other
+    columns are not read), checked as `read_text_records` checks a JSONL
+    line; a bad row's error names it as `<file>:row <n>` (from 1). Reads
+    `batch_rows` rows at a time, so memory stays flat. A file that is not
+    Parquet or lacks a column is a ValueError at once. Needs pyarrow (the
+    `synthdeid[ray]` extra)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError(f"{path}: reading Parquet needs pyarrow: pip install 'synthdeid[ray]'") from None
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as err:  # noqa: BLE001 (pyarrow raises several kinds for a file that is not Parquet)
+        raise ValueError(f"{path}: not a readable Parquet file ({err})") from None
+    missing = [column for column in ("id", "text") if column not in table.schema_arrow.names]
+    if missing:
+        raise ValueError(f"{path}: no {' or '.join(repr(c) for c in missing)} column; "
+                         f"it has {', '.join(table.schema_arrow.names)}")
+
+    def records() -> Iterator[TextRecord]:
+        first_seen: Dict[str, str] = {}
+        number = 0
+        for batch in table.iter_batches(batch_size=batch_rows, columns=["id", "text"]):
+            for record in batch.to_pylist():
+                number += 1
+                yield checked_record(f"{path}:row {number}", f"row {number}", record, first_seen, integer_ids)
+
+    return records()  # the file is checked now, its rows read as they are asked for
+
+
+def checked_record(where: str, place: str, record: Any, first_seen: Dict[str, str],
+                   integer_ids: bool = False) -> TextRecord:
+    """One `{"id", "text"}` record (`read_text_records`' rules) read at
+    `where` (`place` within its file), as a TextRecord with the text or with
+    its problem; `first_seen` (id -> place) finds repeated ids."""
+    if not isinstance(record, dict):
+        return TextRecord(where, error=f"{where}: expected a JSON object, got {type(record).__name__}")
+    doc_id, text = record.get("id"), record.get("text")
+    problem = id_problem(doc_id, integer_ids)
+    if problem is None and unencodable(str(doc_id)) is not None:
+        problem = f"holds a character UTF-8 cannot encode: {doc_id!r}"
+    if problem:
+        return TextRecord(where, error=f"{where}: 'id' {problem}")
+    doc_id = str(doc_id)
+    if doc_id in first_seen:
+        # Outputs are keyed by id: a repeat would mix two documents.
+        return TextRecord(where, doc_id, error=f"{where}: duplicate id {doc_id!r} (first on {first_seen[doc_id]})")
+    first_seen[doc_id] = place
+    if not isinstance(text, str):
+        what = "missing" if "text" not in record else f"not a string ({type(text).__name__})"
+        return TextRecord(where, doc_id, error=f"{where}: 'text' is {what}")
+    if not text.strip():
+        return TextRecord(where, doc_id, error=f"{where}: empty text (id {doc_id!r})")
+    if (position := unencodable(text)) is not None:
+        return TextRecord(where, doc_id, error=(f"{where}: 'text' holds a character UTF-8 cannot encode (a lone "
+                                                f"surrogate, {text[position]!r} at character {position})"))
+    if "tag_spans" in record and (problem := tag_spans_problem(record["tag_spans"], text)):
+        return TextRecord(where, doc_id, error=f"{where}: 'tag_spans' {problem}")
+    spans = record.get("tag_spans")
+    return TextRecord(where, doc_id, text, tag_spans=None if spans is None else [tuple(s) for s in spans])
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,37 @@ def test_jsonl_in_jsonl_out_with_spans(pipeline, tmp_path):
         "[NOMBRE_SUJETO_ASISTENCIA]", "[FECHAS]", "[TERRITORIO]"]
 
 
+def test_parquet_in_parquet_out_as_jsonl_and_bad_rows_named_by_row(pipeline, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": k, "text": v, "ward": "A"} for k, v in TEXTS.items()]
+    rows += [{"id": "a", "text": "Otra nota.", "ward": "B"}, {"id": "c", "text": None, "ward": "B"},
+             {"id": "d", "text": "  ", "ward": "B"}]
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), source, row_group_size=2)
+    cli(source, tmp_path / "out.parquet", "--model", pipeline, "--output-format", "parquet")
+    cli(tmp_path / "out.parquet", tmp_path / "again.jsonl", "--model", pipeline, "--output-format", "jsonl")
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in TEXTS.items()))
+    cli(jsonl, tmp_path / "out.jsonl", "--model", pipeline, "--output-format", "jsonl")
+    # The same records as JSONL gives, spans included; the bad rows skipped, each named by its row.
+    assert pq.read_table(tmp_path / "out.parquet").to_pylist() == [
+        json.loads(line) for line in (tmp_path / "out.jsonl").open()]
+    errors = [str(text) for _, _, text in read_inputs(source) if isinstance(text, InputError)]
+    assert errors == [f"{source}:row 3: duplicate id 'a' (first on row 1)",
+                      f"{source}:row 4: 'text' is not a string (NoneType)", f"{source}:row 5: empty text (id 'd')"]
+    # A file without the columns, or not Parquet at all: one clear error, nothing written.
+    pq.write_table(pa.Table.from_pylist([{"note": "x"}]), tmp_path / "other.parquet")
+    (tmp_path / "fake.parquet").write_text("not parquet")
+    for bad, message in (("other.parquet", "no 'id' or 'text' column; it has note"),
+                         ("fake.parquet", "not a readable Parquet file")):
+        result = cli(tmp_path / bad, tmp_path / "bad.parquet", "--model", pipeline, "--output-format", "parquet",
+                     check=False)
+        assert result.returncode == 1 and f"{tmp_path / bad}: {message}" in result.stderr
+        assert not (tmp_path / "bad.parquet").exists()
+
+
 def test_brat_in_brat_out(pipeline, tmp_path):
     source = write_folder(tmp_path / "brat", TEXTS)
     (source / "a.ann").write_text("T1\tNOMBRE_SUJETO_ASISTENCIA 9 17\tAna Ruiz\n")  # ignored on input
