@@ -400,7 +400,13 @@ def generate_corpus(
     if engine == "ray":
         from ..parallel import actor_map
 
-        results = actor_map(BatchGenerator, (config, source), jobs(), num_workers=num_workers, address=ray_address)
+        on_actors = config
+        if config.get("paths", {}).get("generator") and Path(settings["generator"]).exists():
+            # a folder: the same absolute path on every node, whatever an actor's working directory
+            on_actors = Config().from_str(config.to_str(), interpolate=False,
+                                          overrides={"paths.generator": str(Path(settings["generator"]).resolve())})
+        results = actor_map(BatchGenerator, (on_actors, source), jobs(), num_workers=num_workers,
+                            address=ray_address)
     else:
         generator = BatchGenerator(config, source)
         results = ((generator(job), context) for job, context in jobs())
