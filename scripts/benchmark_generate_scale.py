@@ -5,7 +5,7 @@ own corpus from scratch; the script says whether they are the same. Run it
 alone: the figures are only comparable on otherwise idle cores.
 
     python scripts/benchmark_generate_scale.py corpus/validation.spacy corpus/train.spacy training/generator \
-        [--size-multiple 0.1] [--workers 1 --workers 2]
+        [--corpus-multiple 0.1] [--workers 1 --workers 2]
 """
 
 import os
@@ -24,7 +24,7 @@ def main(
     gold_train: Path = typer.Argument(..., help="Gold train DocBin: the word target and the gold-value screen"),
     generator: Path = typer.Argument(..., help="Generator folder (adapt_generator output)"),
     config: Path = typer.Option(Path("configs/generate.cfg"), help="spacy-llm generation config"),
-    size_multiple: float = typer.Option(0.1, help="Target size: this share of the gold train words"),
+    corpus_multiple: float = typer.Option(0.1, help="Target size: this share of the gold train words"),
     workers: List[int] = typer.Option([1, 2], help="Ray actors to try (repeat)"),
     seed: int = typer.Option(0, help="Generation seed"),
 ):
@@ -36,7 +36,7 @@ def main(
             output = Path(tmp) / f"{engine}{count}.jsonl"
             start = time.perf_counter()
             stats = generate(validation, gold_train, output, config_path=config, generator=generator,
-                             model_options={"seed": seed}, size_multiple=size_multiple, resume=False,
+                             model_options={"seed": seed}, size_multiple=corpus_multiple, resume=False,
                              progress=False, engine=engine, num_workers=count)
             seconds = time.perf_counter() - start  # Ray's start and the actors' model loads included
             typer.echo(f"| {engine} | {count} | {stats['kept']} | {stats['words_kept']} | {seconds:.1f} | "
