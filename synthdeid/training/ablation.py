@@ -448,15 +448,30 @@ class Artifacts:
         )
         return folder / "model-best"
 
+    def surrogated_notes(self, s: Mapping[str, Any], seed: int, train: Path,
+                         steps: List[Dict[str, Any]]) -> Dict[str, Path]:
+        """With `generator_corpus` "corpus/surrogated": its train and
+        validation files, `train` (a gold subset) and the validation notes
+        surrogated by `surrogate-gold`; nothing for the notes as written."""
+        if s["generator_corpus"] == "corpus":
+            return {}
+        folder = self._build(
+            "surrogated", artifact_key(Path(train).parent.name, s, self.key_names("surrogate-gold"), seed, str(train)),
+            lambda out: self.workflow_lines("surrogate-gold", s, seed, {
+                "corpus/train.spacy": train, "corpus/surrogated": out}),
+            steps,
+        )
+        return {f"{s['generator_corpus']}/{split}.spacy": folder / f"{split}.spacy" for split in ("train", "validation")}
+
     def generator(self, s: Mapping[str, Any], seed: int, steps: List[Dict[str, Any]]) -> str:
         if s["generator_fraction"] == 0:
             return s["generator_base"]  # no adaptation: the pretrained base as it is
         train = self.gold_subset(s["generator_fraction"], seed, steps)
+        notes = {"corpus/train.spacy": train, **self.surrogated_notes(s, seed, train, steps)}
         folder = self._build(
             "generator", artifact_key(generator_label(s), s, self.key_names("adapt-generator"), seed),
             # The subset is the study's generator_fraction: the script adapts on all of it.
-            lambda out: self.workflow_lines("adapt-generator", s, seed,
-                                            {"corpus/train.spacy": train, "training/generator": out},
+            lambda out: self.workflow_lines("adapt-generator", s, seed, {**notes, "training/generator": out},
                                             generator_fraction=1.0),
             steps,
         )
@@ -470,7 +485,9 @@ class Artifacts:
         names = self.key_names("adapt-generator", "generate", leave=["size_multiple"])
         folder = self._build(
             "generation", artifact_key(generator_label(s), s, names, seed),
+            # Prompts from the validation notes as the generator learnt them; the whole gold train sets the target.
             lambda out: self.workflow_lines("generate", s, seed, {
+                **self.surrogated_notes(s, seed, self.paths.train, steps),
                 "training/generator": generator, "corpus/synthetic/generated.jsonl": out / "generated.jsonl",
                 "corpus/synthetic/generation_stats.json": out / "generation_stats.json"}),
             steps,
