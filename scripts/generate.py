@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from synthdeid.kinds import read_label_kinds
-from synthdeid.training.synthesis import generate
+from synthdeid.training.synthesis import GaveUp, generate
 
 
 def main(
@@ -48,31 +48,35 @@ def main(
     num_workers: int = typer.Option(2, help="Ray actors (engine ray), each with the generator loaded once"),
     ray_address: str = typer.Option("", help="Ray cluster address (engine ray); empty starts a local Ray"),
 ):
-    result = generate(
-        validation_path,
-        gold_train_path,
-        output_path,
-        config_path=config,
-        generator=generator_dir,
-        model_options={
-            "max_new_tokens": max_new_tokens,
-            "top_p": top_p,
-            "temperature": temperature,
-            "batch_size": batch_size,
-            "seed": seed,
-            "device": device,
-        },
-        size_multiple=size_multiple,
-        samples_per_prompt=samples_per_prompt,
-        max_idle_rounds=max_idle_rounds,
-        stats_path=stats,
-        resume=resume,
-        screen_gold_values=screen_gold_values,
-        label_kinds=read_label_kinds(label_kinds) if label_kinds else None,
-        engine=engine,
-        num_workers=num_workers,
-        ray_address=ray_address or None,
-    )
+    try:
+        result = generate(
+            validation_path,
+            gold_train_path,
+            output_path,
+            config_path=config,
+            generator=generator_dir,
+            model_options={
+                "max_new_tokens": max_new_tokens,
+                "top_p": top_p,
+                "temperature": temperature,
+                "batch_size": batch_size,
+                "seed": seed,
+                "device": device,
+            },
+            size_multiple=size_multiple,
+            samples_per_prompt=samples_per_prompt,
+            max_idle_rounds=max_idle_rounds,
+            stats_path=stats,
+            resume=resume,
+            screen_gold_values=screen_gold_values,
+            label_kinds=read_label_kinds(label_kinds) if label_kinds else None,
+            engine=engine,
+            num_workers=num_workers,
+            ray_address=ray_address or None,
+        )
+    except (ValueError, OSError, GaveUp) as err:  # bad input named by file, a missing model, or gave up
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
     dropped = ", ".join(f"{reason} {n}" for reason, n in result["dropped"].items())
     ended = ", ".join(
         f"{reason} {share['share']:.0%}" for reason, share in result["end_reasons"]["kept"].items() if share["count"]

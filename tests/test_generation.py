@@ -14,7 +14,7 @@ from typing import Iterable, List
 import pytest
 import spacy
 import typer
-from conftest import make_docs, make_note, write_docbin
+from conftest import cli, make_docs, make_note, write_docbin
 from spacy_llm.registry import registry
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
@@ -502,6 +502,22 @@ def test_cli_runs_the_generation(tmp_path, generator_dir, docbins):
     assert f"Kept {written['kept']} of" in result.output and f"target of {written['words_target']}" in result.output
     assert len(out.read_text().splitlines()) == written["kept"]
     assert stats.with_suffix(".md").exists()
+
+
+def test_cli_names_bad_input_and_leaves_no_files(tmp_path, generator_dir, docbins):
+    not_a_docbin = tmp_path / "notes.spacy"
+    not_a_docbin.write_text("not a DocBin")
+    out = tmp_path / "out" / "generated.jsonl"
+    out.parent.mkdir()
+    cases = {
+        "no_generator": [str(docbins["validation"]), str(docbins["train"]), str(tmp_path / "no_generator")],
+        "notes.spacy": [str(not_a_docbin), str(docbins["train"]), str(generator_dir)],
+    }
+    for named, args in cases.items():
+        result = CliRunner().invoke(cli("generate"), [*args, str(out), f"--config={CONFIG}"])
+        assert result.exit_code == 1 and result.output.startswith("error: ") and named in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert list(out.parent.iterdir()) == []  # no output, partial or resume state
 
 
 # ---------------------------------------- a canned backend swapped in the config

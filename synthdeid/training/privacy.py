@@ -39,7 +39,7 @@ import zipfile
 from bisect import bisect_right
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import spacy
 from tqdm import tqdm
@@ -240,31 +240,43 @@ def longest_copies(
 # ---------------------------------------------------------------- PII reuse
 
 
-def _documents_holding(
-    keys: Sequence[Tuple[int, ...]], docs: Sequence[Sequence[int]], desc: str
-) -> List[Set[int]]:
-    """For each key (a token-id sequence), the indices of the docs containing
-    it, found with a trie of the keys walked from every position of every doc."""
-    end = None  # trie node entry marking "a key ends here"; token ids are ints
+def _key_trie(keys: Iterable[Tuple[Sequence[Any], Any]]) -> Dict[Any, Any]:
+    """A trie of (key, value) pairs, a key being a token sequence; the value
+    sits under the entry None where its key ends (tokens are never None)."""
     root: Dict[Any, Any] = {}
-    for index, key in enumerate(keys):
+    for key, value in keys:
         node = root
         for token in key:
             node = node.setdefault(token, {})
-        node[end] = index
+        node[None] = value
+    return root
+
+
+def _found_keys(root: Dict[Any, Any], tokens: Sequence[Any]) -> Iterator[Any]:
+    """The values of the keys of trie `root` found in `tokens`, by start
+    position (the trie walked from every position)."""
+    n = len(tokens)
+    for i in range(n):
+        node = root.get(tokens[i])
+        j = i + 1
+        while node is not None:
+            if None in node:
+                yield node[None]
+            if j == n:
+                break
+            node = node.get(tokens[j])
+            j += 1
+
+
+def _documents_holding(
+    keys: Sequence[Tuple[int, ...]], docs: Sequence[Sequence[int]], desc: str
+) -> List[Set[int]]:
+    """For each key (a token-id sequence), the indices of the docs containing it."""
+    root = _key_trie((key, index) for index, key in enumerate(keys))
     holding: List[Set[int]] = [set() for _ in keys]
     for d, ids in enumerate(tqdm(docs, desc=desc, unit="doc", disable=None, leave=False)):
-        n = len(ids)
-        for i in range(n):
-            node = root.get(ids[i])
-            j = i + 1
-            while node is not None:
-                if end in node:
-                    holding[node[end]].add(d)
-                if j == n:
-                    break
-                node = node.get(ids[j])
-                j += 1
+        for index in _found_keys(root, ids):
+            holding[index].add(d)
     return holding
 
 
@@ -314,12 +326,7 @@ class GoldValueScreen:
             for key, text in strings[label].items():
                 if is_distinctive(len(key), text, in_gold[key]):
                     self.values.setdefault(tuple(tokenize(text)), label)
-        self._trie: Dict[Any, Any] = {}
-        for tokens, label in self.values.items():
-            node = self._trie
-            for token in tokens:
-                node = node.setdefault(token, {})
-            node[None] = label  # a value ends here
+        self._trie = _key_trie(self.values.items())
 
     @classmethod
     def from_path(cls, gold_path: str | Path, label_kinds: Optional[Mapping[str, Any]] = None) -> "GoldValueScreen":
@@ -330,18 +337,7 @@ class GoldValueScreen:
 
     def find(self, text: str) -> Optional[str]:
         """The label of the first distinctive gold value in `text`, or None."""
-        tokens = tokenize(text)
-        for i in range(len(tokens)):
-            node = self._trie.get(tokens[i])
-            j = i + 1
-            while node is not None:
-                if None in node:
-                    return node[None]
-                if j == len(tokens):
-                    break
-                node = node.get(tokens[j])
-                j += 1
-        return None
+        return next(_found_keys(self._trie, tokenize(text)), None)
 
     def digest(self) -> str:
         """A fingerprint of the values (for a resumable step's settings)."""

@@ -45,10 +45,10 @@ import math
 import re
 import time
 from collections import Counter
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Container, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Container, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 from catalogue import RegistryError
@@ -489,8 +489,12 @@ def generate_corpus(
     return records, counts
 
 
-def gave_up(idle: int, words: int, target: int, documents: int, generated: int, dropped: Mapping) -> RuntimeError:
-    return RuntimeError(
+class GaveUp(RuntimeError):
+    """Generation stopped short of its target: rounds in a row kept nothing."""
+
+
+def gave_up(idle: int, words: int, target: int, documents: int, generated: int, dropped: Mapping) -> GaveUp:
+    return GaveUp(
         f"gave up: {idle} rounds in a row kept no new document ({words} of {target} words kept in "
         f"{documents} documents, {generated} generated, dropped {dict(dropped)}); check the generator and "
         "max_new_tokens"
@@ -536,17 +540,20 @@ class ProgressFiles:
 
     @contextmanager
     def recording(self, earlier: Optional[Tuple[List[Dict[str, Any]], Checkpoint]]):
-        """Yield the on_checkpoint callback; the partial file goes when the run ends well."""
-        records, checkpoint = earlier if earlier else ([], Checkpoint())
-        written = checkpoint.records
-        # The partial file first, whole, then the state that counts its
-        # records: an interruption in between leaves the two consistent.
-        write_jsonl(self.partial, records[:written])
-        self._save(checkpoint)
-        with self.partial.open("a", encoding="utf-8") as partial:
+        """Yield the on_checkpoint callback; the partial file goes when the run
+        ends well. Nothing is written before the first checkpoint, so a run that
+        fails while loading leaves no files behind."""
+        written = earlier[1].records if earlier else 0
+        with ExitStack() as stack:
+            partial: Optional[TextIO] = None
 
             def on_checkpoint(current: List[Dict[str, Any]], state: Checkpoint) -> None:
-                nonlocal written
+                nonlocal written, partial
+                if partial is None:
+                    # The partial file first, whole, then the state that counts its
+                    # records: an interruption in between leaves the two consistent.
+                    write_jsonl(self.partial, current[:written])
+                    partial = stack.enter_context(self.partial.open("a", encoding="utf-8"))
                 for record in current[written : state.records]:
                     partial.write(json.dumps(record, ensure_ascii=False) + "\n")
                 partial.flush()
@@ -554,7 +561,7 @@ class ProgressFiles:
                 self._save(state)
 
             yield on_checkpoint
-        self.partial.unlink()
+        self.partial.unlink(missing_ok=True)
 
     def _save(self, checkpoint: Checkpoint) -> None:
         self.state.save(asdict(checkpoint))
