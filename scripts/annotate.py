@@ -2,7 +2,7 @@
 validation DocBins, plus entity counts per label next to the gold counts.
 
     python scripts/annotate.py GENERATED_JSONL LABELLER_PIPELINE GOLD_TRAIN_DOCBIN OUT_DIR \
-        [--validation-fraction 0.1] [--seed 0] [--batch-size 16] [--device cuda] [--tag-policy annotator]
+        [--validation-fraction 0.1] [--seed 0] [--batch-size 16] [--gpu-id 0] [--tag-policy annotator]
 
 Writes OUT_DIR/train.spacy, validation.spacy, stats.md and stats.json.
 """
@@ -28,7 +28,8 @@ def main(
     validation_fraction: float = typer.Option(0.1, help="Share of generated documents held out for validation"),
     seed: int = typer.Option(0, help="Seed of the train/validation split"),
     batch_size: int = typer.Option(16, help="Documents per nlp.pipe batch"),
-    device: str = typer.Option("", help="Torch device for the hf_ner component (default: as saved)"),
+    gpu_id: int = typer.Option(-1, help="GPU to run the pipeline on (-1: the CPU), as spacy train's --gpu-id; "
+                               "on Ray, each actor gets a GPU of its own"),
     tag_policy: str = typer.Option(
         "annotator",
         help="Notes with inline tags: 'annotator' keeps the pipeline's entities (the tags only compared), 'union' adds "
@@ -48,7 +49,7 @@ def main(
             validation_fraction=validation_fraction,
             seed=seed,
             batch_size=batch_size,
-            device=device or None,
+            gpu_id=gpu_id,
             tag_policy=tag_policy,
             engine=engine,
             num_workers=num_workers,

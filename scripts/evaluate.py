@@ -22,6 +22,7 @@ def main(
                                             "(as NAME+rules); repeat for several"),
     label_kinds: str = typer.Option("", help="JSON file of label -> kind, over the shipped schemes and guesses: "
                                              "the rules' labels and the groups of the behavioural scores"),
+    gpu_id: int = typer.Option(-1, help="GPU to run the pipelines on (-1: the CPU), as spacy train's --gpu-id"),
 ):
     pipelines = {}
     for item in pipeline:
@@ -33,7 +34,11 @@ def main(
         kinds = read_label_kinds(label_kinds) if label_kinds else None
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--label-kinds") from None
-    results = evaluate_pipelines(test_path, pipelines, batch_size, behaviour, rules, kinds)
+    try:
+        results = evaluate_pipelines(test_path, pipelines, batch_size, behaviour, rules, kinds, gpu_id)
+    except (ValueError, OSError) as err:  # a missing or unreadable DocBin or pipeline, a GPU it cannot use
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
     report = markdown_report(results)
     write_json(output_dir / "evaluation.json", results)
     write_text(output_dir / "evaluation.md", report)

@@ -25,6 +25,7 @@ def main(
     generator: Optional[Path] = typer.Option(None, help="Generator folder (scripts/adapt_generator.py) to attack"),
     seed: int = typer.Option(0, help="Seed of the draw of train notes"),
     device: str = typer.Option("cpu", help="torch device of the generator"),
+    gpu_id: int = typer.Option(-1, help="GPU to run the pipelines on (-1: the CPU), as spacy train's --gpu-id"),
 ):
     pipelines = {}
     for item in pipeline:
@@ -34,7 +35,8 @@ def main(
             raise typer.Exit(1)
         pipelines[name] = path
     try:
-        report = membership_report(train, test, pipelines=pipelines, generator=generator, seed=seed, device=device)
+        report = membership_report(train, test, pipelines=pipelines, generator=generator, seed=seed, device=device,
+                                   gpu_id=gpu_id)
     except (FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)

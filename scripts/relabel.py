@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from synthdeid.io import DeviceError
 from synthdeid.training.labelling import AnnotateError, relabel_docbin
 
 
@@ -16,10 +17,11 @@ def main(
     pipeline: Path = typer.Argument(..., help="Annotator pipeline folder (scripts/build_annotator_pipeline.py)"),
     output: Path = typer.Argument(..., help="DocBin to write: the same texts with the annotator's entities"),
     batch_size: int = typer.Option(16, help="Documents per nlp.pipe batch"),
+    gpu_id: int = typer.Option(-1, help="GPU to run the pipeline on (-1: the CPU), as spacy train's --gpu-id"),
 ):
     try:
-        stats = relabel_docbin(gold, pipeline, output, batch_size=batch_size)
-    except AnnotateError as err:
+        stats = relabel_docbin(gold, pipeline, output, batch_size=batch_size, gpu_id=gpu_id)
+    except (AnnotateError, DeviceError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     agreement = stats["agreement_with_hand_labels"]

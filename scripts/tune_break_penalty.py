@@ -8,12 +8,11 @@ Apply a value with `build_annotator_pipeline.py --break-penalty`.
 from pathlib import Path
 from typing import List
 
-import spacy
 import typer
 
 import synthdeid.training.hf_ner  # noqa: F401  registers the hf_ner factory
 from synthdeid.training.annotator import score_break_penalties
-from synthdeid.io import read_docs, write_json
+from synthdeid.io import DeviceError, PipelineFolderError, load_pipeline, read_docs, write_json
 
 DEFAULT_PENALTIES = "0,0.5,1,1.5,2,2.5,3,3.5,4,5"
 
@@ -23,12 +22,17 @@ def main(
     docbins: List[Path] = typer.Argument(..., help="Gold DocBins to score (validation first)"),
     output: Path = typer.Option(None, help="Also write the scores here as JSON"),
     penalties: str = typer.Option(DEFAULT_PENALTIES, help="Comma-separated penalties to score"),
+    gpu_id: int = typer.Option(-1, help="GPU to run the pipeline on (-1: the CPU), as spacy train's --gpu-id"),
 ):
     try:
         grid = [float(value) for value in penalties.split(",")]
     except ValueError:
         raise typer.BadParameter(f"not a comma-separated list of numbers: {penalties!r}", param_hint="--penalties")
-    nlp = spacy.load(pipeline_dir)
+    try:
+        nlp = load_pipeline(pipeline_dir, gpu_id=gpu_id)
+    except (PipelineFolderError, DeviceError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
     component = next((pipe for name, pipe in nlp.pipeline if nlp.get_pipe_meta(name).factory == "hf_ner"), None)
     if component is None:
         raise typer.BadParameter(f"{pipeline_dir}: the pipeline has no hf_ner component", param_hint="PIPELINE_DIR")

@@ -219,17 +219,65 @@ class PipelineFolderError(ValueError):
     """A folder that is not the saved spaCy pipeline a step needs (the message names it)."""
 
 
-def load_pipeline(folder: str | Path, config: Optional[Dict[str, Any]] = None) -> Language:
-    """`spacy.load` a saved pipeline folder, with `config` overrides."""
+class DeviceError(ValueError):
+    """A GPU asked for that the pipeline cannot run on (the message says why)."""
+
+
+# Components that run a torch model on their own `device` setting, not on thinc's ops.
+TORCH_DEVICE_FACTORIES = ("hf_ner",)
+
+
+def gpu_overrides(config: Dict[str, Any], gpu_id: int) -> Tuple[Dict[str, str], bool]:
+    """What running a pipeline of `config` (its config.cfg) on GPU `gpu_id`
+    takes: config overrides that set the torch device of the components in
+    TORCH_DEVICE_FACTORIES, and whether other components hold thinc models
+    (tok2vec, ner, transformer), which need thinc's ops on the GPU. Nothing
+    for `gpu_id` -1, the CPU."""
+    if gpu_id < 0:
+        return {}, False
+    components = config.get("components", {})
+    torch_devices = {f"components.{name}.device": f"cuda:{gpu_id}"
+                     for name, block in components.items() if block.get("factory") in TORCH_DEVICE_FACTORIES}
+    thinc_models = any("model" in block for block in components.values()
+                       if block.get("factory") not in TORCH_DEVICE_FACTORIES)
+    return torch_devices, thinc_models
+
+
+def use_gpu(gpu_id: int, *, thinc: bool = True) -> None:
+    """Make GPU `gpu_id` the device of what is loaded next: with `thinc`,
+    spaCy's own (`spacy.require_gpu`, as `spacy train --gpu-id`; it needs
+    cupy); without, only check that torch sees the GPU. -1 (the CPU) does
+    nothing."""
+    if gpu_id < 0:
+        return
+    if thinc:
+        try:
+            spacy.require_gpu(gpu_id)
+        except Exception as err:  # no cupy (ValueError), or no such device (cupy's own error)
+            raise DeviceError(f"gpu_id {gpu_id}: spaCy cannot run on this GPU ({err}); it needs a CUDA GPU "
+                              "and cupy (pip install 'spacy[cuda12x]'), or use -1 for the CPU") from None
+        return
+    import torch
+
+    if gpu_id >= torch.cuda.device_count():
+        raise DeviceError(f"gpu_id {gpu_id}: torch sees {torch.cuda.device_count()} CUDA GPU(s); "
+                          "use -1 for the CPU")
+
+
+def load_pipeline(folder: str | Path, config: Optional[Dict[str, Any]] = None, gpu_id: int = -1) -> Language:
+    """`spacy.load` a saved pipeline folder, with `config` overrides, on GPU
+    `gpu_id` (-1: the CPU; see `gpu_overrides`)."""
     folder = Path(folder)
     if not (folder / "config.cfg").is_file():
         raise PipelineFolderError(f"{folder}: not a saved spaCy pipeline (no config.cfg)")
-    return spacy.load(folder, config=config or {})
+    torch_devices, thinc_models = gpu_overrides(spacy.util.load_config(folder / "config.cfg", interpolate=False), gpu_id)
+    use_gpu(gpu_id, thinc=thinc_models)
+    return spacy.load(folder, config={**torch_devices, **(config or {})})
 
 
-def load_ner_pipeline(folder: str | Path, config: Optional[Dict[str, Any]] = None) -> Language:
+def load_ner_pipeline(folder: str | Path, config: Optional[Dict[str, Any]] = None, gpu_id: int = -1) -> Language:
     """`load_pipeline`, checking that some component assigns entities."""
-    nlp = load_pipeline(folder, config)
+    nlp = load_pipeline(folder, config, gpu_id)
     if not any("doc.ents" in nlp.get_pipe_meta(name).assigns for name in nlp.pipe_names):
         raise PipelineFolderError(f"{folder}: no component of the pipeline {nlp.pipe_names} assigns entities")
     return nlp

@@ -36,15 +36,17 @@ def start_ray(address: Optional[str], num_workers: int) -> bool:
 
 
 def actor_map(actor_class: type, init_args: Sequence[Any], jobs: Iterable[Tuple[Any, Any]], *, num_workers: int = 2,
-              address: Optional[str] = None, method: str = "__call__", per_worker: int = 2
-              ) -> Iterator[Tuple[Any, Any]]:
+              address: Optional[str] = None, method: str = "__call__", per_worker: int = 2,
+              gpus_per_worker: float = 0) -> Iterator[Tuple[Any, Any]]:
     """(result, context) for each (job, context) of `jobs`, in their order:
     `num_workers` actors each build `actor_class(*init_args)` once (a
     pipeline, a model), and each job is one call of its `method`; at most
     `per_worker` jobs per actor are in flight, and `jobs` is read no further
     ahead, so it may be endless: the caller stops when it has what it needs
-    (close the iterator, `contextlib.closing`). A failed actor is a
-    ValueError. Ray started here is shut down at the end."""
+    (close the iterator, `contextlib.closing`). Each actor takes one CPU and
+    `gpus_per_worker` GPUs (Ray makes its GPU the actor's only visible one,
+    device 0). A failed actor is a ValueError. Ray started here is shut down
+    at the end."""
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, not {num_workers}")
     started = start_ray(address, num_workers)  # first: without Ray, it says what to install
@@ -53,7 +55,7 @@ def actor_map(actor_class: type, init_args: Sequence[Any], jobs: Iterable[Tuple[
     from ray.util import ActorPool
 
     try:
-        actor = ray.remote(num_cpus=1)(actor_class).options(runtime_env=runtime_env())
+        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(actor_class).options(runtime_env=runtime_env())
         pool = ActorPool([actor.remote(*init_args) for _ in range(num_workers)])
         waiting: deque = deque()  # the contexts of the jobs in flight, in order
         for job, context in jobs:

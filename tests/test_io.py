@@ -6,8 +6,9 @@ import signal
 import tempfile
 
 import pytest
+import spacy
 
-from synthdeid.io import atomic_path
+from synthdeid.io import DeviceError, atomic_path, gpu_overrides, load_pipeline
 
 
 def test_a_finished_output_replaces_the_old_one_and_a_failed_one_leaves_it(tmp_path):
@@ -75,3 +76,25 @@ def test_resume_state_reads_back_only_its_own_fingerprint(tmp_path):
     assert state.load() is None
     (tmp_path / "state.json").write_text('{"fingerprint": {"model": "a", "seed": [1, 2]}, "progress": 3}')
     assert state.load() is None
+
+
+def test_gpu_overrides_set_the_torch_device_of_hf_ner_and_ask_thinc_for_its_models():
+    annotator = {"components": {"hf_ner": {"factory": "hf_ner", "model": "model", "device": "cpu"}}}
+    trained = {"components": {"tok2vec": {"factory": "tok2vec", "model": {}}, "ner": {"factory": "ner", "model": {}},
+                              "pii_rules": {"factory": "pii_rules"}}}
+    assert gpu_overrides(annotator, 1) == ({"components.hf_ner.device": "cuda:1"}, False)
+    assert gpu_overrides(trained, 0) == ({}, True)
+    assert gpu_overrides({"components": {**annotator["components"], **trained["components"]}}, 2) == (
+        {"components.hf_ner.device": "cuda:2"}, True)
+    assert gpu_overrides(annotator, -1) == gpu_overrides(trained, -1) == ({}, False)
+
+
+def test_loading_a_pipeline_on_a_gpu_it_cannot_use_names_the_gpu(tmp_path):
+    """GPU 99 is on no machine: spaCy's own ops refuse it (a pipeline with thinc models)."""
+    nlp = spacy.blank("es")
+    nlp.add_pipe("ner").add_label("NOMBRE")
+    nlp.initialize()
+    nlp.to_disk(tmp_path / "pipeline")
+    with pytest.raises(DeviceError, match="gpu_id 99: spaCy cannot run on this GPU"):
+        load_pipeline(tmp_path / "pipeline", gpu_id=99)
+    assert load_pipeline(tmp_path / "pipeline", gpu_id=-1).pipe_names == ["ner"]

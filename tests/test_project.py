@@ -166,3 +166,30 @@ def test_a_hub_id_base_and_a_device_reach_train_annotator(tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "--base-model some-org/some-encoder" in run.stdout and "--device cuda:1" in run.stdout, run.stdout
+
+
+def test_every_script_that_can_run_on_a_gpu_gets_the_projects_device():
+    """A script with a --gpu-id (spaCy pipelines) or --device (torch models)
+    option is given the project's var in every command that runs it, and so
+    is `spacy train`: no step falls back to the CPU behind the user's back."""
+    import inspect
+
+    from conftest import load_script
+    from weasel.util import parse_config_overrides
+
+    overrides = parse_config_overrides(["--vars.gpu_id=7", "--vars.device=cuda:7"])
+    project = load_project_config(REPO, overrides=overrides)
+    checked = set()
+    for command in project["commands"]:
+        for line in command["script"]:
+            wanted = []
+            if SPACY_TRAIN.search(line):
+                wanted.append("--gpu-id 7")
+            for script in SCRIPT.findall(line):
+                options = inspect.signature(load_script(Path(script).stem).main).parameters
+                wanted += [flag for name, flag in (("gpu_id", "--gpu-id 7"), ("device", "--device cuda:7"))
+                           if name in options]
+                checked.add(Path(script).stem)
+            missing = [flag for flag in wanted if flag not in line]
+            assert not missing, f"{command['name']}: {line} lacks {missing}"
+    assert {"annotate", "relabel", "evaluate", "membership", "tune_break_penalty", "train_annotator"} <= checked

@@ -537,11 +537,12 @@ class Artifacts:
         )
         return folder / "model-best"
 
-    def scores(self, pipeline: Path, steps: List[Dict[str, Any]]) -> Dict[str, Any]:
-        """The pipeline's scores on the gold test set (computed once per pipeline)."""
+    def scores(self, pipeline: Path, gpu_id: int, steps: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """The pipeline's scores on the gold test set (computed once per pipeline, on GPU `gpu_id`)."""
         folder = self._build(
             "evaluation", f"{pipeline.parent.parent.name}-{pipeline.parent.name}",
-            lambda out: [self.script("evaluate", self.paths.test, out, "--pipeline", f"model={pipeline}")],
+            lambda out: [self.script("evaluate", self.paths.test, out, "--pipeline", f"model={pipeline}",
+                                     "--gpu-id", gpu_id)],
             steps,
         )
         return json.loads((folder / "evaluation.json").read_text(encoding="utf-8"))["pipelines"]["model"]
@@ -612,9 +613,9 @@ def run_condition(condition: Condition, artifacts: Artifacts) -> Dict[str, Any]:
     return {
         "status": "finished",
         "scores": {
-            "synthetic": headline(artifacts.scores(synthetic, steps)),
-            "gold": headline(artifacts.scores(gold, steps)),
-            "annotator": headline(artifacts.scores(annotator, steps)),
+            "synthetic": headline(artifacts.scores(synthetic, s["gpu_id"], steps)),
+            "gold": headline(artifacts.scores(gold, s["gpu_id"], steps)),
+            "annotator": headline(artifacts.scores(annotator, s["gpu_id"], steps)),
         },
         "privacy": privacy_figures(artifacts.privacy(s, seed, corpus, steps)),
         "synthetic_corpus": {"path": str(corpus), **annotated["splits"]},

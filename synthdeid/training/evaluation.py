@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ..kinds import LabelKinds, pipeline_labels
 from .behaviour import TARGET_GROUPS, score_behaviour
-from ..io import doc_words, read_docs
+from ..io import doc_words, load_pipeline, read_docs
 from .metrics import score_docs
 
 
@@ -35,12 +35,13 @@ def with_rules(nlp, kinds: LabelKinds):
     return nlp
 
 
-def load_evaluated(pipeline: str | Path) -> Language:
+def load_evaluated(pipeline: str | Path, gpu_id: int = -1) -> Language:
+    """A saved pipeline to score, on GPU `gpu_id` (-1: the CPU)."""
     if not Path(pipeline).exists():
         raise FileNotFoundError(f"{pipeline}: no such pipeline folder")
     from .. import rules  # noqa: F401  a pipeline may hold pii_rules
 
-    return spacy.load(pipeline)
+    return load_pipeline(pipeline, gpu_id=gpu_id)
 
 
 def evaluate_pipeline(nlp: Language, name: str, references: List[Doc], batch_size: int = 16,
@@ -60,11 +61,11 @@ def evaluate_pipeline(nlp: Language, name: str, references: List[Doc], batch_siz
 
 def evaluate_pipelines(test_path: str | Path, pipelines: Mapping[str, str | Path], batch_size: int = 16,
                        behaviour_path: Optional[str | Path] = None, rules_for: Sequence[str] = (),
-                       label_kinds: Optional[Mapping[str, object]] = None) -> Dict:
-    """Score each pipeline; those named in `rules_for` also with the
-    `pii_rules` safety net (as "<name>+rules"). `label_kinds` (label ->
-    kind, over the shipped schemes and guesses) gives the labels of the
-    rules' spans and the groups of the behavioural scores."""
+                       label_kinds: Optional[Mapping[str, object]] = None, gpu_id: int = -1) -> Dict:
+    """Score each pipeline (on GPU `gpu_id`; -1: the CPU); those named in
+    `rules_for` also with the `pii_rules` safety net (as "<name>+rules").
+    `label_kinds` (label -> kind, over the shipped schemes and guesses) gives
+    the labels of the rules' spans and the groups of the behavioural scores."""
     unknown = sorted(set(rules_for) - set(pipelines))
     if unknown:
         raise ValueError(f"rules asked for pipelines {unknown} that are not evaluated ({sorted(pipelines)})")
@@ -73,7 +74,7 @@ def evaluate_pipelines(test_path: str | Path, pipelines: Mapping[str, str | Path
     kinds = LabelKinds(label_kinds)
     scores = {}
     for name, path in pipelines.items():
-        nlp = load_evaluated(path)
+        nlp = load_evaluated(path, gpu_id)
         scores[name] = evaluate_pipeline(nlp, name, references, batch_size, behaviour, kinds)
         if name in rules_for:
             if "pii_rules" not in nlp.pipe_names:

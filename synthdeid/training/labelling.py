@@ -67,19 +67,12 @@ class AnnotateError(ValueError):
     (and the line)."""
 
 
-def load_labeller(pipeline_dir: str | Path, device: Optional[str] = None) -> spacy.Language:
+def load_labeller(pipeline_dir: str | Path, gpu_id: int = -1) -> spacy.Language:
     """`spacy.load` a labelling pipeline (the annotator's, or any spaCy NER
-    pipeline), checking that some component assigns `doc.ents`. `device`
-    overrides the `hf_ner` component's device."""
-    pipeline_dir = Path(pipeline_dir)
-    config = {}
-    if device and (pipeline_dir / "config.cfg").is_file():
-        components = spacy.util.load_config(pipeline_dir / "config.cfg").get("components", {})
-        if "hf_ner" not in components:
-            raise AnnotateError(f"{pipeline_dir}: no hf_ner component whose device could be set")
-        config["components.hf_ner.device"] = device
+    pipeline) on GPU `gpu_id` (-1: the CPU), checking that some component
+    assigns `doc.ents`."""
     try:
-        return load_ner_pipeline(pipeline_dir, config)
+        return load_ner_pipeline(pipeline_dir, gpu_id=gpu_id)
     except PipelineFolderError as error:
         raise AnnotateError(
             f"{error}; expected an NER pipeline (the annotator's, scripts/build_annotator_pipeline.py, or a trained one)"
@@ -90,8 +83,8 @@ class Labeller:
     """A labelling pipeline loaded once (in a Ray actor): a batch of texts ->
     their labelled Docs as DocBin bytes."""
 
-    def __init__(self, pipeline_dir: str, device: Optional[str], batch_size: int) -> None:
-        self.nlp = load_labeller(pipeline_dir, device)
+    def __init__(self, pipeline_dir: str, gpu_id: int, batch_size: int) -> None:
+        self.nlp = load_labeller(pipeline_dir, gpu_id)
         self.batch_size = batch_size
 
     def __call__(self, texts: List[str]) -> bytes:
@@ -99,19 +92,22 @@ class Labeller:
 
 
 def labelled_docs(nlp: spacy.Language, texts: Sequence[str], pipeline_dir: str | Path, *, batch_size: int,
-                  device: Optional[str], engine: str, num_workers: int,
+                  gpu_id: int, engine: str, num_workers: int,
                   ray_address: Optional[str]) -> Iterator[Doc]:
     """`texts` labelled, in order: by `nlp` here (engine "local"), or in
     batches by `num_workers` Ray actors that each load the pipeline at
-    `pipeline_dir` once (engine "ray"; `ray_address` a cluster's)."""
+    `pipeline_dir` once (engine "ray"; `ray_address` a cluster's), each on
+    a GPU of its own when `gpu_id` is not -1 (Ray assigns it)."""
     if engine == "local":
         yield from nlp.pipe(texts, batch_size=batch_size)
         return
     from ..parallel import actor_map
 
     batches = ((list(texts[start : start + batch_size]), None) for start in range(0, len(texts), batch_size))
-    results = actor_map(Labeller, (str(Path(pipeline_dir).resolve()), device, batch_size), batches,
-                        num_workers=num_workers, address=ray_address)
+    on_gpu = gpu_id >= 0
+    # An actor sees only the GPU Ray gave it, as device 0.
+    results = actor_map(Labeller, (str(Path(pipeline_dir).resolve()), 0 if on_gpu else -1, batch_size), batches,
+                        num_workers=num_workers, address=ray_address, gpus_per_worker=int(on_gpu))
     with closing(results):
         for data, _ in results:
             yield from DocBin().from_bytes(data).get_docs(nlp.vocab)
@@ -173,7 +169,7 @@ def annotate_generated(
     validation_fraction: float = 0.1,
     seed: int = 0,
     batch_size: int = 16,
-    device: Optional[str] = None,
+    gpu_id: int = -1,
     tag_policy: str = "annotator",
     engine: str = "local",
     num_workers: int = 2,
@@ -185,7 +181,8 @@ def annotate_generated(
     `split_train_validation` on the document ids. A policy other than
     "annotator" needs notes with inline tags. `engine` "ray" labels the
     notes on `num_workers` Ray actors (`labelled_docs`), with the same
-    outputs, so a run resumes on either engine."""
+    outputs, so a run resumes on either engine. `gpu_id` (-1: the CPU)
+    places the pipeline, or each actor's, on a GPU."""
     began = time.perf_counter()
     if not 0 < validation_fraction < 1:
         raise AnnotateError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
@@ -204,7 +201,7 @@ def annotate_generated(
             f"of {len(generated)} notes carry none (adapt the generator with --inline-tags)"
         )
     gold = read_gold_docbin(gold_path)
-    nlp = load_labeller(pipeline_dir, device)
+    nlp = load_labeller(pipeline_dir, gpu_id if engine == "local" else -1)  # on Ray the actors label
     msg.info(f"Read {len(generated)} generated documents from {generated_path}")
 
     try:
@@ -225,7 +222,7 @@ def annotate_generated(
     todo = records[len(docs):]
     with tqdm(total=len(records), initial=len(docs), desc="annotate", unit="doc", disable=None) as bar:
         labelled = labelled_docs(nlp, [record.text for record in todo], pipeline_dir, batch_size=batch_size,
-                                 device=device, engine=engine, num_workers=num_workers, ray_address=ray_address)
+                                 gpu_id=gpu_id, engine=engine, num_workers=num_workers, ray_address=ray_address)
         with closing(labelled):
             for record, doc in zip(todo, labelled):
                 doc.user_data["name"] = record.name
@@ -352,15 +349,16 @@ def label_table_markdown(stats: Dict[str, Any]) -> str:
 
 
 def relabel_docbin(
-    gold_path: str | Path, pipeline_dir: str | Path, output_path: str | Path, *, batch_size: int = 16
+    gold_path: str | Path, pipeline_dir: str | Path, output_path: str | Path, *, batch_size: int = 16,
+    gpu_id: int = -1,
 ) -> Dict[str, Any]:
     """Write (atomically) the documents of `gold_path` with the annotator's
     entities in place of the hand-made ones: the labeller's training data and
     the gap decomposition's middle corpus (real text, machine labels).
     Returns how the machine labels compare with the hand labels (strict
-    entity scores) and label counts."""
+    entity scores) and label counts. `gpu_id` -1 runs the annotator on the CPU."""
     gold = read_gold_docbin(gold_path)
-    nlp = load_labeller(pipeline_dir)
+    nlp = load_labeller(pipeline_dir, gpu_id)
     relabelled: List[Doc] = []
     for reference, doc in zip(
         gold,

@@ -111,10 +111,11 @@ def _attack(members: Sequence[Optional[float]], others: Sequence[Optional[float]
 
 def membership_report(train_path: str | Path, test_path: str | Path, *,
                       pipelines: Optional[Mapping[str, str | Path]] = None, generator: Optional[str | Path] = None,
-                      seed: int = 0, device: str = "cpu") -> Dict[str, Any]:
+                      seed: int = 0, device: str = "cpu", gpu_id: int = -1) -> Dict[str, Any]:
     """The attack's AUC against each pipeline (and the generator's two):
     members, as many gold train notes as there are test notes (seeded draw),
-    against the test notes."""
+    against the test notes. The pipelines run on GPU `gpu_id` (-1: the CPU),
+    the generator on torch device `device`."""
     test = read_docs(test_path)
     train = read_docs(train_path)
     if not train or not test:
@@ -123,7 +124,7 @@ def membership_report(train_path: str | Path, test_path: str | Path, *,
     report: Dict[str, Any] = {"train": str(train_path), "test": str(test_path), "seed": seed,
                               "members": len(members), "non_members": len(test), "pipelines": {}}
     for name, path in (pipelines or {}).items():
-        nlp = load_evaluated(path)
+        nlp = load_evaluated(path, gpu_id)
         report["pipelines"][name] = {"path": str(path), **_attack(pipeline_scores(nlp, members, name),
                                                                   pipeline_scores(nlp, test, name))}
     if generator is not None:

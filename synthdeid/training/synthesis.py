@@ -359,9 +359,10 @@ def generate_corpus(
     is dropped.
 
     `engine` "ray" writes the batches on `num_workers` Ray actors (a local
-    Ray, or the cluster at `ray_address`), each with the pipeline built once;
-    the batches are read in order and checked here, so the records are the
-    same as the local engine's for any number of workers."""
+    Ray, or the cluster at `ray_address`), each with the pipeline built once
+    (and a GPU of its own when the model's device is "cuda"); the batches are
+    read in order and checked here, so the records are the same as the local
+    engine's for any number of workers."""
     from tqdm import tqdm
 
     if target_words < 1 or samples_per_prompt < 1 or max_idle_rounds < 1:
@@ -400,13 +401,17 @@ def generate_corpus(
     if engine == "ray":
         from ..parallel import actor_map
 
-        on_actors = config
+        overrides: Dict[str, Any] = {}
         if config.get("paths", {}).get("generator") and Path(settings["generator"]).exists():
             # a folder: the same absolute path on every node, whatever an actor's working directory
-            on_actors = Config().from_str(config.to_str(), interpolate=False,
-                                          overrides={"paths.generator": str(Path(settings["generator"]).resolve())})
+            overrides["paths.generator"] = str(Path(settings["generator"]).resolve())
+        device = str(config["components"]["llm"]["model"].get("device", "cpu"))
+        on_gpu = device.startswith("cuda")  # ("auto" resolves in each actor, which Ray gives no GPU)
+        if on_gpu:  # an actor sees only the GPU Ray gave it, as device 0
+            overrides["components.llm.model.device"] = "cuda:0"
+        on_actors = Config().from_str(config.to_str(), interpolate=False, overrides=overrides)
         results = actor_map(BatchGenerator, (on_actors, source), jobs(), num_workers=num_workers,
-                            address=ray_address)
+                            address=ray_address, gpus_per_worker=int(on_gpu))
     else:
         generator = BatchGenerator(config, source)
         results = ((generator(job), context) for job, context in jobs())
