@@ -24,8 +24,8 @@ from spacy.tokens import Doc
 from transformers import set_seed
 
 from .hf_ner import IGNORE_INDEX, HFNER, WordFeatures, forward, load_token_classifier, pad_windows, window_inputs
-from .hf_trainer import (EpochScoringTrainer, checkpoint_dir, is_world_process_zero, summed_over_processes,
-                         training_arguments, world_size)
+from .hf_trainer import (EpochScoringTrainer, checkpoint_dir, gathered_from_processes, is_world_process_zero,
+                         process_share, summed_over_processes, training_arguments, world_size)
 from ..io import atomic_path, load_pipeline, read_docs, save_pipeline
 from .metrics import OUTSIDE, doc_spans, entity_scores
 
@@ -137,13 +137,18 @@ def evaluate_component(component: HFNER, docs: Sequence[Doc], batch_size: int = 
     """Strict entity scores of the component on gold docs, plus inference speed."""
     start = time.perf_counter()
     predicted = predict_docs(component, docs, batch_size)
-    seconds = time.perf_counter() - start
-    scores = entity_scores(doc_spans(docs), doc_spans(predicted))
+    return scored_spans(doc_spans(docs), doc_spans(predicted), len(docs), time.perf_counter() - start)
+
+
+def scored_spans(gold: Sequence[Any], predicted: Sequence[Any], docs: int, seconds: float) -> Dict[str, Any]:
+    """Strict entity scores of `predicted` spans against `gold` (`doc_spans`),
+    and the speed of predicting them for `docs` documents in `seconds`."""
+    scores = entity_scores(gold, predicted)
     return {
         **{k: scores["micro"][k] for k in ("p", "r", "f")},
         "per_label": {label: s["f"] for label, s in scores["per_label"].items()},
         "seconds": seconds,
-        "docs_per_second": len(docs) / seconds if seconds else 0.0,
+        "docs_per_second": docs / seconds if seconds else 0.0,
     }
 
 
@@ -220,12 +225,30 @@ class WindowTrainer(EpochScoringTrainer):
         return (loss, outputs) if return_outputs else loss
 
     def score(self) -> Tuple[Dict[str, float], Dict[str, Any]]:
-        component = self.component
+        component, docs = self.component, self.eval_dataset
         component.model.eval()
-        validation = evaluate_component(component, self.eval_dataset, self.eval_batch_size)
-        component.cfg["decoding"] = "greedy"
-        greedy = evaluate_component(component, self.eval_dataset, self.eval_batch_size)
-        component.cfg["decoding"] = "viterbi"
+        # Each process runs the model once over its share of the docs and decodes
+        # its scores both ways; the spans of every share are scored together.
+        indices = process_share(self, len(docs))
+        share = [docs[i] for i in indices]
+        start = time.perf_counter()
+        word_scores = component.predict_word_scores(blank_copies(share))
+        seconds = time.perf_counter() - start
+        predicted: Dict[str, List[Any]] = {}
+        kept = component.cfg["decoding"]
+        try:
+            for decoding in ("viterbi", "greedy"):
+                component.cfg["decoding"] = decoding
+                decoded = blank_copies(share)
+                component.set_annotations(decoded, word_scores)
+                predicted[decoding] = [(indices[i], *span) for i, *span in doc_spans(decoded)]
+        finally:
+            component.cfg["decoding"] = kept
+        shares = gathered_from_processes((predicted, seconds))
+        seconds = max(taken for _, taken in shares)  # the processes ran side by side
+        validation, greedy = (
+            scored_spans(doc_spans(docs), [span for spans, _ in shares for span in spans[decoding]], len(docs), seconds)
+            for decoding in ("viterbi", "greedy"))
         if self.progress:
             print(
                 f"epoch {round(self.state.epoch)}: validation P {validation['p']:.4f} R {validation['r']:.4f} "

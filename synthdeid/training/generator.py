@@ -415,7 +415,11 @@ class NoteTrainer(EpochScoringTrainer):
 
     def score(self) -> Tuple[Dict[str, float], Dict[str, Any]]:
         batch_size = self.args.per_device_train_batch_size
-        loss = evaluate_loss(self.model, self.eval_dataset, batch_size, self.args.device, self.pad_id)[0]
+        # Each process scores every world-size-th batch; the sums of all are added.
+        total, tokens = summed_over_processes(self, loss_sums(
+            self.model, self.eval_dataset, batch_size, self.args.device, self.pad_id,
+            share=(self.args.process_index, self.args.world_size)))
+        loss = mean_loss(total, tokens)
         if self.progress:
             print(f"epoch {round(self.state.epoch)}: validation loss {loss:.4f} (perplexity {perplexity(loss):.2f})",
                   flush=True)
@@ -445,16 +449,34 @@ def evaluate_loss(
     model: Any, sequences: Sequence[Sequence[int]], batch_size: int, device: Any, pad_id: int
 ) -> Tuple[float, int]:
     """(loss, tokens): the token-weighted mean loss over `sequences` (one note
-    each, see `note_sequences`) and the number of tokens scored. Notes are
-    batched by length (no shuffling needed) and padded on the right;
-    exp(loss) is the perplexity."""
+    each, see `note_sequences`) and the number of tokens scored; exp(loss)
+    is the perplexity."""
+    total, tokens = loss_sums(model, sequences, batch_size, device, pad_id)
+    return mean_loss(total, tokens), tokens
+
+
+def mean_loss(total: float, tokens: float) -> float:
+    if tokens == 0:
+        raise ValueError("no token to score: every sequence is shorter than 2 tokens")
+    return total / tokens
+
+
+def loss_sums(
+    model: Any, sequences: Sequence[Sequence[int]], batch_size: int, device: Any, pad_id: int,
+    share: Tuple[int, int] = (0, 1),
+) -> Tuple[float, int]:
+    """(summed loss, tokens) over `sequences`: notes batched by length (no
+    shuffling needed) and padded on the right; `share` (index, count) scores
+    only the batches whose number is index modulo count, so that `count`
+    processes divide the batches that one process would score."""
     import torch
 
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     model.eval()
     total, tokens = 0.0, 0
+    index, count = share
     with torch.no_grad():
-        for first in range(0, len(order), batch_size):
+        for first in range(index * batch_size, len(order), batch_size * count):
             batch = pad_batch([sequences[i] for i in order[first : first + batch_size]], pad_id)
             n = predicted_tokens(batch["labels"])
             if n == 0:
@@ -462,9 +484,7 @@ def evaluate_loss(
             loss = model(**{key: value.to(device) for key, value in batch.items()}).loss
             total += loss.item() * n
             tokens += n
-    if tokens == 0:
-        raise ValueError("no token to score: every sequence is shorter than 2 tokens")
-    return total / tokens, tokens
+    return total, tokens
 
 
 def perplexity(loss: Optional[float]) -> Optional[float]:

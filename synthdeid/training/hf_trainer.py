@@ -54,6 +54,20 @@ def summed_over_processes(trainer: Trainer, values: Sequence[float]) -> List[flo
     return trainer.accelerator.reduce(tensor, reduction="sum").tolist()
 
 
+def process_share(trainer: Trainer, count: int) -> List[int]:
+    """The indices (of `count` items) that this process scores: every
+    world-size-th from its rank, so that validation divides among the
+    processes (all of them in one process)."""
+    return list(range(trainer.args.process_index, count, trainer.args.world_size))
+
+
+def gathered_from_processes(value: Any) -> List[Any]:
+    """`value` of every training process, in process order ([value] in one)."""
+    from accelerate.utils import gather_object
+
+    return gather_object([value])
+
+
 def close_processes() -> None:
     """Under torchrun, once training is over: wait until the first process has
     written, then close the process group. A process that exits with its gloo
