@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
 from tqdm import tqdm
