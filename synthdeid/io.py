@@ -223,24 +223,30 @@ class DeviceError(ValueError):
     """A GPU asked for that the pipeline cannot run on (the message says why)."""
 
 
-# Components that run a torch model on their own `device` setting, not on thinc's ops.
-TORCH_DEVICE_FACTORIES = ("hf_ner",)
+# Components that place their models themselves, not on thinc's ops: factory ->
+# (the setting, its value for GPU n, -1 the CPU). hf_ner runs a torch model on its
+# `device`; ner_committee loads its member pipelines on its `gpu_id`.
+OWN_DEVICE_SETTINGS: Dict[str, Tuple[str, Callable[[int], Any]]] = {
+    "hf_ner": ("device", lambda gpu_id: f"cuda:{gpu_id}" if gpu_id >= 0 else "cpu"),
+    "ner_committee": ("gpu_id", lambda gpu_id: gpu_id),
+}
 
 
-def gpu_overrides(config: Dict[str, Any], gpu_id: int) -> Tuple[Dict[str, str], bool]:
+def gpu_overrides(config: Dict[str, Any], gpu_id: int) -> Tuple[Dict[str, Any], bool]:
     """What running a pipeline of `config` (its config.cfg) on GPU `gpu_id`
-    takes: config overrides that set the torch device of the components in
-    TORCH_DEVICE_FACTORIES, and whether other components hold thinc models
-    (tok2vec, ner, transformer), which need thinc's ops on the GPU. Nothing
-    for `gpu_id` -1, the CPU."""
-    if gpu_id < 0:
-        return {}, False
+    (-1: the CPU, whatever device it was saved with) takes: config overrides
+    of the components in OWN_DEVICE_SETTINGS, and whether other components
+    hold thinc models (tok2vec, ner, transformer), which need thinc's ops on
+    the GPU."""
     components = config.get("components", {})
-    torch_devices = {f"components.{name}.device": f"cuda:{gpu_id}"
-                     for name, block in components.items() if block.get("factory") in TORCH_DEVICE_FACTORIES}
-    thinc_models = any("model" in block for block in components.values()
-                       if block.get("factory") not in TORCH_DEVICE_FACTORIES)
-    return torch_devices, thinc_models
+    overrides = {}
+    for name, block in components.items():
+        if block.get("factory") in OWN_DEVICE_SETTINGS:
+            setting, value = OWN_DEVICE_SETTINGS[block["factory"]]
+            overrides[f"components.{name}.{setting}"] = value(gpu_id)
+    thinc_models = gpu_id >= 0 and any("model" in block for block in components.values()
+                                       if block.get("factory") not in OWN_DEVICE_SETTINGS)
+    return overrides, thinc_models
 
 
 def use_gpu(gpu_id: int, *, thinc: bool = True) -> None:
@@ -254,6 +260,7 @@ def use_gpu(gpu_id: int, *, thinc: bool = True) -> None:
         try:
             spacy.require_gpu(gpu_id)
         except Exception as err:  # no cupy (ValueError), or no such device (cupy's own error)
+            spacy.require_cpu()  # require_gpu switches the ops before it fails on the device
             raise DeviceError(f"gpu_id {gpu_id}: spaCy cannot run on this GPU ({err}); it needs a CUDA GPU "
                               "and cupy (pip install 'spacy[cuda12x]'), or use -1 for the CPU") from None
         return
@@ -270,9 +277,9 @@ def load_pipeline(folder: str | Path, config: Optional[Dict[str, Any]] = None, g
     folder = Path(folder)
     if not (folder / "config.cfg").is_file():
         raise PipelineFolderError(f"{folder}: not a saved spaCy pipeline (no config.cfg)")
-    torch_devices, thinc_models = gpu_overrides(spacy.util.load_config(folder / "config.cfg", interpolate=False), gpu_id)
+    devices, thinc_models = gpu_overrides(spacy.util.load_config(folder / "config.cfg", interpolate=False), gpu_id)
     use_gpu(gpu_id, thinc=thinc_models)
-    return spacy.load(folder, config={**torch_devices, **(config or {})})
+    return spacy.load(folder, config={**devices, **(config or {})})
 
 
 def load_ner_pipeline(folder: str | Path, config: Optional[Dict[str, Any]] = None, gpu_id: int = -1) -> Language:

@@ -55,6 +55,11 @@ def actor_map(actor_class: type, init_args: Sequence[Any], jobs: Iterable[Tuple[
     from ray.util import ActorPool
 
     try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus_per_worker and gpus < gpus_per_worker * num_workers:
+            # Ray would wait for ever to place the actors that find no GPU.
+            raise ValueError(f"ray engine: {num_workers} workers with {gpus_per_worker:g} GPU each need "
+                             f"{gpus_per_worker * num_workers:g} GPUs; the cluster has {gpus:g}")
         actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(actor_class).options(runtime_env=runtime_env())
         pool = ActorPool([actor.remote(*init_args) for _ in range(num_workers)])
         waiting: deque = deque()  # the contexts of the jobs in flight, in order

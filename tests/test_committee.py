@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from synthdeid.training.annotator import build_annotator_pipeline
 from synthdeid.training.committee import NERCommittee, build_committee_pipeline, elect
-from synthdeid.io import PipelineFolderError
+from synthdeid.io import DeviceError, PipelineFolderError, load_pipeline
 
 TEXT = "Ana vive en Madrid y Sevilla."
 
@@ -124,3 +124,22 @@ def test_bad_members_are_clear_errors_and_write_nothing(tmp_path, members):
         spacy.blank("es").add_pipe("ner_committee").initialize()
     with pytest.raises(ValueError, match="ner_committee"):
         spacy.blank("es").add_pipe("ner_committee")(spacy.blank("es")("Ana."))
+
+
+def test_the_committee_loads_its_members_on_the_gpu_id_it_is_given(tmp_path, members):
+    """load_pipeline's gpu_id reaches the members: -1 puts an hf_ner member
+    saved for a GPU on the CPU, and a GPU that cannot be used is refused
+    when a member's model would go there."""
+    build_committee_pipeline(members, tmp_path / "tokenizer", tmp_path / "committee")
+    member_config = tmp_path / "committee" / "ner_committee" / "members" / "0" / "config.cfg"
+    member_config.write_text(member_config.read_text().replace('device = "cpu"', 'device = "cuda:3"'))
+    assert 'device = "cuda:3"' in member_config.read_text()
+    nlp = load_pipeline(tmp_path / "committee", gpu_id=-1)
+    annotator = nlp.get_pipe("ner_committee").pipelines[0].get_pipe("hf_ner")
+    assert annotator.cfg["device"] == "cpu"
+    assert ents(nlp(TEXT)) == [("Madrid", "TERRITORIO"), ("Sevilla", "TERRITORIO")]
+    # The committee's own gpu_id reaches its members, loaded from disk or from their sources.
+    with pytest.raises(DeviceError, match="gpu_id 99"):
+        spacy.load(tmp_path / "committee", config={"components.ner_committee.gpu_id": 99})
+    with pytest.raises(DeviceError, match="gpu_id 99"):
+        NERCommittee(members=[str(m) for m in members], gpu_id=99).initialize()

@@ -82,11 +82,16 @@ def test_gpu_overrides_set_the_torch_device_of_hf_ner_and_ask_thinc_for_its_mode
     annotator = {"components": {"hf_ner": {"factory": "hf_ner", "model": "model", "device": "cpu"}}}
     trained = {"components": {"tok2vec": {"factory": "tok2vec", "model": {}}, "ner": {"factory": "ner", "model": {}},
                               "pii_rules": {"factory": "pii_rules"}}}
+    committee = {"components": {"vote": {"factory": "ner_committee", "members": []}}}
     assert gpu_overrides(annotator, 1) == ({"components.hf_ner.device": "cuda:1"}, False)
     assert gpu_overrides(trained, 0) == ({}, True)
     assert gpu_overrides({"components": {**annotator["components"], **trained["components"]}}, 2) == (
         {"components.hf_ner.device": "cuda:2"}, True)
-    assert gpu_overrides(annotator, -1) == gpu_overrides(trained, -1) == ({}, False)
+    assert gpu_overrides(committee, 2) == ({"components.vote.gpu_id": 2}, False)  # its members load themselves
+    # -1 is the CPU, whatever device a pipeline was saved with.
+    assert gpu_overrides(annotator, -1) == ({"components.hf_ner.device": "cpu"}, False)
+    assert gpu_overrides(committee, -1) == ({"components.vote.gpu_id": -1}, False)
+    assert gpu_overrides(trained, -1) == ({}, False)
 
 
 def test_loading_a_pipeline_on_a_gpu_it_cannot_use_names_the_gpu(tmp_path):

@@ -201,3 +201,14 @@ def test_annotation_on_ray_actors_writes_what_the_local_engine_writes(pipeline, 
     for name in ("train.spacy", "validation.spacy", "stats.md"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     assert on_ray["splits"] == local["splits"] and local["splits"]["synthetic"]["entities"] > 24
+
+
+def test_workers_asking_for_more_gpus_than_the_cluster_has_are_an_error(local_ray):
+    """Ray would wait for ever to place them: the map says so instead."""
+    from synthdeid.parallel import actor_map
+    from synthdeid.training.labelling import Labeller
+
+    gpus = local_ray.cluster_resources().get("GPU", 0)
+    jobs = [(["Ana vive en Madrid."], None)]
+    with pytest.raises(ValueError, match=f"need {gpus + 1:g} GPUs; the cluster has {gpus:g}"):
+        list(actor_map(Labeller, ("/nowhere", 0, 1), jobs, num_workers=int(gpus) + 1, gpus_per_worker=1))

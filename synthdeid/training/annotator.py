@@ -140,15 +140,15 @@ def evaluate_component(component: HFNER, docs: Sequence[Doc], batch_size: int = 
     return scored_spans(doc_spans(docs), doc_spans(predicted), len(docs), time.perf_counter() - start)
 
 
-def scored_spans(gold: Sequence[Any], predicted: Sequence[Any], docs: int, seconds: float) -> Dict[str, Any]:
+def scored_spans(gold: Sequence[Any], predicted: Sequence[Any], n_docs: int, seconds: float) -> Dict[str, Any]:
     """Strict entity scores of `predicted` spans against `gold` (`doc_spans`),
-    and the speed of predicting them for `docs` documents in `seconds`."""
+    and the speed of predicting them for `n_docs` documents in `seconds`."""
     scores = entity_scores(gold, predicted)
     return {
         **{k: scores["micro"][k] for k in ("p", "r", "f")},
         "per_label": {label: s["f"] for label, s in scores["per_label"].items()},
         "seconds": seconds,
-        "docs_per_second": docs / seconds if seconds else 0.0,
+        "docs_per_second": n_docs / seconds if seconds else 0.0,
     }
 
 
@@ -209,9 +209,9 @@ class WindowTrainer(EpochScoringTrainer):
     validation docs (`eval_dataset`): Viterbi decoding, whose F1 selects the
     epoch, and greedy decoding."""
 
-    def __init__(self, *args: Any, component: HFNER, eval_batch_size: int, progress: bool, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, component: HFNER, progress: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.component, self.eval_batch_size, self.progress = component, eval_batch_size, progress
+        self.component, self.progress = component, progress
         self.epoch_losses: Dict[int, List[float]] = {}
         self.epoch_positions: Dict[int, int] = {}
 
@@ -245,7 +245,7 @@ class WindowTrainer(EpochScoringTrainer):
         finally:
             component.cfg["decoding"] = kept
         shares = gathered_from_processes((predicted, seconds))
-        seconds = max(taken for _, taken in shares)  # the processes ran side by side
+        seconds = max(taken for _, taken in shares)  # the model's time; the processes ran side by side
         validation, greedy = (
             scored_spans(doc_spans(docs), [span for spans, _ in shares for span in spans[decoding]], len(docs), seconds)
             for decoding in ("viterbi", "greedy"))
@@ -447,7 +447,6 @@ def train_annotator(
             data_collator=lambda windows: pad_windows(windows, pad_id),
             validated_epochs=validated_epochs,
             component=component,
-            eval_batch_size=eval_batch_size,
             progress=progress,
         )
         if not progress:

@@ -43,7 +43,7 @@ Vote = Tuple[int, int, str]  # (start token, end token, label)
 
 @Language.factory(
     "ner_committee",
-    default_config={"members": [], "min_votes": 0, "batch_size": 16},
+    default_config={"members": [], "min_votes": 0, "batch_size": 16, "gpu_id": -1},
     assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
@@ -53,6 +53,7 @@ def make_ner_committee(
     members: List[str] = [],  # noqa: B006 (spaCy passes the config's value)
     min_votes: int = 0,
     batch_size: int = 16,
+    gpu_id: int = -1,
 ) -> "NERCommittee":
     """Create the `ner_committee` component.
 
@@ -62,8 +63,11 @@ def make_ner_committee(
     min_votes (int): members that must predict a span exactly for it to be
         kept; 0 means a majority (2 of 3, 3 of 4).
     batch_size (int): docs per batch when the members run over a stream.
+    gpu_id (int): GPU the members are loaded on (-1: the CPU); see
+        `synthdeid.io.load_pipeline`, which sets it from its own `gpu_id`.
     """
-    return NERCommittee(name, vocab=nlp.vocab, members=members, min_votes=min_votes, batch_size=batch_size)
+    return NERCommittee(name, vocab=nlp.vocab, members=members, min_votes=min_votes, batch_size=batch_size,
+                        gpu_id=gpu_id)
 
 
 class NERCommittee:
@@ -77,12 +81,14 @@ class NERCommittee:
         members: Sequence[str] = (),
         min_votes: int = 0,
         batch_size: int = 16,
+        gpu_id: int = -1,
     ) -> None:
         if min_votes < 0 or batch_size < 1:
             raise ValueError(f"ner_committee: min_votes must be at least 0 and batch_size at least 1, not {min_votes}, {batch_size}")
         self.name = name
         self.vocab = vocab
-        self.cfg: Dict[str, Any] = {"members": [str(m) for m in members], "min_votes": min_votes, "batch_size": batch_size}
+        self.cfg: Dict[str, Any] = {"members": [str(m) for m in members], "min_votes": min_votes,
+                                    "batch_size": batch_size, "gpu_id": gpu_id}
         self.pipelines: List[Language] = []
 
     @property
@@ -116,7 +122,7 @@ class NERCommittee:
                 f"ner_committee component '{self.name}': no members; set [components.{self.name}] members "
                 "to the folders of saved NER pipelines"
             )
-        self.set_members([load_ner_pipeline(source) for source in sources])
+        self.set_members([load_ner_pipeline(source, gpu_id=self.cfg["gpu_id"]) for source in sources])
         self.cfg["members"] = sources
 
     def set_members(self, pipelines: Sequence[Language]) -> None:
@@ -187,7 +193,7 @@ class NERCommittee:
                 f"{path}: not a saved ner_committee component (no {MEMBERS_DIR}/0); "
                 "save the pipeline with nlp.to_disk() after initialize()"
             )
-        self.set_members([load_ner_pipeline(folder) for folder in folders])
+        self.set_members([load_ner_pipeline(folder, gpu_id=self.cfg["gpu_id"]) for folder in folders])
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:

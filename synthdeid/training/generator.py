@@ -456,6 +456,7 @@ def evaluate_loss(
 
 
 def mean_loss(total: float, tokens: float) -> float:
+    """The token-weighted mean of `loss_sums`' (summed loss, tokens)."""
     if tokens == 0:
         raise ValueError("no token to score: every sequence is shorter than 2 tokens")
     return total / tokens

@@ -405,7 +405,7 @@ def generate_corpus(
         if config.get("paths", {}).get("generator") and Path(settings["generator"]).exists():
             # a folder: the same absolute path on every node, whatever an actor's working directory
             overrides["paths.generator"] = str(Path(settings["generator"]).resolve())
-        device = str(config["components"]["llm"]["model"].get("device", "cpu"))
+        device = str(config.interpolate()["components"]["llm"]["model"].get("device", "cpu"))
         on_gpu = device.startswith("cuda")  # ("auto" resolves in each actor, which Ray gives no GPU)
         if on_gpu:  # an actor sees only the GPU Ray gave it, as device 0
             overrides["components.llm.model.device"] = "cuda:0"
