@@ -9,12 +9,7 @@ from conftest import cli, make_docs, write_docbin
 from spacy.tokens import Doc, Span
 from typer.testing import CliRunner
 
-from synthdeid.training.labelling import (
-    AnnotateError,
-    annotate_generated,
-    load_labeller,
-    relabel_docbin,
-)
+from synthdeid.training.labelling import AnnotateError, annotate_generated, relabel_docbin
 from synthdeid.training.annotator import build_annotator_pipeline
 from synthdeid.training.corpus import ID_KEY, corpus_stats, split_train_validation
 from synthdeid.training.inline_tags import untag
