@@ -33,8 +33,9 @@ STEPS_FILE = "training/benchmark_steps.json"
 
 
 def packaged_pipeline_speed(package_dir: Path, test_path: Path, batch_size: int = 16) -> dict:
-    """Words per second of the packaged pipeline (as installed: with the redactor)."""
-    import synthdeid.redact  # noqa: F401  the package registers it the same way
+    """Words per second of the packaged pipeline (as installed: with the rules and the redactor)."""
+    import synthdeid.redact  # noqa: F401  the package registers its components the same way
+    import synthdeid.rules  # noqa: F401
 
     inner = next(p for p in package_dir.glob("*/*") if (p / "config.cfg").exists())
     nlp = spacy.load(inner)
